@@ -1,0 +1,164 @@
+"""The name -> builder tables that ``keras_asc.build`` reads, filled through the plugin hooks.
+
+Each table is built on first use by calling every plugin's hook implementation separately, so a
+plugin that raises while registering is reported by name and the others still load; two plugins
+that claim one name is an error that names both.
+"""
+
+import dataclasses
+import sys
+import warnings
+
+from keras_asc import plugins
+
+AUGMENTATION_STAGES = ("waveform", "spectrogram")
+
+
+class PluginConflictError(ValueError):
+    """Two plugins registered the same name."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: object
+    config: dict
+    description: str
+    plugin: str
+
+    def build(self, **overrides):
+        return self.builder(**{**self.config, **overrides})
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleEntry:
+    name: str
+    members: dict
+    description: str
+    plugin: str
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationEntry:
+    name: str
+    augmentation: type
+    stage: str
+    description: str
+    plugin: str
+
+
+_tables = {}
+registration_errors = []
+
+
+def reset():
+    """Forget the tables; the next lookup calls the hooks again."""
+    _tables.clear()
+    registration_errors.clear()
+
+
+def _collect(hook_name, make_entry):
+    if hook_name in _tables:
+        return _tables[hook_name]
+    manager = plugins.load_plugins()
+    table = {}
+    for impl in getattr(manager.hook, hook_name).get_hookimpls():
+        plugin_name = impl.plugin_name
+
+        def register(name, *args, _plugin=plugin_name, **kwargs):
+            entry = make_entry(name, *args, plugin=_plugin, **kwargs)
+            if name in table:
+                raise PluginConflictError(
+                    f"{hook_name}: the name {name!r} is registered by both plugin "
+                    f"{table[name].plugin!r} and plugin {_plugin!r}. Uninstall one of them or "
+                    f"narrow loading with {plugins.ENV_VAR}."
+                )
+            table[name] = entry
+
+        try:
+            impl.function(register=register)
+        except PluginConflictError:
+            raise
+        except Exception as error:  # noqa: BLE001 - report the plugin, keep the others
+            message = f"plugin {plugin_name!r} raised while registering ({hook_name}): {type(error).__name__}: {error}"
+            registration_errors.append(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            print(f"keras-asc: {message}", file=sys.stderr)
+    _tables[hook_name] = table
+    return table
+
+
+def _model_entry(name, builder, config=None, description="", *, plugin):
+    if not callable(builder):
+        raise TypeError(f"Model {name!r}: builder must be callable. Received: builder={builder!r}")
+    return ModelEntry(name, builder, dict(config or {}), description, plugin)
+
+
+def _ensemble_entry(name, members, description="", *, plugin):
+    members = dict(members)
+    if len(members) < 2:
+        raise ValueError(f"Ensemble {name!r} needs at least two members. Received: {members}")
+    return EnsembleEntry(name, members, description, plugin)
+
+
+def _augmentation_entry(name, augmentation, stage, description="", *, plugin):
+    if stage not in AUGMENTATION_STAGES:
+        raise ValueError(
+            f"Augmentation {name!r}: stage must be one of {AUGMENTATION_STAGES}. Received: stage={stage!r}"
+        )
+    return AugmentationEntry(name, augmentation, stage, description, plugin)
+
+
+def models():
+    return _collect("register_models", _model_entry)
+
+
+def ensembles():
+    return _collect("register_ensembles", _ensemble_entry)
+
+
+def augmentations():
+    return _collect("register_augmentations", _augmentation_entry)
+
+
+def _unknown(kind, name, known):
+    return ValueError(f"Unknown {kind} {name!r}. Known {kind}s: {', '.join(sorted(known))}.")
+
+
+def get_model(name):
+    table = models()
+    if name not in table:
+        raise _unknown("model", name, list(table) + list(ensembles()))
+    return table[name]
+
+
+def get_augmentation(name):
+    table = augmentations()
+    if name not in table:
+        raise _unknown("augmentation", name, table)
+    return table[name]
+
+
+def build(name, **overrides):
+    """Build a registered model or ensemble by name; ``overrides`` replace preset arguments.
+
+    For an ensemble, overrides (for example ``num_classes``) are passed to every member.
+    """
+    ensemble_table = ensembles()
+    if name in ensemble_table:
+        from keras_asc.models.ensemble import Ensemble
+
+        entry = ensemble_table[name]
+        members = [get_model(member).build(**overrides) for member in entry.members]
+        return Ensemble(members=members, weights=list(entry.members.values()), name=name)
+    return get_model(name).build(**overrides)
+
+
+def list_models():
+    """Names of every registered model preset and ensemble, sorted."""
+    return sorted(list(models()) + list(ensembles()))
+
+
+def list_augmentations(stage=None):
+    """Names of registered augmentations, optionally of one stage."""
+    return sorted(n for n, e in augmentations().items() if stage is None or e.stage == stage)
