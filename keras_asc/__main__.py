@@ -1,0 +1,5 @@
+import sys
+
+from keras_asc.cli import main
+
+sys.exit(main())

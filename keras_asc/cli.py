@@ -1,0 +1,57 @@
+"""The ``keras-asc`` command. Each subcommand lives in ``keras_asc/commands/<name>.py`` and
+exposes ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else global."""
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = (
+    "list",
+    "summary",
+    "download",
+    "prepare",
+    "synth",
+    "train",
+    "evaluate",
+    "ensemble",
+    "predict",
+    "quantize",
+    "demo",
+)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-asc",
+        description="Low-complexity acoustic scene classification (DCASE Task 1) with Keras 3.",
+    )
+    from keras_asc import __version__
+
+    parser.add_argument("--version", action="version", version=f"keras-asc {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"keras_asc.commands.{name.replace('-', '_')}")
+        except ModuleNotFoundError as error:
+            if error.name == f"keras_asc.commands.{name}":
+                continue  # that command is not part of this installation
+            raise
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("keras-asc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
