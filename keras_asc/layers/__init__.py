@@ -1,0 +1,9 @@
+"""Model-side Keras layers (keras.ops only) and block functions."""
+
+from keras_asc.layers.blocks import (
+    cp_mobile_block,
+    cp_resnet_basic_block,
+    make_divisible,
+    mofle_block,
+)
+from keras_asc.layers.normalization import ChannelShuffle, GlobalResponseNormalization

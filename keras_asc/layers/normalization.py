@@ -1,0 +1,103 @@
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_asc")
+class GlobalResponseNormalization(keras.layers.Layer):
+    """Global response normalisation with one scalar gamma and beta (the CP-Mobile variant).
+
+    For channels-last input ``x`` of shape (batch, freq, time, channels): ``g`` is the L2 norm of
+    each channel over (freq, time), ``n = g / (mean_c(g) + epsilon)`` and the output is
+    ``gamma * (x * n) + beta + x``. Gamma and beta are scalars initialised to zero, so a fresh
+    layer is the identity.
+
+    Args:
+        epsilon: added to the channel mean of the norms before dividing.
+
+    Example:
+        >>> y = GlobalResponseNormalization()(keras.ops.ones((2, 8, 8, 16)))
+
+    Reference:
+        Woo et al., "ConvNeXt V2", CVPR 2023 (GRN); Schmid et al., CP-Mobile, DCASE 2023.
+    """
+
+    def __init__(self, epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0. Received: epsilon={epsilon}")
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"GlobalResponseNormalization expects (batch, freq, time, channels). "
+                f"Received: input_shape={input_shape}"
+            )
+        self.gamma = self.add_weight(name="gamma", shape=(), initializer="zeros")
+        self.beta = self.add_weight(name="beta", shape=(), initializer="zeros")
+
+    def call(self, inputs):
+        norms = ops.sqrt(ops.sum(ops.square(inputs), axis=(1, 2), keepdims=True))
+        normalized = norms / (ops.mean(norms, axis=-1, keepdims=True) + self.epsilon)
+        return self.gamma * (inputs * normalized) + self.beta + inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def dcase_complexity(self, input_shape, output_shape):
+        # Two scalar parameters; torchinfo (the DCASE checker) counts MACs only for tensors
+        # named weight/bias, so the normalisation arithmetic counts zero.
+        return 2, 0
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="keras_asc")
+class ChannelShuffle(keras.layers.Layer):
+    """ShuffleNet channel shuffle for channels-last feature maps.
+
+    Channels are viewed as (groups, channels // groups), the two axes swapped and flattened, so
+    every group of a following grouped convolution sees channels from every input group.
+
+    Args:
+        groups: number of groups; the channel count must be divisible by it.
+
+    Example:
+        >>> y = ChannelShuffle(groups=2)(keras.ops.ones((2, 8, 8, 16)))
+
+    Reference:
+        Zhang et al., "ShuffleNet", CVPR 2018.
+    """
+
+    def __init__(self, groups=2, **kwargs):
+        super().__init__(**kwargs)
+        if int(groups) != groups or groups < 1:
+            raise ValueError(f"groups must be a positive integer. Received: groups={groups}")
+        self.groups = int(groups)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None or channels % self.groups:
+            raise ValueError(
+                f"ChannelShuffle needs a channel count divisible by groups={self.groups}. "
+                f"Received: input_shape={input_shape}"
+            )
+
+    def call(self, inputs):
+        _, height, width, channels = inputs.shape
+        shape = ops.shape(inputs)
+        height = shape[1] if height is None else height
+        width = shape[2] if width is None else width
+        x = ops.reshape(inputs, (-1, height, width, self.groups, channels // self.groups))
+        x = ops.transpose(x, (0, 1, 2, 4, 3))
+        return ops.reshape(x, (-1, height, width, channels))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def dcase_complexity(self, input_shape, output_shape):
+        return 0, 0
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups}
