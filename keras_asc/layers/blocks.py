@@ -7,6 +7,7 @@ complexity counter and to TF-MOT, which folds Conv + BN only in flat functional 
 
 import keras
 
+from keras_asc.layers.convolution import DepthwiseConv2D
 from keras_asc.layers.normalization import ChannelShuffle, GlobalResponseNormalization
 
 # PyTorch BatchNorm2d defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
@@ -69,7 +70,7 @@ def conv_bn(x, filters, kernel_size, *, strides=1, padding=0, groups=1, activati
 def depthwise_conv_bn(x, *, strides, name):
     """3x3 depthwise convolution with symmetric padding 1, no bias, BN and ReLU."""
     x = keras.layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
-    x = keras.layers.DepthwiseConv2D(
+    x = DepthwiseConv2D(
         3,
         strides=strides,
         padding="valid",

@@ -11,7 +11,7 @@ MODEL_PRESETS = {
         "config": {"channels_multiplier": 1.8, "expansion_rate": 2.6, "name": "moflenet57"},
         "description": "MofleNet57 (report Table 2): 256x64 log-mels, hop 500, about 60k params, 12.9M MACs.",
         "params": 60_440,
-        "macs": 12_943_880,
+        "macs": 12_944_468,
     },
     "moflenet_128k": {
         "builder": MofleNet,
