@@ -6,4 +6,5 @@ from keras_asc.layers.blocks import (
     make_divisible,
     mofle_block,
 )
+from keras_asc.layers.frontend import LogMelSpectrogram
 from keras_asc.layers.normalization import ChannelShuffle, GlobalResponseNormalization
