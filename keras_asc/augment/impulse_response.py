@@ -67,6 +67,7 @@ class DeviceImpulseResponse(WaveformAugmentation):
 
     @property
     def num_impulse_responses(self):
+        """How many responses were loaded (one per ``.wav`` file)."""
         return len(self.filenames)
 
     def draw(self, devices, seed):
