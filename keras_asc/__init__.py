@@ -17,6 +17,29 @@ from keras_asc.registry import (  # noqa: E402
 )
 
 
+def train(*args, **kwargs):
+    """Train a model with its recipe; see ``keras_asc.training.train`` for the arguments.
+
+    Example:
+        >>> result = keras_asc.train("moflenet57", data_dir="TAU22", split=25, epochs=150)
+    """
+    from keras_asc.training import train as _train
+
+    return _train(*args, **kwargs)
+
+
+def evaluate(*args, **kwargs):
+    """DCASE evaluation of a model, run directory, ``.keras`` or ``.tflite`` file; see
+    ``keras_asc.training.evaluate`` for the arguments.
+
+    Example:
+        >>> result = keras_asc.evaluate("runs/moflenet57", data_dir="TAU22")
+    """
+    from keras_asc.training import evaluate as _evaluate
+
+    return _evaluate(*args, **kwargs)
+
+
 def load_model(filepath, **kwargs):
     """Load a saved ``.keras`` model after loading plugins, so plugin layers deserialise.
 
@@ -41,8 +64,10 @@ __all__ = [
     "__version__",
     "build",
     "complexity",
+    "evaluate",
     "hookimpl",
     "list_augmentations",
     "list_models",
     "load_model",
+    "train",
 ]
