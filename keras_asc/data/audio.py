@@ -36,6 +36,7 @@ __all__ = [
     "AudioDecodeError",
     "decode_audio",
     "decode_wav",
+    "decode_with_reason",
     "load_audio",
     "read_wav",
     "resample",
@@ -48,6 +49,10 @@ PIPELINE_SAMPLING_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000
 
 TFIO_HINT = "install keras-asc[tfio] (tensorflow-io 0.37.1, needs TensorFlow <= 2.17.1)"
 
+# Every decoding error reads "Cannot decode audio file <path>: <reason>", eagerly and in graph
+# mode. Reasons avoid quote characters: graph assertions print strings C-escaped.
+_PREFIX = "Cannot decode audio file "
+
 # Status codes of the WAV parser and the reason each one reports. Templates use only "{}"
 # placeholders, filled from the parser's detail values both by ``str.format`` (eagerly) and by
 # ``tf.strings.format`` (in graph mode), so one table serves both.
@@ -56,15 +61,15 @@ _REASONS = (
     ("", 0),
     ("the file is empty (0 bytes)", 0),
     ("truncated: {} bytes is shorter than a RIFF/WAVE header (12 bytes)", 1),
-    ("not a RIFF/WAVE file (it does not start with 'RIFF'....'WAVE')", 0),
+    ("not a RIFF/WAVE file (it does not start with RIFF....WAVE)", 0),
     ("it holds FLAC data, not WAV; reading FLAC needs tensorflow-io: " + TFIO_HINT, 0),
     ("it holds OGG data, not WAV; reading OGG needs tensorflow-io: " + TFIO_HINT, 0),
     ("it holds MP3 data, not WAV; reading MP3 needs tensorflow-io: " + TFIO_HINT, 0),
-    ("no 'fmt ' chunk in the file", 0),
-    ("no 'data' chunk in the file (the chunk list ends at byte {})", 1),
+    ("no fmt chunk in the file", 0),
+    ("no data chunk in the file (the chunk list ends at byte {})", 1),
     ("truncated: the chunk at byte {} declares {} bytes but the file has only {} bytes", 3),
-    ("truncated: the 'data' chunk declares {} bytes but only {} are present", 2),
-    ("the 'fmt ' chunk has {} bytes, fewer than the {} its format needs", 2),
+    ("truncated: the data chunk declares {} bytes but only {} are present", 2),
+    ("the fmt chunk has {} bytes, fewer than the {} its format needs", 2),
     (
         "unsupported WAV format code {} (supported: 1 = PCM, 3 = IEEE float, "
         "65534 = extensible with a PCM or float sub-format)",
@@ -84,7 +89,7 @@ _REASONS = (
         + " Hz); convert the file or use load_audio",
         1,
     ),
-    ("the 'data' chunk holds no samples", 0),
+    ("the data chunk holds no samples", 0),
     ("RF64 (64-bit RIFF) WAV files are not supported", 0),
 )
 (
@@ -110,6 +115,12 @@ _REASONS = (
 ) = range(1, len(_REASONS))
 
 
+def _graph_function(function):
+    # These functions build plain graph ops with Python-level control flow only; AutoGraph
+    # conversion inside tf.data maps would only add seconds of tracing.
+    return functools.wraps(function)(tf.autograph.experimental.do_not_convert(function))
+
+
 def _fourcc(text):
     return int.from_bytes(text.encode("ascii"), "little")
 
@@ -118,7 +129,7 @@ _RIFF, _WAVE, _FMT, _DATA = _fourcc("RIFF"), _fourcc("WAVE"), _fourcc("fmt "), _
 _FLAC_MAGIC, _OGG_MAGIC, _RF64_MAGIC = _fourcc("fLaC"), _fourcc("OggS"), _fourcc("RF64")
 _ID3_MAGIC = int.from_bytes(b"ID3", "little")
 _FORMAT_PCM, _FORMAT_FLOAT, _FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
-# Sample decoders, indexed by _sample_kind.
+# Sample decoders, indexed by the parser's "kind".
 _PCM8, _PCM16, _PCM24, _PCM32, _FLOAT32, _FLOAT64 = range(6)
 
 
@@ -127,13 +138,13 @@ class AudioDecodeError(ValueError):
 
     Args:
         path: the file (or a description of in-memory bytes).
-        reason: what is wrong with it, e.g. ``"truncated: the 'data' chunk declares ..."``.
+        reason: what is wrong with it, e.g. ``"truncated: the data chunk declares ..."``.
     """
 
     def __init__(self, path, reason):
         self.path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
         self.reason = reason
-        super().__init__(f"Cannot decode audio file {self.path!r}: {reason}")
+        super().__init__(f"{_PREFIX}{self.path}: {reason}")
 
     def __reduce__(self):
         return type(self), (self.path, self.reason)
@@ -148,29 +159,36 @@ def _reason_text(code, details):
 # WAV parsing in graph ops
 
 
-def _read_uint(byte_values, offset, num_bytes):
-    """Little-endian unsigned integer of ``num_bytes`` bytes at ``offset`` (int64 scalar).
+def _read_fields(byte_values, last, offset, layout):
+    """Little-endian unsigned integers, one per ``(start, num_bytes)`` of ``layout``, read at
+    ``offset + start`` with a single gather; an int64 vector.
 
-    Reads past the end return garbage rather than failing (indices are clamped); callers check
-    bounds and turn them into a status code, so a bad file never raises inside the parser.
+    Reads past the end return garbage rather than failing (indices are clamped to ``last``);
+    callers check bounds and turn them into a status code, so a bad file never raises here.
     """
-    last = tf.maximum(tf.shape(byte_values, out_type=tf.int64)[0] - 1, 0)
-    index = tf.clip_by_value(offset + tf.range(num_bytes, dtype=tf.int64), 0, last)
+    index = np.array([[start + i for i in range(4)] for start, _ in layout], np.int64)
+    weights = np.array([[256**i if i < width else 0 for i in range(4)] for _, width in layout])
+    index = tf.clip_by_value(offset + index, 0, last)
     values = tf.cast(tf.gather(byte_values, index), tf.int64)
-    weights = tf.constant([256**i for i in range(num_bytes)], tf.int64)
-    return tf.reduce_sum(values * weights)
+    return tf.reduce_sum(values * weights, axis=1)
 
 
 def _first_failure(checks):
     """Status and details of the first failing check in ``checks`` (priority order)."""
-    status = tf.constant(_OK, tf.int32)
-    details = tf.zeros([3], tf.int64)
-    for failed, code, values in checks:
-        values = list(values) + [0] * (3 - len(values))
-        new = tf.logical_and(tf.equal(status, _OK), failed)
-        status = tf.where(new, tf.constant(code, tf.int32), status)
-        details = tf.where(new, tf.stack([tf.cast(v, tf.int64) for v in values]), details)
-    return status, details
+    failed = tf.stack([check for check, _, _ in checks])
+    codes = tf.constant([code for _, code, _ in checks], tf.int32)
+    details = tf.stack(
+        [
+            tf.stack([tf.cast(v, tf.int64) for v in list(values) + [0] * (3 - len(values))])
+            for _, _, values in checks
+        ]
+    )
+    position = tf.range(len(checks))
+    first = tf.reduce_min(tf.where(failed, position, len(checks)))
+    any_failed = first < len(checks)
+    first = tf.minimum(first, len(checks) - 1)
+    status = tf.where(any_failed, codes[first], _OK)
+    return status, tf.where(any_failed, details[first], tf.zeros([3], tf.int64))
 
 
 def _parse_header(contents):
@@ -178,15 +196,41 @@ def _parse_header(contents):
 
     Returns a dict of scalar tensors: ``status`` (0 when the file is readable), ``details``
     (int64 [3], values for the reason text), ``sample_rate``, ``channels``, ``kind`` (one of the
-    sample decoders), ``block_align``, ``data_offset`` and ``num_frames``.
+    sample decoders), ``block_align``, ``data_offset`` and ``num_frames``, plus ``bytes``, the
+    file as uint8.
     """
     byte_values = tf.io.decode_raw(contents, tf.uint8)
     size = tf.shape(byte_values, out_type=tf.int64)[0]
     # One zero byte stands in for an empty file, so the reads below have something to gather.
     byte_values = tf.cond(size > 0, lambda: byte_values, lambda: tf.zeros([1], tf.uint8))
-    magic = _read_uint(byte_values, 0, 4)
-    wave = _read_uint(byte_values, 8, 4)
+    last = tf.maximum(size - 1, 0)
+    magic, wave, first_id, first_size = tf.unstack(
+        _read_fields(byte_values, last, 0, [(0, 4), (8, 4), (12, 4), (16, 4)])
+    )
     is_riff = tf.logical_and(tf.equal(magic, _RIFF), tf.equal(wave, _WAVE))
+    # Nearly every file is 'fmt ' then 'data' (TAU22's 44-byte header): read those directly and
+    # walk the chunk list only for other layouts (LIST/fact chunks, fmt after data, ...).
+    after_fmt = 20 + first_size + first_size % 2
+    second_id, second_size = tf.unstack(
+        _read_fields(byte_values, last, after_fmt, [(0, 4), (4, 4)])
+    )
+    canonical = tf.logical_and(
+        tf.logical_and(is_riff, tf.equal(first_id, _FMT)),
+        tf.logical_and(tf.equal(second_id, _DATA), after_fmt + 8 + second_size <= size),
+    )
+
+    def canonical_layout():
+        zero = tf.constant(0, tf.int64)
+        data_offset = after_fmt + 8
+        return (
+            data_offset + second_size,
+            tf.constant(20, tf.int64),
+            first_size,
+            data_offset,
+            second_size,
+            tf.constant(_OK, tf.int32),
+            tf.stack([zero, zero, zero]),
+        )
 
     # Chunk walk: stop at the end of the file, at the first inconsistency, or once both the
     # 'fmt ' and the 'data' chunk are found (later chunks, e.g. LIST after data, are irrelevant).
@@ -198,17 +242,12 @@ def _parse_header(contents):
         )
 
     def walk(offset, fmt_offset, fmt_size, data_offset, data_size, status, details):
-        chunk_id = _read_uint(byte_values, offset, 4)
-        chunk_size = _read_uint(byte_values, offset + 4, 4)
+        chunk_id, chunk_size = tf.unstack(_read_fields(byte_values, last, offset, [(0, 4), (4, 4)]))
         body = offset + 8
         overruns = body + chunk_size > size
         is_fmt = tf.equal(chunk_id, _FMT)
         is_data = tf.equal(chunk_id, _DATA)
-        new_status = tf.where(
-            overruns,
-            tf.where(is_data, _DATA_TRUNCATED, _CHUNK_OVERRUN),
-            _OK,
-        )
+        new_status = tf.where(overruns, tf.where(is_data, _DATA_TRUNCATED, _CHUNK_OVERRUN), _OK)
         new_details = tf.where(
             is_data,
             tf.stack([chunk_size, size - body, tf.constant(0, tf.int64)]),
@@ -230,29 +269,31 @@ def _parse_header(contents):
             tf.where(overruns, new_details, details),
         )
 
-    minus_one = tf.constant(-1, tf.int64)
-    walk_start = (
-        tf.constant(12, tf.int64),
-        minus_one,
-        minus_one,
-        minus_one,
-        minus_one,
-        tf.where(is_riff, _OK, _NOT_RIFF),
-        tf.zeros([3], tf.int64),
-    )
-    end, fmt_offset, fmt_size, data_offset, data_size, walk_status, walk_details = tf.while_loop(
-        keep_walking, walk, walk_start
+    def walk_chunks():
+        minus_one = tf.constant(-1, tf.int64)
+        start = (
+            tf.constant(12, tf.int64),
+            minus_one,
+            minus_one,
+            minus_one,
+            minus_one,
+            tf.where(is_riff, _OK, _NOT_RIFF),
+            tf.zeros([3], tf.int64),
+        )
+        return tf.while_loop(keep_walking, walk, start)
+
+    end, fmt_offset, fmt_size, data_offset, data_size, walk_status, walk_details = tf.cond(
+        canonical, canonical_layout, walk_chunks
     )
 
-    format_code = _read_uint(byte_values, fmt_offset, 2)
-    channels = _read_uint(byte_values, fmt_offset + 2, 2)
-    sample_rate = _read_uint(byte_values, fmt_offset + 4, 4)
-    block_align = _read_uint(byte_values, fmt_offset + 12, 2)
-    bits = _read_uint(byte_values, fmt_offset + 14, 2)
-    extensible = tf.equal(format_code, _FORMAT_EXTENSIBLE)
     # WAVE_FORMAT_EXTENSIBLE: the first two bytes of the sub-format GUID (at byte 24 of the
     # fmt chunk) are the actual format code. Samples sit in containers of ``bits`` bits.
-    sub_format = _read_uint(byte_values, fmt_offset + 24, 2)
+    format_code, channels, sample_rate, block_align, bits, sub_format = tf.unstack(
+        _read_fields(
+            byte_values, last, fmt_offset, [(0, 2), (2, 2), (4, 4), (12, 2), (14, 2), (24, 2)]
+        )
+    )
+    extensible = tf.equal(format_code, _FORMAT_EXTENSIBLE)
     effective_code = tf.where(extensible, sub_format, format_code)
     fmt_needed = tf.where(extensible, tf.constant(26, tf.int64), tf.constant(16, tf.int64))
     is_pcm = tf.equal(effective_code, _FORMAT_PCM)
@@ -266,11 +307,9 @@ def _parse_header(contents):
 
     # Sniff common non-WAV formats so the reason says what the file actually is.
     first3 = tf.math.floormod(magic, 256**3)
-    first_two = tf.math.floormod(magic, 65536)
-    is_mp3_sync = tf.logical_and(
-        tf.equal(tf.math.floormod(first_two, 256), 0xFF),
-        tf.equal(tf.bitwise.bitwise_and(tf.math.floordiv(first_two, 256), 0xE0), 0xE0),
-    )
+    byte0 = tf.math.floormod(magic, 256)
+    byte1 = tf.math.floormod(tf.math.floordiv(magic, 256), 256)
+    is_mp3_sync = tf.logical_and(tf.equal(byte0, 0xFF), byte1 >= 0xE0)
     status, details = _first_failure(
         [
             (tf.equal(size, 0), _EMPTY, []),
@@ -279,7 +318,9 @@ def _parse_header(contents):
             (tf.logical_or(tf.equal(first3, _ID3_MAGIC), is_mp3_sync), _MP3, []),
             (tf.equal(magic, _RF64_MAGIC), _RF64, []),
             (size < 12, _SHORT, [size]),
-            (tf.not_equal(walk_status, _OK), _NOT_RIFF, []),  # refined just below
+            # The walk's own failures (not RIFF, a truncated chunk) carry their code and
+            # details; they replace this placeholder entry just below.
+            (tf.not_equal(walk_status, _OK), _NOT_RIFF, []),
             (fmt_offset < 0, _NO_FMT, []),
             (data_offset < 0, _NO_DATA, [end]),
             (fmt_size < fmt_needed, _FMT_SHORT, [fmt_size, fmt_needed]),
@@ -295,68 +336,56 @@ def _parse_header(contents):
             (num_frames < 1, _NO_SAMPLES, []),
         ]
     )
-    # The walk's own failure (not RIFF, truncated chunk) carries its code and details.
     walk_failed = tf.logical_and(tf.equal(status, _NOT_RIFF), tf.not_equal(walk_status, _OK))
     status = tf.where(walk_failed, walk_status, status)
     details = tf.where(walk_failed, walk_details, details)
 
-    bytes_per_sample = bits // 8
     float_kind = tf.where(tf.equal(bits, 64), _FLOAT64, _FLOAT32)
-    pcm_kind = tf.cast(tf.clip_by_value(bytes_per_sample - 1, 0, 3), tf.int32)
-    kind = tf.where(is_float, float_kind, pcm_kind)
+    pcm_kind = tf.cast(tf.clip_by_value(bits // 8 - 1, 0, 3), tf.int32)
     return {
         "status": status,
         "details": details,
         "sample_rate": tf.cast(sample_rate, tf.int32),
         "channels": channels,
-        "kind": kind,
+        "kind": tf.where(is_float, float_kind, pcm_kind),
         "block_align": block_align,
         "data_offset": data_offset,
         "num_frames": num_frames,
+        "bytes": byte_values,
     }
 
 
-def _decode_samples(contents, header):
+def _decode_samples(header):
     """Interleaved samples of a valid file as float32 [num_frames, channels] in [-1, 1)."""
-    data = tf.strings.substr(
-        contents, header["data_offset"], header["num_frames"] * header["block_align"]
-    )
+    if sys.byteorder != "little":
+        # tf.bitcast reinterprets bytes in host order, and WAV data is little-endian.
+        raise NotImplementedError("The WAV decoder supports little-endian hosts only.")
+    start = header["data_offset"]
+    data = header["bytes"][start : start + header["num_frames"] * header["block_align"]]
 
     def pcm8():
-        raw = tf.cast(tf.io.decode_raw(data, tf.uint8), tf.float32)
-        return (raw - 128.0) / 128.0
+        return (tf.cast(data, tf.float32) - 128.0) / 128.0
 
     def pcm16():
-        raw = tf.io.decode_raw(data, tf.int16, little_endian=True)
-        return tf.cast(raw, tf.float32) / 32768.0
+        raw = tf.bitcast(tf.reshape(data, [-1, 2]), tf.int16)
+        return tf.cast(raw, tf.float32) * (1.0 / 32768.0)
 
     def pcm24():
-        triplets = tf.reshape(tf.io.decode_raw(data, tf.uint8), [-1, 3])
-        if sys.byteorder == "little":
-            # Put each 3-byte sample in the top of a 4-byte word: a low zero byte, then the
-            # sample bytes; the word read as int32 is the sample times 256, sign included.
-            words = tf.pad(triplets, [[0, 0], [1, 0]])
-            raw = tf.bitcast(words, tf.int32)
-        else:  # pragma: no cover - big-endian hosts
-            parts = tf.cast(triplets, tf.int32)
-            raw = tf.bitwise.bitwise_or(
-                tf.bitwise.left_shift(parts[:, 0], 8),
-                tf.bitwise.bitwise_or(
-                    tf.bitwise.left_shift(parts[:, 1], 16),
-                    tf.bitwise.left_shift(parts[:, 2], 24),
-                ),
-            )
-        return tf.cast(raw, tf.float32) / 2147483648.0
+        triplets = tf.reshape(data, [-1, 3])
+        # Put each 3-byte sample in the top of a 4-byte word: a low zero byte, then the
+        # sample bytes; the word read as int32 is the sample times 256, sign included.
+        raw = tf.bitcast(tf.pad(triplets, [[0, 0], [1, 0]]), tf.int32)
+        return tf.cast(raw, tf.float32) * (1.0 / 2147483648.0)
 
     def pcm32():
-        raw = tf.io.decode_raw(data, tf.int32, little_endian=True)
-        return tf.cast(raw, tf.float32) / 2147483648.0
+        raw = tf.bitcast(tf.reshape(data, [-1, 4]), tf.int32)
+        return tf.cast(raw, tf.float32) * (1.0 / 2147483648.0)
 
     def float32():
-        return tf.io.decode_raw(data, tf.float32, little_endian=True)
+        return tf.bitcast(tf.reshape(data, [-1, 4]), tf.float32)
 
     def float64():
-        return tf.cast(tf.io.decode_raw(data, tf.float64, little_endian=True), tf.float32)
+        return tf.cast(tf.bitcast(tf.reshape(data, [-1, 8]), tf.float64), tf.float32)
 
     flat = tf.switch_case(header["kind"], [pcm8, pcm16, pcm24, pcm32, float32, float64])
     return tf.reshape(flat, tf.stack([header["num_frames"], header["channels"]]))
@@ -368,14 +397,14 @@ def _decode_wav_with_status(contents):
     ok = tf.equal(header["status"], _OK)
     samples = tf.cond(
         ok,
-        lambda: _decode_samples(contents, header),
+        lambda: _decode_samples(header),
         lambda: tf.zeros([0, 1], tf.float32),
     )
     return samples, header["sample_rate"], header["status"], header["details"]
 
 
-def _error_message(path, status, details):
-    """Graph-side "Cannot decode audio file '<path>': <reason>" for a nonzero status."""
+def _reason(status, details):
+    """Graph-side reason text for a nonzero status (one branch per code)."""
     branches = []
     for template, count in _REASONS:
         if count:
@@ -386,23 +415,28 @@ def _error_message(path, status, details):
             )
         else:
             branches.append(functools.partial(tf.constant, template, tf.string))
-    reason = tf.switch_case(status, branches)
-    return tf.strings.join(["Cannot decode audio file '", path, "': ", reason])
+    return tf.switch_case(status, branches)
 
 
-def _checked_message(path, status, details):
-    """ "" when status is OK, else the error message (built only on failure)."""
+def _checked_reason(status, details):
+    """ "" when status is OK, else the reason (built only on failure)."""
     return tf.cond(
         tf.equal(status, _OK),
         lambda: tf.constant("", tf.string),
-        lambda: _error_message(path, status, details),
+        lambda: _reason(status, details),
     )
+
+
+def _message(path, reason):
+    """ "" for an empty reason, else "Cannot decode audio file <path>: <reason>"."""
+    return tf.where(tf.equal(reason, ""), "", tf.strings.join([_PREFIX, path, ": ", reason]))
 
 
 def _path_tensor(path):
     return tf.constant("<in-memory bytes>") if path is None else tf.convert_to_tensor(path)
 
 
+@_graph_function
 def decode_wav(contents, path=None):
     """Decode WAV bytes to float32 samples in graph ops; fails with the file name on bad data.
 
@@ -415,15 +449,14 @@ def decode_wav(contents, path=None):
         int32 scalar in Hz.
 
     Raises:
-        tf.errors.InvalidArgumentError: "Cannot decode audio file '<path>': <reason>" for an
+        tf.errors.InvalidArgumentError: "Cannot decode audio file <path>: <reason>" for an
         empty, truncated, non-RIFF or unsupported file (when the op runs).
 
     Example:
         >>> samples, rate = decode_wav(tf.io.read_file("clip.wav"), "clip.wav")
     """
-    path = _path_tensor(path)
     samples, sample_rate, status, details = _decode_wav_with_status(contents)
-    message = _checked_message(path, status, details)
+    message = _message(_path_tensor(path), _checked_reason(status, details))
     with tf.control_dependencies([tf.debugging.Assert(tf.equal(status, _OK), [message])]):
         return tf.identity(samples), tf.identity(sample_rate)
 
@@ -493,12 +526,14 @@ def _polyphase_plan(orig_rate, target_rate, outputs_per_chunk=32):
     """Polyphase form of ``scipy.signal.resample_poly(x, up, down)``'s default filter.
 
     resample_poly computes ``y[m] = sum_n h[t_m - n * up] x[n]`` with
-    ``t_m = (m + pre_remove) * down - pre_pad`` (its zero-padded, centred filter). Output
-    ``m = b * up + q`` of block ``b`` reads inputs ``b * down + lo_k + w`` (``w < width``), so
-    for every chunk ``k`` of ``outputs_per_chunk`` consecutive phases ``q`` the outputs of all
-    blocks are one product of an input window with a small dense matrix ``M[k]`` that holds the
-    filter taps of those phases. Only ~``outputs_per_chunk * down / up + taps`` multiplies per
-    output are spent, instead of ``len(h)`` for a plain upsample-filter-downsample.
+    ``t_m = (m + pre_remove) * down - pre_pad`` (its zero-padded, centred filter). The taps an
+    output uses repeat with period ``up`` outputs / ``down`` inputs; a block spans ``periods``
+    such periods (``block_out = periods * up`` outputs, ``block_in = periods * down`` inputs).
+    Output ``m = b * block_out + q`` reads inputs ``b * block_in + lo_k + w`` (``w < width``),
+    so for every chunk ``k`` of ``outputs_per_chunk`` consecutive phases ``q`` the outputs of
+    all blocks are one product of an input window with a small dense matrix ``M[k]`` holding
+    the taps of those phases. That costs ~``outputs_per_chunk * down / up + taps / up``
+    multiplies per output instead of ``len(h)`` for a plain upsample-filter-downsample.
     """
     divisor = math.gcd(orig_rate, target_rate)
     up, down = target_rate // divisor, orig_rate // divisor
@@ -509,9 +544,11 @@ def _polyphase_plan(orig_rate, target_rate, outputs_per_chunk=32):
     pre_pad = down - half_len % down
     pre_remove = (half_len + pre_pad) // down
 
-    chunk = _divisor_near(up, outputs_per_chunk)
-    num_chunks = up // chunk
-    t = (np.arange(up) + pre_remove) * down - pre_pad  # t_q for the phases of block 0
+    periods = max(1, -(-outputs_per_chunk // up))
+    block_out, block_in = periods * up, periods * down
+    chunk = _divisor_near(block_out, outputs_per_chunk)
+    num_chunks = block_out // chunk
+    t = (np.arange(block_out) + pre_remove) * down - pre_pad  # t_q for the phases of block 0
     lows, highs = [], []
     for k in range(num_chunks):
         first, last = t[k * chunk], t[(k + 1) * chunk - 1]
@@ -527,6 +564,8 @@ def _polyphase_plan(orig_rate, target_rate, outputs_per_chunk=32):
     return {
         "up": up,
         "down": down,
+        "block_out": block_out,
+        "block_in": block_in,
         "lows": np.asarray(lows, np.int64),
         "width": width,
         "matrices": matrices.astype(np.float32),
@@ -541,6 +580,7 @@ def resampled_length(num_samples, orig_rate, target_rate):
     return -(-num_samples * up // down)
 
 
+@_graph_function
 def resample(waveform, orig_rate, target_rate=32000):
     """Band-limited resampling along the last axis, equal to ``scipy.signal.resample_poly``.
 
@@ -572,22 +612,23 @@ def resample(waveform, orig_rate, target_rate=32000):
         return waveform
     plan = _polyphase_plan(orig_rate, target_rate)
     up, down = plan["up"], plan["down"]
+    block_out, block_in = plan["block_out"], plan["block_in"]
     num_samples = waveform.shape[-1]
     if num_samples is None:
         num_samples = tf.shape(waveform, out_type=tf.int64)[-1]
         num_out = (num_samples * up + down - 1) // down
-        num_blocks = (num_out + up - 1) // up
+        num_blocks = (num_out + block_out - 1) // block_out
         block_range = tf.range(num_blocks, dtype=tf.int64)
     else:
         num_out = resampled_length(num_samples, orig_rate, target_rate)
-        num_blocks = -(-num_out // up)
+        num_blocks = -(-num_out // block_out)
         block_range = np.arange(num_blocks, dtype=np.int64)
     lows, width = plan["lows"], plan["width"]
     left = max(0, -int(lows.min()))
-    # Input index of block b, chunk k, tap w: b * down + lows[k] + w (shifted by the left pad).
+    # Input index of block b, chunk k, tap w: b * block_in + lows[k] + w (after the left pad).
     offsets = (lows[:, None] + np.arange(width)[None, :] + left).astype(np.int64)
-    index = block_range[:, None, None] * down + offsets[None, :, :]
-    last_needed = (num_blocks - 1) * down + int(offsets.max())
+    index = block_range[:, None, None] * block_in + offsets[None, :, :]
+    last_needed = (num_blocks - 1) * block_in + int(offsets.max())
     right = tf.maximum(tf.cast(last_needed, tf.int64) + 1 - left - num_samples, 0)
     rank = waveform.shape.rank
     if rank is None:
@@ -633,6 +674,7 @@ def _resample_fixed(waveform, orig_rate, target_rate, num_samples):
 # The decoder the tf.data pipeline uses
 
 
+@_graph_function
 def try_decode_audio(contents, path=None, *, sampling_rate=32000, num_samples=None, mono=True):
     """Decode, downmix and resample WAV bytes in graph ops without raising.
 
@@ -648,12 +690,33 @@ def try_decode_audio(contents, path=None, *, sampling_rate=32000, num_samples=No
 
     Returns:
         ``(waveform, error)``: float32 samples and a scalar string that is empty on success and
-        otherwise "Cannot decode audio file '<path>': <reason>" (the waveform is then zeros).
+        otherwise "Cannot decode audio file <path>: <reason>" (the waveform is then zeros).
 
     Example:
         >>> waveform, error = try_decode_audio(tf.io.read_file(path), path, num_samples=32000)
     """
-    path = _path_tensor(path)
+    waveform, reason = decode_with_reason(
+        contents, sampling_rate=sampling_rate, num_samples=num_samples, mono=mono
+    )
+    return waveform, _message(_path_tensor(path), reason)
+
+
+@_graph_function
+def decode_with_reason(contents, *, sampling_rate=32000, num_samples=None, mono=True):
+    """:func:`try_decode_audio` without a path: returns ``(waveform, reason)``.
+
+    ``reason`` is a scalar string, "" on success; the pipeline records unreadable files with
+    their name and this reason.
+
+    Args:
+        contents: scalar ``tf.string`` with the bytes of a WAV file.
+        sampling_rate: output rate in Hz.
+        num_samples: output length, or ``None`` for the resampled length.
+        mono: average the channels.
+
+    Example:
+        >>> waveform, reason = decode_with_reason(tf.io.read_file(path), num_samples=32000)
+    """
     samples, sample_rate, status, details = _decode_wav_with_status(contents)
     supported = tf.reduce_any(tf.equal(sample_rate, PIPELINE_SAMPLING_RATES))
     status = tf.where(
@@ -698,9 +761,10 @@ def try_decode_audio(contents, path=None, *, sampling_rate=32000, num_samples=No
     if num_samples is not None:
         static = [num_samples] if mono else [num_samples, None]
         waveform = tf.ensure_shape(waveform, static)
-    return waveform, _checked_message(path, status, details)
+    return waveform, _checked_reason(status, details)
 
 
+@_graph_function
 def decode_audio(contents, path=None, *, sampling_rate=32000, num_samples=None, mono=True):
     """Decode, downmix and resample WAV bytes in graph ops (for ``tf.data`` maps).
 
@@ -718,7 +782,7 @@ def decode_audio(contents, path=None, *, sampling_rate=32000, num_samples=None, 
         float32 waveform.
 
     Raises:
-        tf.errors.InvalidArgumentError: "Cannot decode audio file '<path>': <reason>".
+        tf.errors.InvalidArgumentError: "Cannot decode audio file <path>: <reason>".
 
     Example:
         >>> ds = tf.data.Dataset.from_tensor_slices(paths).map(
