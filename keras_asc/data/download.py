@@ -174,21 +174,22 @@ def tau22_manifest(
             f"Received: record_url={record_url!r}, splits_url={splits_url!r}"
         )
     zenodo = "Zenodo record 6337421; MD5 from the soundata TAU22 loader"
-    manifest = []
-    for group, part, md5, size in _TAU22_ARCHIVES:
+
+    def archive(group, part, md5, size):
         name = f"TAU-urban-acoustic-scenes-2022-mobile-development.{part}.zip"
-        manifest.append(
-            RemoteFile(
-                name=name,
-                url=f"{record_url}{name}?download=1",
-                group=group,
-                md5=md5,
-                size=size,
-                extract_to="",
-                strip_prefix=TAU22_ARCHIVE_PREFIX,
-                source=zenodo,
-            )
+        return RemoteFile(
+            name=name,
+            url=f"{record_url}{name}?download=1",
+            group=group,
+            md5=md5,
+            size=size,
+            extract_to="",
+            strip_prefix=TAU22_ARCHIVE_PREFIX,
+            source=zenodo,
         )
+
+    # The small files first, so that a failure on the 26 GB of audio leaves them in place.
+    manifest = [archive(*row) for row in _TAU22_ARCHIVES if row[0] == "meta"]
     # DCASE 2024 Task 1: split{5,10,25,50,100}.csv and test.csv, fetched by the official
     # baseline (CPJKU/dcase2024_task1_baseline, dataset/dcase24.py) from this release.
     for split in (5, 10, 25, 50, 100, "test"):
@@ -215,6 +216,7 @@ def tau22_manifest(
             source="CPJKU/cpjku_dcase24 release 'files'; no published checksum",
         )
     )
+    manifest += [archive(*row) for row in _TAU22_ARCHIVES if row[0] == "audio"]
     return tuple(manifest)
 
 
