@@ -1,0 +1,20 @@
+"""Training: the four-phase learning-rate schedule, recipes as data and ``train()``."""
+
+from keras_asc.training.recipes import (
+    DEFAULT_RECIPE,
+    RECIPES,
+    Recipe,
+    get_recipe,
+    list_recipes,
+    register_recipe,
+)
+from keras_asc.training.schedule import (
+    SCHEDULE_PRESETS,
+    FourPhaseSchedule,
+    FourPhaseScheduler,
+    FourPhaseSettings,
+    WarmupCosineSettings,
+    four_phase_factor,
+    get_schedule_preset,
+)
+from keras_asc.training.train import TrainResult, train

@@ -1,0 +1,115 @@
+"""``keras-asc train --model NAME --split N --data DIR``: train with the model's recipe."""
+
+import sys
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model with its recipe on a TAU22 training split",
+        description="Train a registered model with its recipe (optimiser, batch size, epochs, "
+        "four-phase learning-rate schedule, augmentations) on a DCASE 2024 training split. "
+        "Writes a run directory with run_config.json, log.csv, TensorBoard logs, checkpoints "
+        "and the final model.keras; running the same command again continues an interrupted "
+        "run.",
+    )
+    parser.add_argument(
+        "--model", default="moflenet57", help="registered model (default moflenet57)"
+    )
+    parser.add_argument(
+        "--split", default="25", help="training split: 5, 10, 25, 50 or 100 (default 25)"
+    )
+    parser.add_argument("--data", required=True, help="TAU22-layout dataset folder")
+    parser.add_argument(
+        "--epochs", type=int, help="override the recipe's epochs (phases are scaled)"
+    )
+    parser.add_argument("--batch-size", type=int, help="override the recipe's batch size")
+    parser.add_argument(
+        "--out", help="run directory (default runs/<model>-split<split>-seed<seed>)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument(
+        "--augment",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="NAME",
+        help="extra registered augmentations, applied after the recipe's",
+    )
+    parser.add_argument(
+        "--dirs", help="folder of impulse-response WAVs for DIR (without it DIR is skipped)"
+    )
+    parser.add_argument(
+        "--cache",
+        "--cache-dir",
+        dest="cache",
+        help="cache decoded audio here (reused by later runs)",
+    )
+    parser.add_argument(
+        "--distribution",
+        choices=("mirrored", "data_parallel"),
+        help="multi-device training: mirrored (TensorFlow) or data_parallel (JAX)",
+    )
+    parser.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch")
+    parser.add_argument("--validation-split", help="split evaluated after every epoch (e.g. test)")
+    parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="refuse to continue a run already in the run directory",
+    )
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=1,
+        help="Keras progress output (default 1)",
+    )
+    parser.set_defaults(func=run)
+
+
+def _split(text):
+    return int(text) if text.isdigit() else text
+
+
+def run(args):
+    from keras_asc import registry
+    from keras_asc.training import get_recipe, train
+
+    # Name errors first, before the pipeline is built; the messages list the known names.
+    try:
+        get_recipe(args.model)
+        for name in args.augment:
+            registry.get_augmentation(name)
+    except ValueError as error:
+        print(f"keras-asc train: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        result = train(
+            args.model,
+            data_dir=args.data,
+            split=_split(args.split),
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            out_dir=args.out,
+            seed=args.seed,
+            augment=args.augment,
+            dirs_dir=args.dirs,
+            cache_dir=args.cache,
+            distribution=args.distribution,
+            resume=not args.no_resume,
+            verbose=args.verbose,
+            steps_per_epoch=args.steps_per_epoch,
+            validation_split=None
+            if args.validation_split is None
+            else _split(args.validation_split),
+        )
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"keras-asc train: error: {error}", file=sys.stderr)
+        return 2
+    history = result.history
+    if history.get("epoch"):
+        last = {key: values[-1] for key, values in history.items() if key != "epoch"}
+        summary = ", ".join(f"{key} {value:.4g}" for key, value in sorted(last.items()))
+        print(f"keras-asc train: {len(history['epoch'])} epochs; last epoch: {summary}")
+    print(f"keras-asc train: model saved to {result.model_path}")
+    return 0

@@ -1,0 +1,322 @@
+"""Training recipes as data: optimiser, batch size, epochs, learning-rate schedule,
+augmentations and front-end augmentation settings per model preset.
+
+This is the one place that holds the report's training numbers; ``keras_asc.train`` and
+``keras-asc train`` read them, and a command-line or API override (epochs, batch size, extra
+augmentations) is applied on top of a recipe, never instead of it.
+
+Example:
+    >>> recipe = get_recipe("cp_resnet59")
+    >>> recipe.batch_size, recipe.epochs, recipe.schedule.max_learning_rate
+    (256, 150, 0.001)
+    >>> recipe.augmentation_config("freq_mixstyle")
+    {'alpha': 0.4, 'p': 0.8}
+
+Reference:
+    "Low complexity acoustic scene classification with MofleNet", DCASE 2024 Task 1 technical
+    report (Section 3 and Table 3); the DCASE 2024 Task 1 baseline (CPJKU/dcase2024_task1_baseline)
+    for the ``dcase24_baseline`` recipe.
+"""
+
+import copy
+import dataclasses
+import numbers
+
+from keras_asc.training.schedule import (
+    SCHEDULE_PRESETS,
+    FourPhaseSettings,
+    WarmupCosineSettings,
+    schedule_from_dict,
+)
+
+OPTIMIZERS = ("adam", "adamw")
+# The registry name of the device impulse response augmentation: it needs a directory of
+# impulse responses, which only the caller can supply (``dirs_dir``).
+DEVICE_IMPULSE_RESPONSE = "device_impulse_response"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How one model is trained.
+
+    Args:
+        model: the registered model name the recipe is for.
+        schedule: ``FourPhaseSettings`` or ``WarmupCosineSettings``; its length is the number
+            of epochs.
+        optimizer: ``"adam"`` or ``"adamw"``.
+        optimizer_config: keyword arguments of the Keras optimiser besides the learning rate
+            (for example ``epsilon``, ``weight_decay``).
+        batch_size: clips per optimiser step.
+        augmentations: ``(registry name, constructor arguments)`` pairs in the order they are
+            applied; waveform ones run in the tf.data pipeline, spectrogram ones are inserted
+            into the model between front-end and network.
+        frontend: ``LogMelSpectrogram`` arguments for training (frequency masking, fmax
+            jitter); they replace the model preset's front-end values of the same name.
+        description: where the numbers come from.
+
+    Example:
+        >>> recipe = get_recipe("moflenet57").with_overrides(epochs=10, batch_size=64)
+        >>> recipe.schedule.warmup_epochs  # phases are scaled to the new length
+        0.9333333333333333
+    """
+
+    model: str
+    schedule: object
+    optimizer: str = "adam"
+    optimizer_config: dict = dataclasses.field(default_factory=dict)
+    batch_size: int = 256
+    augmentations: tuple = ()
+    frontend: dict = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.schedule, (FourPhaseSettings, WarmupCosineSettings)):
+            raise TypeError(
+                "Recipe.schedule must be FourPhaseSettings or WarmupCosineSettings. "
+                f"Received: schedule={self.schedule!r}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"Recipe.optimizer must be one of {OPTIMIZERS}. Received: optimizer={self.optimizer!r}"
+            )
+        _check_batch_size(self.batch_size)
+        names = []
+        for item in self.augmentations:
+            if (
+                not isinstance(item, tuple)
+                or len(item) != 2
+                or not isinstance(item[0], str)
+                or not isinstance(item[1], dict)
+            ):
+                raise ValueError(
+                    f"Recipe.augmentations must hold (name, config dict) pairs. Received: {item!r}"
+                )
+            names.append(item[0])
+        if len(set(names)) != len(names):
+            raise ValueError(f"Recipe.augmentations names an augmentation twice: {names}")
+
+    @property
+    def epochs(self):
+        """Training length in epochs (the schedule's length)."""
+        return self.schedule.epochs
+
+    @property
+    def augmentation_names(self):
+        return tuple(name for name, _ in self.augmentations)
+
+    def augmentation_config(self, name):
+        """The constructor arguments the recipe gives augmentation ``name``."""
+        for item_name, config in self.augmentations:
+            if item_name == name:
+                return dict(config)
+        raise KeyError(
+            f"Recipe {self.model!r} has no augmentation {name!r}; it has: "
+            f"{', '.join(self.augmentation_names) or 'none'}."
+        )
+
+    def with_overrides(self, *, epochs=None, batch_size=None):
+        """A copy with another length (the schedule's phases scaled to it) or batch size.
+
+        The peak learning rate is kept when the batch size changes.
+        """
+        recipe = self
+        if epochs is not None:
+            if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+                raise ValueError(f"epochs must be an integer >= 1. Received: epochs={epochs!r}")
+            if epochs != recipe.epochs:
+                recipe = dataclasses.replace(recipe, schedule=recipe.schedule.scaled(int(epochs)))
+        if batch_size is not None:
+            recipe = dataclasses.replace(recipe, batch_size=_check_batch_size(batch_size))
+        return recipe
+
+    def make_optimizer(self, steps_per_epoch):
+        """A fresh Keras optimiser driven by the recipe's per-step schedule."""
+        import keras
+
+        classes = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}
+        schedule = self.schedule.build(steps_per_epoch)
+        return classes[self.optimizer](learning_rate=schedule, **self.optimizer_config)
+
+    def to_dict(self):
+        """A JSON-ready description (``Recipe.from_dict`` rebuilds the recipe)."""
+        return {
+            "model": self.model,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "optimizer": self.optimizer,
+            "optimizer_config": copy.deepcopy(self.optimizer_config),
+            "schedule": self.schedule.to_dict(),
+            "augmentations": [
+                {"name": name, "config": _jsonable(config)} for name, config in self.augmentations
+            ],
+            "frontend": _jsonable(self.frontend),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, config):
+        config = dict(config)
+        config.pop("epochs", None)  # derived from the schedule
+        frontend = dict(config.pop("frontend", {}))
+        if isinstance(frontend.get("max_frequency_jitter"), list):
+            frontend["max_frequency_jitter"] = tuple(frontend["max_frequency_jitter"])
+        return cls(
+            schedule=schedule_from_dict(config.pop("schedule")),
+            augmentations=tuple(
+                (item["name"], dict(item["config"])) for item in config.pop("augmentations", ())
+            ),
+            frontend=frontend,
+            **config,
+        )
+
+
+def _check_batch_size(batch_size):
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be an integer >= 1. Received: batch_size={batch_size!r}")
+    return int(batch_size)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(item) for item in value]
+    return value
+
+
+# PyTorch's Adam epsilon (1e-8), which the reference implementations ran with; Keras defaults
+# to 1e-7.
+_ADAM = {"epsilon": 1e-8}
+# Training-time front-end augmentation of the report: masking up to 48 mel bands and an upper
+# mel edge drawn in [15,001, 16,000] Hz per batch.
+_REPORT_FRONTEND = {"freq_mask_bins": 48, "max_frequency_jitter": (15001.0, 16000.0)}
+_TIME_ROLL = ("time_roll", {"max_shift_seconds": 0.125})
+
+_MOFLENET57 = Recipe(
+    model="moflenet57",
+    schedule=SCHEDULE_PRESETS["moflenet57"],
+    optimizer="adam",
+    optimizer_config=dict(_ADAM),
+    batch_size=256,
+    augmentations=(
+        (DEVICE_IMPULSE_RESPONSE, {"p": 0.6}),
+        _TIME_ROLL,
+        ("freq_mixstyle", {"alpha": 0.3, "p": 0.4}),
+    ),
+    frontend=dict(_REPORT_FRONTEND),
+    description="MofleNet57, report Table 3 and Section 3: Adam, batch 256, 150 epochs "
+    "(14/36/84/16, peak 0.0009, final x0.005), DIR p 0.6, time roll +-125 ms, "
+    "Freq-MixStyle alpha 0.3 p 0.4, 48-band frequency masking, fmax jitter.",
+)
+
+_CP_RESNET59 = Recipe(
+    model="cp_resnet59",
+    schedule=SCHEDULE_PRESETS["cp_resnet59"],
+    optimizer="adam",
+    optimizer_config=dict(_ADAM),
+    batch_size=256,
+    augmentations=(
+        (DEVICE_IMPULSE_RESPONSE, {"p": 0.4}),
+        _TIME_ROLL,
+        ("freq_mixstyle", {"alpha": 0.4, "p": 0.8}),
+    ),
+    frontend=dict(_REPORT_FRONTEND),
+    description="CP-ResNet59, report Table 3 and Section 3: Adam, batch 256, 150 epochs "
+    "(15/35/85/15, peak 0.001, final x0.005), DIR p 0.4, time roll +-125 ms, "
+    "Freq-MixStyle alpha 0.4 p 0.8, 48-band frequency masking, fmax jitter.",
+)
+
+RECIPES = {
+    "moflenet57": _MOFLENET57,
+    "cp_resnet59": _CP_RESNET59,
+    # The report gives no separate recipe for the 128k variants: they use their family's.
+    "moflenet_128k": dataclasses.replace(
+        _MOFLENET57,
+        model="moflenet_128k",
+        description="MofleNet-128k: the MofleNet57 recipe (the report gives no separate one).",
+    ),
+    "cp_resnet_128k": dataclasses.replace(
+        _CP_RESNET59,
+        model="cp_resnet_128k",
+        description="CP-ResNet-128k: the CP-ResNet59 recipe (the report gives no separate one).",
+    ),
+    # The DCASE 2024 Task 1 baseline's own training set-up: AdamW (weight decay 1e-4), peak
+    # 0.005, linear warm-up of 2,000 steps on split100 (547 steps per epoch at batch 256, so
+    # 3.66 epochs; the baseline scales the steps with the split) then cosine decay, 150 epochs,
+    # time roll +-0.1 s, Freq-MixStyle alpha 0.3 p 0.4, 48-band frequency masking; no DIR and
+    # no fmax jitter.
+    "dcase24_baseline": Recipe(
+        model="dcase24_baseline",
+        schedule=WarmupCosineSettings(epochs=150, warmup_epochs=3.66, max_learning_rate=0.005),
+        optimizer="adamw",
+        optimizer_config={"epsilon": 1e-8, "weight_decay": 1e-4},
+        batch_size=256,
+        augmentations=(
+            ("time_roll", {"max_shift_seconds": 0.1}),
+            ("freq_mixstyle", {"alpha": 0.3, "p": 0.4}),
+        ),
+        frontend={"freq_mask_bins": 48, "max_frequency_jitter": None},
+        description="DCASE 2024 Task 1 baseline set-up: AdamW (wd 1e-4), batch 256, 150 epochs, "
+        "peak 0.005 with linear warm-up then cosine decay, time roll +-0.1 s, "
+        "Freq-MixStyle alpha 0.3 p 0.4, 48-band frequency masking.",
+    ),
+}
+
+# Models without a recipe of their own (for example from plugins) train with this one.
+DEFAULT_RECIPE = _MOFLENET57
+
+
+def register_recipe(recipe, overwrite=False):
+    """Make ``recipe`` the recipe of ``recipe.model`` (for plugin models with their own).
+
+    Args:
+        recipe: a :class:`Recipe`.
+        overwrite: replace an existing recipe of that model instead of raising.
+    """
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"register_recipe expects a Recipe. Received: {recipe!r}")
+    if recipe.model in RECIPES and not overwrite:
+        raise ValueError(
+            f"Model {recipe.model!r} already has a recipe; pass overwrite=True to replace it."
+        )
+    RECIPES[recipe.model] = recipe
+
+
+def get_recipe(model_name):
+    """The training recipe of a registered model.
+
+    Models with no recipe of their own (plugin models, for instance) get the MofleNet57 recipe
+    under their own name. Ensembles have none: their members are trained one by one.
+
+    Args:
+        model_name: a name from ``keras_asc.list_models()``.
+
+    Raises:
+        ValueError: unknown model (the message lists the known ones) or an ensemble.
+    """
+    from keras_asc import registry
+
+    if model_name in RECIPES:
+        return RECIPES[model_name]
+    ensembles = registry.ensembles()
+    if model_name in ensembles:
+        members = " and ".join(ensembles[model_name].members)
+        raise ValueError(
+            f"{model_name!r} is an ensemble; train its members ({members}) one by one, then "
+            "combine the trained models (keras-asc ensemble)."
+        )
+    registry.get_model(model_name)  # raises with the list of known models
+    return dataclasses.replace(
+        DEFAULT_RECIPE,
+        model=model_name,
+        description=f"Default recipe (the MofleNet57 one) for {model_name!r}, which has none of its own.",
+    )
+
+
+def list_recipes():
+    """Names of the models with a recipe of their own, sorted."""
+    return sorted(RECIPES)
