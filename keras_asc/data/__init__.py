@@ -11,3 +11,24 @@ from keras_asc.data.tau22 import (
     read_meta,
     split_summary,
 )
+
+# Audio decoding and the tf.data pipelines import TensorFlow, so they load on first use:
+# `import keras_asc.data.tau22` stays light.
+_TENSORFLOW_EXPORTS = {
+    "AudioDecodeError": "keras_asc.data.audio",
+    "decode_audio": "keras_asc.data.audio",
+    "load_audio": "keras_asc.data.audio",
+    "read_wav": "keras_asc.data.audio",
+    "resample": "keras_asc.data.audio",
+    "SkippedClips": "keras_asc.data.pipeline",
+    "make_dataset": "keras_asc.data.pipeline",
+    "prepare_cache": "keras_asc.data.pipeline",
+}
+
+
+def __getattr__(name):
+    if name in _TENSORFLOW_EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_TENSORFLOW_EXPORTS[name]), name)
+    raise AttributeError(f"module 'keras_asc.data' has no attribute {name!r}")

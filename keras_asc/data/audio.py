@@ -618,27 +618,38 @@ def resample(waveform, orig_rate, target_rate=32000):
         num_samples = tf.shape(waveform, out_type=tf.int64)[-1]
         num_out = (num_samples * up + down - 1) // down
         num_blocks = (num_out + block_out - 1) // block_out
-        block_range = tf.range(num_blocks, dtype=tf.int64)
     else:
         num_out = resampled_length(num_samples, orig_rate, target_rate)
         num_blocks = -(-num_out // block_out)
-        block_range = np.arange(num_blocks, dtype=np.int64)
-    lows, width = plan["lows"], plan["width"]
-    left = max(0, -int(lows.min()))
-    # Input index of block b, chunk k, tap w: b * block_in + lows[k] + w (after the left pad).
-    offsets = (lows[:, None] + np.arange(width)[None, :] + left).astype(np.int64)
-    index = block_range[:, None, None] * block_in + offsets[None, :, :]
-    last_needed = (num_blocks - 1) * block_in + int(offsets.max())
-    right = tf.maximum(tf.cast(last_needed, tf.int64) + 1 - left - num_samples, 0)
     rank = waveform.shape.rank
     if rank is None:
         raise ValueError("resample needs a waveform of known rank.")
-    paddings = [[0, 0]] * (rank - 1) + [[left, 0]]
+    lows, width = plan["lows"], plan["width"]
+    # Block b of chunk k reads inputs b * block_in + lows[k] + w, w < width. Cut the input into
+    # rows of block_in samples from lows[0] on; `pieces` shifted copies side by side give, for
+    # every block, a window that covers all chunks; a small gather then picks each chunk's
+    # width samples out of it. No constant grows with the signal length, which keeps graphs
+    # (and their per-iterator set-up in tf.data) small.
+    span = int(lows[-1] - lows[0]) + width
+    pieces = -(-span // block_in)
+    left = max(0, -int(lows[0]))
+    start = int(lows[0]) + left
+    needed = start + (pieces - 1 + num_blocks) * block_in
+    right = tf.maximum(tf.cast(needed, tf.int64) - left - num_samples, 0)
+    paddings = tf.concat([tf.zeros([rank - 1, 2], tf.int64), [[left, right]]], 0)
     padded = tf.pad(waveform, paddings)
-    padded = tf.pad(padded, tf.concat([tf.zeros([rank - 1, 2], tf.int64), [[0, right]]], 0))
-    windows = tf.gather(padded, index, axis=-1)  # [..., blocks, chunks, width]
+    outer = tf.shape(waveform, out_type=tf.int64)[:-1]
+    rows_shape = tf.concat([outer, tf.stack([tf.cast(num_blocks, tf.int64), block_in])], 0)
+    rows = [
+        tf.reshape(
+            padded[..., start + j * block_in : start + (j + num_blocks) * block_in], rows_shape
+        )
+        for j in range(pieces)
+    ]
+    spans = tf.concat(rows, axis=-1) if pieces > 1 else rows[0]  # [..., blocks, >= span]
+    columns = (lows - lows[0])[:, None] + np.arange(width)[None, :]  # [chunks, width]
+    windows = tf.gather(spans, columns, axis=-1)  # [..., blocks, chunks, width]
     outputs = tf.einsum("...bkw,kwc->...bkc", windows, tf.constant(plan["matrices"]))
-    outer = tf.shape(waveform)[:-1]
     flat = tf.reshape(outputs, tf.concat([outer, [-1]], 0))
     result = flat[..., :num_out]
     if isinstance(num_out, int):
