@@ -1,5 +1,13 @@
 """Training: the four-phase learning-rate schedule, recipes as data and ``train()``."""
 
+from keras_asc.training.ensemble import build_ensemble
+from keras_asc.training.evaluation import (
+    EvaluationResult,
+    evaluate,
+    evaluate_predictions,
+    format_comparison,
+)
+from keras_asc.training.inference import FilePrediction, predict_files
 from keras_asc.training.recipes import (
     DEFAULT_RECIPE,
     RECIPES,

@@ -1,0 +1,52 @@
+"""``keras-asc predict MODEL FILE...``: the most probable scenes of audio files."""
+
+import json
+import sys
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "predict",
+        help="classify the scene of audio files",
+        description="Classify audio files of any length, sample rate and channel count. "
+        "Recordings are resampled to 32 kHz mono and cut into non-overlapping 1-s windows; a "
+        "trailing remainder shorter than 1 s is dropped (a recording shorter than 1 s is "
+        "repeated to fill one window); the window probabilities are averaged. A file that "
+        "cannot be read is reported and the others are still classified; the exit code is 1 "
+        "when any file failed.",
+    )
+    parser.add_argument("model", help="run directory (with model.keras), .keras or .tflite file")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files")
+    parser.add_argument("--top", type=int, default=3, help="scenes to show per file (default 3)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from keras_asc.training.inference import format_predictions, predict_files
+
+    if args.top < 1:
+        print(
+            f"keras-asc predict: error: --top must be >= 1. Received: {args.top}", file=sys.stderr
+        )
+        return 2
+    try:
+        predictions = predict_files(args.model, args.files, top=args.top)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        print(f"keras-asc predict: error: {error}", file=sys.stderr)
+        return 2
+    failed = [p for p in predictions if not p.ok]
+    if args.json:
+        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+    else:
+        # Results on stdout, one error line per failed file on stderr.
+        print(format_predictions([p for p in predictions if p.ok]))
+    for prediction in failed:
+        print(f"keras-asc predict: error: {prediction.error}", file=sys.stderr)
+    if failed:
+        print(
+            f"keras-asc predict: {len(failed)} of {len(predictions)} files failed",
+            file=sys.stderr,
+        )
+        return 1
+    return 0

@@ -1,0 +1,230 @@
+"""Combine trained models into a weighted-logit ensemble, check its budget and save it.
+
+The ensemble is a ``keras_asc.models.Ensemble``: every member keeps its own front-end and
+reads the same 1-s waveform; the logits are summed with fixed weights. The DCASE budget
+applies to the sum of the members (parameters and MACs), so :func:`build_ensemble` refuses an
+ensemble over it and says by how much.
+
+Example:
+    >>> ensemble = build_ensemble(["runs/cp_resnet59", "runs/moflenet57"], preset="v2",
+    ...                           out_dir="runs/ensemble_v2")
+    >>> keras_asc.training.evaluate("runs/ensemble_v2", "/data/tau22")
+
+Reference:
+    "Low complexity acoustic scene classification with MofleNet", DCASE 2024 Task 1 report
+    (v1: CP-ResNet59 0.5 / MofleNet57 0.5; v2: CP-ResNet59 0.6 / MofleNet57 0.4).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+from keras_asc.training.evaluation import (
+    MODEL_FILENAME,
+    RUN_CONFIG_FILENAME,
+    atomic_write_text,
+    resolve_model_path,
+    run_model_name,
+)
+
+# Short names for the built-in presets of keras_asc.models.presets.ENSEMBLE_PRESETS.
+PRESET_ALIASES = {
+    "v1": "moflenet57_cp_resnet59_v1",
+    "v2": "moflenet57_cp_resnet59_v2",
+}
+
+
+def preset_weights(preset):
+    """The ``{member model name: weight}`` map of an ensemble preset.
+
+    Args:
+        preset: ``"v1"``, ``"v2"`` or the name of any registered ensemble (plugins included).
+
+    Example:
+        >>> preset_weights("v2")
+        {'cp_resnet59': 0.6, 'moflenet57': 0.4}
+    """
+    from keras_asc import registry
+
+    name = PRESET_ALIASES.get(preset, preset)
+    table = registry.ensembles()
+    if name not in table:
+        known = sorted(list(PRESET_ALIASES) + list(table))
+        raise ValueError(f"Unknown ensemble preset {preset!r}. Known presets: {', '.join(known)}.")
+    return dict(table[name].members)
+
+
+class _Member:
+    """One ensemble member: where it comes from and the model name it is matched by."""
+
+    def __init__(self, member):
+        import keras
+
+        self.model = None
+        self.source = None
+        if isinstance(member, keras.Model):
+            self.model, self.name = member, member.name
+            return
+        if not isinstance(member, (str, os.PathLike)):
+            raise TypeError(
+                "Ensemble members must be Keras models, run directories or .keras files. "
+                f"Received: {member!r}"
+            )
+        self.path, run_dir = resolve_model_path(member)
+        if not self.path.endswith(".keras"):
+            raise ValueError(
+                f"Ensemble member {os.fspath(member)!r}: only Keras models (.keras) can be "
+                "combined; ensemble the float models, then quantise the ensemble."
+            )
+        self.source = os.path.abspath(os.fspath(member))
+        # The run's recorded model name is known without loading the model.
+        self.name = run_model_name(run_dir) if run_dir is not None else None
+
+    def load(self):
+        import keras_asc
+
+        if self.model is None:
+            self.model = keras_asc.load_model(self.path)
+            self.name = self.name or self.model.name
+        return self.model
+
+
+def _renamed(model, name):
+    """A copy of ``model`` named ``name`` with the same weights (ensemble members need
+    distinct names, and two runs of one preset share their model name)."""
+    config = {**model.get_config(), "name": name}
+    copy = type(model).from_config(config)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _match_preset(preset, member_names):
+    mapping = preset_weights(preset)
+    unmatched = [name for name in member_names if name not in mapping]
+    if unmatched or len(member_names) != len(mapping) or len(set(member_names)) != len(mapping):
+        raise ValueError(
+            f"Preset {preset!r} combines {dict(mapping)}, but the members are "
+            f"{member_names} (names from each run's run_config.json, else the model name). "
+            "Give one member per preset model, or use explicit weights instead."
+        )
+    return [mapping[name] for name in member_names]
+
+
+def _save_keras_atomically(model, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    # Keras wants the .keras suffix on the file it writes, so the temporary name keeps it.
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".model.", suffix=".keras")
+    os.close(descriptor)
+    try:
+        model.save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def build_ensemble(
+    members,
+    weights=None,
+    *,
+    preset=None,
+    name=None,
+    out_dir=None,
+    enforce_budget=True,
+):
+    """Load trained members, weight their logits, check the DCASE budget and optionally save.
+
+    Args:
+        members: two or more trained members: Keras models taking (batch, 32000) waveforms,
+            run directories (``model.keras`` inside) or ``.keras`` files.
+        weights: one logit weight per member, in the order of ``members``. Give either
+            ``weights`` or ``preset``.
+        preset: ``"v1"``, ``"v2"`` or a registered ensemble name; each member is matched to
+            a preset model by the model name its run recorded (``run_config.json``), or by its
+            Keras name, so the order of ``members`` does not matter.
+        name: name of the ensemble model (default: the preset's name, else ``"ensemble"``).
+        out_dir: when given, write ``model.keras`` and ``run_config.json`` there (atomically).
+        enforce_budget: raise ``keras_asc.complexity.BudgetExceededError`` (naming the excess)
+            when the combined members exceed 128,000 int8 bytes or 30 M MACs.
+
+    Returns:
+        The ``keras_asc.models.Ensemble``.
+
+    Example:
+        >>> ensemble = build_ensemble([cp_resnet, moflenet], weights=[0.6, 0.4], name="v2")
+    """
+    from keras_asc import complexity
+    from keras_asc.models.ensemble import Ensemble
+
+    members = list(members)
+    if len(members) < 2:
+        raise ValueError(f"An ensemble needs two or more members. Received {len(members)}.")
+    if (weights is None) == (preset is None):
+        raise ValueError(
+            "Give exactly one of weights (one per member) or preset ('v1', 'v2' or a registered "
+            f"ensemble). Received: weights={weights!r}, preset={preset!r}"
+        )
+    loaded = [_Member(member) for member in members]
+    if any(member.name is None for member in loaded):
+        for member in loaded:
+            member.load()  # a bare .keras file: its name is the model's name
+    member_names = [member.name for member in loaded]
+    if preset is not None:
+        weights = _match_preset(preset, member_names)
+        name = name or PRESET_ALIASES.get(preset, preset)
+    weights = [float(w) for w in weights]
+    if len(weights) != len(members):
+        raise ValueError(
+            f"Got {len(weights)} weights for {len(members)} members; give one weight per member."
+        )
+    models = []
+    seen = set()
+    for index, member in enumerate(loaded):
+        model = member.load()
+        if model.name in seen:
+            model = _renamed(model, f"{model.name}_{index}")
+        seen.add(model.name)
+        models.append(model)
+    ensemble = Ensemble(models, weights=weights, name=name or "ensemble")
+    report = complexity.check_budget(ensemble)
+    if enforce_budget:
+        complexity.assert_within_budget(ensemble)
+
+    if out_dir is not None:
+        import keras
+
+        import keras_asc
+
+        out_dir = os.fspath(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        _save_keras_atomically(ensemble, os.path.join(out_dir, MODEL_FILENAME))
+        run_config = {
+            "kind": "ensemble",
+            "model": ensemble.name,
+            "preset": preset,
+            "members": [
+                {
+                    "model": member.name,
+                    "keras_name": model.name,
+                    "source": member.source,
+                    "weight": w,
+                }
+                for member, model, w in zip(loaded, models, weights, strict=True)
+            ],
+            "weights": weights,
+            "complexity": {
+                "params": report.params,
+                "param_bytes_int8": report.param_bytes,
+                "macs": report.macs,
+                "within_budget": report.ok,
+            },
+            "keras_backend": keras.backend.backend(),
+            "keras_asc_version": keras_asc.__version__,
+        }
+        atomic_write_text(
+            os.path.join(out_dir, RUN_CONFIG_FILENAME), json.dumps(run_config, indent=2) + "\n"
+        )
+    return ensemble

@@ -1,0 +1,651 @@
+"""Evaluate scene classifiers the DCASE way: class-wise (macro) accuracy, devices, log loss.
+
+The primary DCASE Task 1 metric is the macro-averaged class-wise accuracy: the accuracy of each
+scene class (its recall) averaged over the classes, so every class counts the same however
+many clips it has. Beside it the result holds the overall accuracy, the accuracy per device
+and per device group (real a/b/c, seen s1-s3, unseen s4-s6), the accuracy per class, the
+multi-class log loss of ``softmax(logits)`` and the confusion matrix.
+
+``evaluate_predictions`` is pure NumPy and works on any logits; ``evaluate`` runs a model (a
+Keras model, a run directory, a ``.keras`` or ``.tflite`` file, or any object with
+``predict(waveforms) -> logits``) over a TAU22 split first.
+
+Example:
+    >>> result = evaluate("runs/moflenet57", "/data/tau22", split="test")
+    >>> print(result)
+    >>> result.save("runs/moflenet57/eval-test")  # metrics.json, metrics.txt, PNG plots
+
+Reference:
+    DCASE 2024 Task 1, "Data-Efficient Low-Complexity Acoustic Scene Classification"
+    (metric: macro-averaged class-wise accuracy on the development test split).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
+
+METRICS_JSON = "metrics.json"
+METRICS_TEXT = "metrics.txt"
+MODEL_FILENAME = "model.keras"
+RUN_CONFIG_FILENAME = "run_config.json"
+# Waveform length every keras-asc model takes: one 1-s clip at 32 kHz.
+DEFAULT_NUM_SAMPLES = 32000
+
+
+# === Results ===
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """Metrics of one model on one set of clips.
+
+    Accuracies are fractions in [0, 1]; a class, device or group without clips is absent from
+    the per-device and per-group tables and has accuracy ``None`` in the per-class table (it
+    is left out of the macro average).
+
+    Args:
+        macro_accuracy: mean of the per-class accuracies (the DCASE primary metric).
+        accuracy: fraction of all clips classified correctly.
+        log_loss: mean cross-entropy of ``softmax(logits)`` against the labels, probabilities
+            clipped to ``[eps, 1 - eps]`` (``eps`` = float64 machine epsilon).
+        num_clips: number of clips evaluated.
+        class_names: the class names, index order.
+        class_accuracy: class name -> accuracy (``None`` for a class without clips).
+        class_counts: class name -> number of clips.
+        device_accuracy: device -> accuracy, for devices with clips (canonical order).
+        device_counts: device -> number of clips.
+        group_accuracy: device group -> accuracy, for groups with clips.
+        group_counts: device group -> number of clips.
+        confusion_matrix: (classes, classes) integer counts; rows true class, columns predicted.
+        model_name: name of the evaluated model, when known.
+        split: name of the evaluated split, when known.
+    """
+
+    macro_accuracy: float
+    accuracy: float
+    log_loss: float
+    num_clips: int
+    class_names: tuple
+    class_accuracy: dict
+    class_counts: dict
+    device_accuracy: dict
+    device_counts: dict
+    group_accuracy: dict
+    group_counts: dict
+    confusion_matrix: np.ndarray
+    model_name: str | None = None
+    split: str | None = None
+
+    def to_dict(self):
+        """A JSON-serialisable dict of every field (the confusion matrix as nested lists)."""
+        return {
+            "model_name": self.model_name,
+            "split": self.split,
+            "num_clips": self.num_clips,
+            "macro_accuracy": self.macro_accuracy,
+            "accuracy": self.accuracy,
+            "log_loss": self.log_loss,
+            "class_names": list(self.class_names),
+            "class_accuracy": dict(self.class_accuracy),
+            "class_counts": dict(self.class_counts),
+            "device_accuracy": dict(self.device_accuracy),
+            "device_counts": dict(self.device_counts),
+            "group_accuracy": dict(self.group_accuracy),
+            "group_counts": dict(self.group_counts),
+            "confusion_matrix": np.asarray(self.confusion_matrix).astype(int).tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a result from :meth:`to_dict` output (for example a loaded ``metrics.json``)."""
+        fields = {field.name for field in dataclasses.fields(cls)}
+        missing = sorted(fields - set(data))
+        if missing:
+            raise ValueError(f"Evaluation metrics are missing the fields {missing}.")
+        values = {name: data[name] for name in fields}
+        values["class_names"] = tuple(values["class_names"])
+        values["confusion_matrix"] = np.asarray(values["confusion_matrix"], dtype=np.int64)
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path):
+        """Read a ``metrics.json`` written by :meth:`save` (a file or the folder holding it)."""
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, METRICS_JSON)
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    def format(self):
+        """The result as a readable text table (what ``keras-asc evaluate`` prints)."""
+        return format_result(self)
+
+    def __str__(self):
+        return format_result(self)
+
+    def save(self, out_dir, plots=True):
+        """Write ``metrics.json``, ``metrics.txt`` and, when matplotlib is installed, PNG plots.
+
+        Every file is written atomically (a temporary file in ``out_dir``, then renamed).
+
+        Args:
+            out_dir: folder for the files; created when absent.
+            plots: also write ``confusion_matrix.png`` and ``device_accuracy.png``.
+
+        Returns:
+            The list of written paths. When ``plots`` is true but matplotlib is missing, the
+            PNGs are skipped (check ``keras_asc.training.plots.matplotlib_available()``).
+        """
+        from keras_asc.training import plots as plots_module
+
+        out_dir = os.fspath(out_dir)
+        os.makedirs(out_dir, exist_ok=True)
+        json_path = os.path.join(out_dir, METRICS_JSON)
+        text_path = os.path.join(out_dir, METRICS_TEXT)
+        atomic_write_text(json_path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(text_path, self.format() + "\n")
+        written = [json_path, text_path]
+        if plots and plots_module.matplotlib_available():
+            written += plots_module.save_evaluation_plots(self, out_dir)
+        return written
+
+
+def atomic_write_text(path, text):
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so
+    a reader never sees a half-written file."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(
+        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+# === Metrics ===
+
+
+def log_softmax(logits):
+    """Numerically stable ``log(softmax(logits))`` over the last axis, in float64."""
+    logits = np.asarray(logits, dtype=np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def softmax(logits):
+    """``softmax(logits)`` over the last axis, in float64."""
+    return np.exp(log_softmax(logits))
+
+
+def log_loss(logits, labels):
+    """Multi-class cross-entropy of ``softmax(logits)``, probabilities clipped as sklearn does.
+
+    ``-mean(log(clip(p[i, labels[i]], eps, 1 - eps)))`` with ``eps`` the float64 machine epsilon,
+    so one confidently wrong clip costs at most ``-log(eps)`` (about 36) instead of infinity.
+
+    Args:
+        logits: (clips, classes) unnormalised scores.
+        labels: (clips,) integer class indices.
+
+    Example:
+        >>> round(log_loss([[0.0, 0.0]], [1]), 4)  # -log(0.5)
+        0.6931
+    """
+    logits, labels = _check_logits_and_labels(logits, labels, logits_shape_classes=None)
+    eps = np.finfo(np.float64).eps
+    probabilities = softmax(logits)[np.arange(len(labels)), labels]
+    return float(-np.mean(np.log(np.clip(probabilities, eps, 1.0 - eps))))
+
+
+def _check_logits_and_labels(logits, labels, logits_shape_classes):
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    if logits.ndim != 2:
+        raise ValueError(
+            f"logits must have shape (clips, classes). Received shape {tuple(logits.shape)}."
+        )
+    classes = logits.shape[1] if logits_shape_classes is None else logits_shape_classes
+    if logits.shape[1] != classes:
+        raise ValueError(
+            f"logits have {logits.shape[1]} columns but {classes} class names were given."
+        )
+    if labels.ndim != 1 or len(labels) != len(logits):
+        raise ValueError(
+            f"labels must have shape ({len(logits)},) to match the logits. "
+            f"Received shape {tuple(labels.shape)}."
+        )
+    if len(labels) == 0:
+        raise ValueError("Nothing to evaluate: received 0 clips.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices. Received dtype {labels.dtype}.")
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(
+            f"labels must lie in [0, {classes}). Received values from {labels.min()} to "
+            f"{labels.max()}."
+        )
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("logits contain NaN or infinite values; the model output is broken.")
+    return logits, labels.astype(np.int64)
+
+
+def _decode_devices(devices, count):
+    if devices is None:
+        return None
+    devices = np.asarray(devices)
+    if devices.shape != (count,):
+        raise ValueError(
+            f"devices must have shape ({count},) to match the logits. "
+            f"Received shape {devices.shape}."
+        )
+    return np.array(
+        [d.decode("utf-8") if isinstance(d, bytes) else str(d) for d in devices.tolist()],
+        dtype=object,
+    )
+
+
+def evaluate_predictions(
+    logits, labels, devices=None, class_names=SCENE_LABELS, *, model_name=None, split=None
+):
+    """Compute every DCASE metric from model outputs (pure NumPy).
+
+    Args:
+        logits: (clips, classes) logits (or any scores whose softmax is the prediction).
+        labels: (clips,) integer class indices.
+        devices: optional (clips,) device names (``str`` or ``bytes``), for example ``"a"`` or
+            ``"s4"``; without them the device and group tables are empty. Devices outside
+            ``DEVICES`` are reported after the known ones and belong to no group.
+        class_names: one name per logit column.
+        model_name: recorded in the result.
+        split: recorded in the result.
+
+    Returns:
+        An :class:`EvaluationResult`.
+
+    Example:
+        >>> result = evaluate_predictions([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]], [0, 1, 1],
+        ...                               class_names=("a", "b"))
+        >>> result.accuracy, result.macro_accuracy  # 2/3 overall, (1 + 1/2) / 2 per class
+        (0.6666666666666666, 0.75)
+    """
+    class_names = tuple(class_names)
+    logits, labels = _check_logits_and_labels(logits, labels, len(class_names))
+    devices = _decode_devices(devices, len(labels))
+    num_classes = len(class_names)
+    predictions = logits.argmax(axis=1)
+    correct = predictions == labels
+
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    class_counts = confusion.sum(axis=1)
+    class_accuracy = {}
+    for index, name in enumerate(class_names):
+        count = int(class_counts[index])
+        class_accuracy[name] = float(confusion[index, index] / count) if count else None
+    present = [value for value in class_accuracy.values() if value is not None]
+
+    device_accuracy, device_counts, group_accuracy, group_counts = {}, {}, {}, {}
+    if devices is not None:
+        known = [d for d in DEVICES if np.any(devices == d)]
+        unknown = sorted(set(devices.tolist()) - set(DEVICES))
+        for device in known + unknown:
+            mask = devices == device
+            device_counts[device] = int(mask.sum())
+            device_accuracy[device] = float(correct[mask].mean())
+        for group, members in DEVICE_GROUPS.items():
+            mask = np.isin(devices, members)
+            if mask.any():
+                group_counts[group] = int(mask.sum())
+                group_accuracy[group] = float(correct[mask].mean())
+
+    return EvaluationResult(
+        macro_accuracy=float(np.mean(present)),
+        accuracy=float(correct.mean()),
+        log_loss=log_loss(logits, labels),
+        num_clips=int(len(labels)),
+        class_names=class_names,
+        class_accuracy=class_accuracy,
+        class_counts={name: int(c) for name, c in zip(class_names, class_counts, strict=True)},
+        device_accuracy=device_accuracy,
+        device_counts=device_counts,
+        group_accuracy=group_accuracy,
+        group_counts=group_counts,
+        confusion_matrix=confusion,
+        model_name=model_name,
+        split=None if split is None else str(split),
+    )
+
+
+# === Text ===
+
+
+def _percent(value):
+    return "    -" if value is None else f"{100 * value:6.2f}"
+
+
+def _table(header, rows):
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(
+            str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
+            for i, (cell, w) in enumerate(zip(header, widths, strict=True))
+        )
+    ]
+    lines.append("-" * len(lines[0]))
+    for row in rows:
+        lines.append(
+            "  ".join(
+                str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return lines
+
+
+def format_result(result):
+    """Render an :class:`EvaluationResult` as text: headline metrics, per class, per device
+    and group, and the confusion matrix (rows true class, columns predicted)."""
+    title = f"Model: {result.model_name or '?'}"
+    if result.split is not None:
+        title += f"   split: {result.split}"
+    title += f"   clips: {result.num_clips:,}"
+    lines = [
+        title,
+        f"macro class-wise accuracy: {100 * result.macro_accuracy:6.2f} %   (DCASE primary metric)",
+        f"overall accuracy:          {100 * result.accuracy:6.2f} %",
+        f"log loss:                  {result.log_loss:8.4f}",
+        "",
+    ]
+    lines += _table(
+        ("class", "clips", "accuracy %"),
+        [
+            (name, result.class_counts[name], _percent(result.class_accuracy[name]))
+            for name in result.class_names
+        ],
+    )
+    if result.device_accuracy:
+        lines.append("")
+        rows = [
+            (f"device {d}", result.device_counts[d], _percent(result.device_accuracy[d]))
+            for d in result.device_accuracy
+        ]
+        rows += [
+            (
+                f"{g} ({', '.join(DEVICE_GROUPS[g])})",
+                result.group_counts[g],
+                _percent(result.group_accuracy[g]),
+            )
+            for g in result.group_accuracy
+        ]
+        lines += _table(("device / group", "clips", "accuracy %"), rows)
+    lines.append("")
+    lines.append("confusion matrix (rows: true class, columns: predicted; column k = class k)")
+    confusion = np.asarray(result.confusion_matrix)
+    width = max(len(str(int(confusion.max()))), len(str(len(result.class_names) - 1)))
+    label_width = max(len(name) for name in result.class_names) + 5
+    lines.append(
+        " " * label_width + " ".join(str(k).rjust(width) for k in range(len(result.class_names)))
+    )
+    for index, name in enumerate(result.class_names):
+        lines.append(
+            f"{index:>2}  {name}".ljust(label_width)
+            + " ".join(str(int(v)).rjust(width) for v in confusion[index])
+        )
+    return "\n".join(lines)
+
+
+def format_comparison(results):
+    """Render several results side by side: macro and overall accuracy, log loss and the
+    device groups, one row per model.
+
+    Args:
+        results: a dict name -> :class:`EvaluationResult`, or a list of results (named by
+            their ``model_name``).
+    """
+    if not isinstance(results, dict):
+        results = {r.model_name or f"model {i}": r for i, r in enumerate(results)}
+    groups = [g for g in DEVICE_GROUPS if any(g in r.group_accuracy for r in results.values())]
+    header = ("model", "macro acc %", "accuracy %", "log loss", *(f"{g} %" for g in groups))
+    rows = [
+        (
+            name,
+            _percent(r.macro_accuracy),
+            _percent(r.accuracy),
+            f"{r.log_loss:.4f}",
+            *(_percent(r.group_accuracy.get(g)) for g in groups),
+        )
+        for name, r in results.items()
+    ]
+    return "\n".join(_table(header, rows))
+
+
+# === Models ===
+
+
+class _KerasPredictor:
+    """``predict(waveforms) -> logits`` for a Keras model, one batch per call."""
+
+    def __init__(self, model):
+        self.model = model
+        self.name = model.name
+        shape = tuple(model.input_shape) if hasattr(model, "input_shape") else ()
+        if len(shape) != 2:
+            raise ValueError(
+                f"Model {model.name!r} must take (batch, num_samples) waveforms (build it with "
+                f"include_frontend=True). Received input shape: {shape}"
+            )
+        self.num_samples = shape[1] or DEFAULT_NUM_SAMPLES
+        self._batch_size = 0
+
+    def predict(self, waveforms):
+        waveforms = np.asarray(waveforms, dtype=np.float32)
+        count = len(waveforms)
+        # Compiled predict functions (TensorFlow graphs, JAX jit) are traced once per batch
+        # shape, which costs seconds; padding smaller batches to the largest size seen so far
+        # (a last partial batch, a short file) keeps it to one trace per growth.
+        self._batch_size = max(count, self._batch_size)
+        if count < self._batch_size:
+            padding = np.zeros((self._batch_size - count, *waveforms.shape[1:]), np.float32)
+            waveforms = np.concatenate([waveforms, padding])
+        return np.asarray(self.model.predict_on_batch(waveforms))[:count]
+
+
+def read_run_config(run_dir):
+    """The ``run_config.json`` of a run directory as a dict, or ``None`` when it has none."""
+    path = os.path.join(os.fspath(run_dir), RUN_CONFIG_FILENAME)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def run_model_name(run_dir):
+    """The model (preset) name a run directory records in ``run_config.json``, else ``None``."""
+    config = read_run_config(run_dir) or {}
+    for key in ("model", "model_name", "preset"):
+        if isinstance(config.get(key), str):
+            return config[key]
+    return None
+
+
+def resolve_model_path(path):
+    """Map a run directory to the ``model.keras`` inside it; check that a model file exists.
+
+    Returns:
+        ``(model_path, run_dir)``; ``run_dir`` is ``None`` unless ``path`` is a folder.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        model_path = os.path.join(path, MODEL_FILENAME)
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(
+                f"{path!r} is a folder without {MODEL_FILENAME}: expected a run directory "
+                f"written by `keras-asc train` or `keras-asc ensemble`."
+            )
+        return model_path, path
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"No model at {path!r}: expected a run directory, a .keras or a .tflite file."
+        )
+    if not path.endswith((".keras", ".tflite")):
+        raise ValueError(
+            f"Cannot load a model from {path!r}: accepted are a run directory (with "
+            f"{MODEL_FILENAME}), a .keras file or a .tflite file."
+        )
+    return path, None
+
+
+def load_predictor(model_or_path):
+    """Turn a model or a path into an object with ``predict(waveforms) -> logits``.
+
+    Args:
+        model_or_path: a Keras model taking (batch, samples) waveforms; a run directory (its
+            ``model.keras`` is loaded); a ``.keras`` file; a ``.tflite`` file (loaded with
+            ``keras_asc.quantization.TFLiteClassifier``); or any object with a
+            ``predict(waveforms) -> logits`` method, used as it is.
+
+    Returns:
+        An object with ``predict``, ``name`` and ``num_samples`` attributes.
+    """
+    import keras
+
+    if isinstance(model_or_path, keras.Model):
+        return _KerasPredictor(model_or_path)
+    if isinstance(model_or_path, (str, os.PathLike)):
+        model_path, run_dir = resolve_model_path(model_or_path)
+        if model_path.endswith(".tflite"):
+            try:
+                from keras_asc.quantization import TFLiteClassifier
+            except ImportError as error:
+                raise ImportError(
+                    f"Evaluating {model_path!r} needs keras_asc.quantization.TFLiteClassifier, "
+                    f"which this installation does not provide ({error})."
+                ) from error
+            return TFLiteClassifier(model_path)
+        import keras_asc
+
+        predictor = _KerasPredictor(keras_asc.load_model(model_path))
+        if run_dir is not None:
+            predictor.name = run_model_name(run_dir) or predictor.name
+        return predictor
+    if callable(getattr(model_or_path, "predict", None)):
+        return model_or_path
+    raise TypeError(
+        "model_or_path must be a Keras model, a run directory, a .keras or .tflite path, or an "
+        f"object with a predict(waveforms) -> logits method. Received: {model_or_path!r}"
+    )
+
+
+def predictor_num_samples(predictor):
+    """The waveform length a predictor takes (``num_samples``, else its ``input_shape``)."""
+    num_samples = getattr(predictor, "num_samples", None)
+    if num_samples is None:
+        shape = getattr(predictor, "input_shape", None)
+        if shape is not None and len(shape) == 2 and shape[1]:
+            num_samples = shape[1]
+    return int(num_samples or DEFAULT_NUM_SAMPLES)
+
+
+def predict_logits(predictor, waveforms):
+    """Call ``predictor.predict`` and check that it returned (batch, classes) logits."""
+    logits = np.asarray(predictor.predict(waveforms))
+    if logits.ndim != 2 or logits.shape[0] != len(waveforms):
+        raise ValueError(
+            f"{getattr(predictor, 'name', type(predictor).__name__)}.predict returned shape "
+            f"{logits.shape} for {len(waveforms)} waveforms; expected (batch, classes) logits."
+        )
+    return logits
+
+
+def evaluate(
+    model_or_path,
+    data_dir,
+    split="test",
+    *,
+    batch_size=64,
+    cache_dir=None,
+    class_names=SCENE_LABELS,
+    verbose=True,
+):
+    """Run a model over a TAU22 split and compute every DCASE metric.
+
+    Args:
+        model_or_path: anything :func:`load_predictor` accepts: a Keras model, a run
+            directory, a ``.keras``/``.tflite`` file, or an object with ``predict``.
+        data_dir: TAU22-layout dataset root (``audio/`` and the split files).
+        split: ``"test"`` (default) or a training split (5, 10, 25, 50, 100).
+        batch_size: clips per prediction batch.
+        cache_dir: optional folder for the pipeline's decoded-audio cache.
+        class_names: one name per logit column.
+        verbose: print a progress line per 10 % of the batches.
+
+    Returns:
+        An :class:`EvaluationResult` (``model_name`` and ``split`` filled in).
+
+    Example:
+        >>> result = evaluate("runs/cp_resnet59", "/data/tau22")
+        >>> print(f"{100 * result.macro_accuracy:.2f} %")
+    """
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(
+            f"batch_size must be a positive integer. Received: batch_size={batch_size}"
+        )
+    predictor = load_predictor(model_or_path)
+    from keras_asc.data.pipeline import make_dataset
+
+    dataset = make_dataset(
+        data_dir,
+        split,
+        batch_size=int(batch_size),
+        training=False,
+        shuffle=False,
+        cache_dir=cache_dir,
+        include_device=True,
+    )
+    total = dataset.cardinality().numpy() if hasattr(dataset, "cardinality") else -1
+    logits, labels, devices = [], [], []
+    for step, (waveforms, batch_labels, batch_devices) in enumerate(dataset.as_numpy_iterator()):
+        logits.append(predict_logits(predictor, waveforms))
+        batch_labels = np.asarray(batch_labels)
+        if batch_labels.ndim == 2:
+            # One-hot (or mixed) label rows: the scored class is the largest entry.
+            batch_labels = batch_labels.argmax(axis=1)
+        labels.append(batch_labels.astype(np.int64))
+        devices.extend(np.asarray(batch_devices).reshape(-1).tolist())
+        if verbose and total > 0 and ((step + 1) * 10 // total > step * 10 // total):
+            print(f"evaluate: {step + 1}/{total} batches", flush=True)
+    if not logits:
+        raise ValueError(f"Split {split!r} of {os.fspath(data_dir)!r} yielded no clips.")
+    return evaluate_predictions(
+        np.concatenate(logits),
+        np.concatenate(labels),
+        devices,
+        class_names,
+        model_name=getattr(predictor, "name", None),
+        split=split,
+    )
+
+
+__all__ = [
+    "EvaluationResult",
+    "atomic_write_text",
+    "evaluate",
+    "evaluate_predictions",
+    "format_comparison",
+    "format_result",
+    "load_predictor",
+    "log_loss",
+    "softmax",
+]

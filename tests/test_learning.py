@@ -1,0 +1,81 @@
+"""End to end: the demo trains MofleNet57 and CP-ResNet59 on synthetic TAU22-layout data,
+ensembles them and evaluates; the models must learn well above chance (10 %)."""
+
+import json
+
+import pytest
+
+from keras_asc.cli import main
+
+# Small enough for a CPU test, large enough to learn: see DEFAULT_* in keras_asc/commands/demo.py
+# for the demo's own (larger) settings.
+EPOCHS = 5
+CLIPS_PER_CLASS = 40
+TEST_CLIPS_PER_CLASS = 18
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    code = main(
+        [
+            "demo",
+            "--out", str(out),
+            "--epochs", str(EPOCHS),
+            "--clips-per-class", str(CLIPS_PER_CLASS),
+            "--test-clips-per-class", str(TEST_CLIPS_PER_CLASS),
+            "--verbose", "0",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def metrics(demo_dir, run):
+    return json.loads((demo_dir / "runs" / run / "eval-test" / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_models_learn_well_above_chance(demo_dir):
+    for run in ("moflenet57", "cp_resnet59", "ensemble_v2"):
+        result = metrics(demo_dir, run)
+        assert result["num_clips"] == 10 * TEST_CLIPS_PER_CLASS
+        # Chance is 0.1 for ten balanced classes.
+        assert result["macro_accuracy"] > 0.3, (run, result["macro_accuracy"])
+        # Uniform guessing has log loss ln(10) = 2.30.
+        assert result["log_loss"] < 2.2, (run, result["log_loss"])
+
+
+@pytest.mark.slow
+def test_ensemble_is_at_least_as_good_as_its_weaker_member(demo_dir):
+    members = [metrics(demo_dir, run)["macro_accuracy"] for run in ("moflenet57", "cp_resnet59")]
+    ensemble = metrics(demo_dir, "ensemble_v2")["macro_accuracy"]
+    assert ensemble >= min(members), (ensemble, members)
+
+
+@pytest.mark.slow
+def test_demo_leaves_a_complete_workspace(demo_dir):
+    config = json.loads((demo_dir / "runs" / "ensemble_v2" / "run_config.json").read_text())
+    assert {m["model"]: m["weight"] for m in config["members"]} == {
+        "cp_resnet59": 0.6,
+        "moflenet57": 0.4,
+    }
+    for run in ("moflenet57", "cp_resnet59", "ensemble_v2"):
+        assert (demo_dir / "runs" / run / "model.keras").is_file()
+        assert (demo_dir / "runs" / run / "eval-test" / "metrics.txt").is_file()
+    # A second run with the same settings reuses the data and the finished runs.
+    before = metrics(demo_dir, "moflenet57")
+    log = (demo_dir / "runs" / "moflenet57" / "log.csv").read_text()
+    code = main(
+        [
+            "demo",
+            "--out", str(demo_dir),
+            "--epochs", str(EPOCHS),
+            "--clips-per-class", str(CLIPS_PER_CLASS),
+            "--test-clips-per-class", str(TEST_CLIPS_PER_CLASS),
+            "--verbose", "0",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    assert (demo_dir / "runs" / "moflenet57" / "log.csv").read_text() == log  # not retrained
+    assert metrics(demo_dir, "moflenet57") == before
