@@ -185,9 +185,9 @@ def test_resample_matches_resample_poly_on_a_synthetic_signal(orig_rate):
     result = audio.resample(tf.constant(signal), orig_rate, 32000).numpy()
     assert result.shape == reference.shape == (32000,)
     max_error = np.abs(result - reference).max()
-    # Measured: 44.1 kHz 6.0e-8, 48 kHz 7.5e-8 (about 135-140 dB SNR).
+    # Measured: max |error| 1.2-1.6e-7 at every rate (peak 0.53), SNR 138-144 dB.
     assert max_error < 5e-7, max_error
-    assert _snr_db(reference, result) > 120
+    assert _snr_db(reference, result) > 130
 
 
 def test_resample_matches_resample_poly_on_real_audio(shared_data):
@@ -198,9 +198,10 @@ def test_resample_matches_resample_poly_on_real_audio(shared_data):
     assert result.shape == reference.shape == (320000,)
     max_error = np.abs(result - reference).max()
     snr = _snr_db(reference, result)
-    # Measured on this 10-s recording: max |error| 5.8e-8 (peak 0.33), SNR 140 dB.
-    assert max_error < 3e-7, max_error
-    assert snr > 125, snr
+    # Measured on this 10-s recording: max |error| 2.7e-7 (peak 0.91), SNR 140 dB; scipy's own
+    # float32 resample_poly differs from its float64 result by 2.4e-7.
+    assert max_error < 1e-6, max_error
+    assert snr > 130, snr
 
 
 def test_resample_in_a_batch_and_with_unknown_length():
