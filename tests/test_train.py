@@ -412,7 +412,6 @@ def test_resume_after_a_kill_mid_epoch(synthetic_root, tmp_path):
 
     resumed, result = _run(options)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "[resuming]" not in resumed.stdout  # verbose=0 prints nothing of its own
     assert result["epochs"] == [0, 1, 2]
     # The optimiser step is realigned with the restored epoch: 3 epochs x 4 steps.
     assert result["iterations"] == 12
@@ -424,8 +423,8 @@ def test_resume_after_a_kill_mid_epoch(synthetic_root, tmp_path):
 @pytest.mark.slow
 @pytest.mark.tensorflow_only
 def test_same_seed_gives_identical_weights(synthetic_root, impulse_dir, tiny_model, tmp_path):
-    def weights(seed, name):
-        result = train(
+    def run(seed, name, **kwargs):
+        return train(
             tiny_model,
             data_dir=synthetic_root,
             split=100,
@@ -437,14 +436,24 @@ def test_same_seed_gives_identical_weights(synthetic_root, impulse_dir, tiny_mod
             dirs_dir=impulse_dir,
             verbose=0,
             jit_compile=False,
+            **kwargs,
         )
+
+    def weights(result):
         return [np.array(w) for w in result.model.get_weights()]
 
-    first, second, other = weights(7, "a"), weights(7, "b"), weights(8, "c")
+    first, second = weights(run(7, "a")), weights(run(7, "b"))
     assert len(first) == len(second) > 10
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
-    assert any(not np.array_equal(a, c) for a, c in zip(first, other, strict=True))
+    # Another seed (and, on the way, validation on the test split after each epoch).
+    other = run(8, "c", validation_split="test")
+    assert any(not np.array_equal(a, c) for a, c in zip(first, weights(other), strict=True))
+    assert 0.0 <= other.history["val_accuracy"][0] <= 1.0 and np.isfinite(
+        other.history["val_loss"][0]
+    )
+    best = json.loads((tmp_path / "c" / "checkpoints" / "best.json").read_text())
+    assert best["monitor"] == "val_accuracy" and best["value"] == other.history["val_accuracy"][0]
 
 
 MIRRORED_PRELUDE = """

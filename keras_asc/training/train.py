@@ -8,7 +8,7 @@ behind lives in one run directory:
 ```
 run_config.json        model, split, seed, epochs, data dir, the effective recipe
 log.csv                one row per epoch (appended across resumes, each epoch once)
-tensorboard/           TensorBoard event files
+tensorboard/           TensorBoard event files (with the tensorboard package installed)
 checkpoints/last.keras, best.keras, best.json
 backup/                keras.callbacks.BackupAndRestore state (removed when the run ends)
 model.keras            the final model, written last: a run with it is complete
@@ -300,7 +300,7 @@ def _resolve_augmentations(recipe, augment, dirs_dir, seed):
                     "directory given (dirs_dir / --dirs). The recipe's results assume it."
                 )
                 continue
-            config["directory"] = os.fspath(dirs_dir)
+            config["directory"] = os.path.abspath(dirs_dir)
         if entry.stage == "spectrogram":
             parameters = inspect.signature(entry.augmentation).parameters
             if "seed" in parameters and "seed" not in config:
@@ -531,9 +531,10 @@ def train(
         dataset = dataset.repeat()
     validation = None
     if validation_split is not None:
+        validation_split = _check_split(validation_split)
         validation = make_dataset(
             data_dir,
-            _check_split(validation_split),
+            validation_split,
             batch_size=recipe.batch_size,
             training=False,
             cache_dir=cache_dir,
