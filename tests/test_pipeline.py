@@ -273,8 +273,16 @@ def test_stale_cache_is_refused_until_overwritten(synthetic_root, tmp_path):
     # The old cache holds every clip of the new list, so the pipeline may still read it.
     dataset = pipeline.make_dataset(root, 5, batch_size=9, training=False, cache_dir=cache)
     assert len(_batches(dataset)[0][1]) == 9
+    # A clip the cache lacks: the pipeline cannot use it and says how to rebuild it.
+    extra = next(c for c in tau22.load_split(synthetic_root, 10) if c not in clips)
+    shutil.copy(os.path.join(synthetic_root, extra.filename), os.path.join(root, extra.filename))
+    with open(split_file, "a") as handle:
+        handle.write(f"{extra.filename}\t{extra.scene_label}\n")
+    with pytest.raises(ValueError, match="keras-asc prepare --overwrite"):
+        pipeline.make_dataset(root, 5, cache_dir=cache)
     manifest = pipeline.prepare_cache(root, 5, cache, overwrite=True, verbose=0)
-    assert manifest["num_clips"] == 9 and np.load(manifest["array_path"]).shape == (9, 32000)
+    assert manifest["num_clips"] == 10 and np.load(manifest["array_path"]).shape == (10, 32000)
+    assert manifest["filenames"][-1] == extra.filename
 
 
 @tensorflow_only

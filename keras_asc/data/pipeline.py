@@ -327,11 +327,12 @@ def _build_cache(
     digest = _file_list_digest(filenames)
     if os.path.exists(manifest_path):
         manifest = _read_manifest(manifest_path)
-        if _matches(manifest, digest, sampling_rate, num_samples) and os.path.exists(array_path):
+        same = _matches(manifest, digest, sampling_rate, num_samples)
+        if same and os.path.exists(array_path):
             if verbose:
                 print(f"Cache {array_path} is up to date ({manifest['num_clips']} clips).")
             return _with_paths(manifest, array_path, manifest_path)
-        if not overwrite:
+        if not same and not overwrite:
             raise ValueError(_stale_message(manifest_path, manifest, split, root, filenames))
         os.remove(manifest_path)  # the manifest marks a complete cache: drop it first
 
@@ -450,7 +451,7 @@ def _with_paths(manifest, array_path, manifest_path):
     return manifest
 
 
-def _find_cache(cache_dir, split, filenames, sampling_rate, clip_seconds, num_samples):
+def _find_cache(cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples):
     """A complete cache holding every file of ``filenames``: ``(manifest, rows)`` or None.
 
     The split's own cache is tried first, then any other cache in ``cache_dir`` with the same
@@ -485,7 +486,9 @@ def _find_cache(cache_dir, split, filenames, sampling_rate, clip_seconds, num_sa
         if path == manifest_path:
             stale = manifest
     if stale is not None:
-        raise ValueError(_stale_message(manifest_path, stale, split, cache_dir, filenames))
+        raise ValueError(
+            _stale_message(manifest_path, stale, split, os.fspath(data_dir), filenames)
+        )
     return None
 
 
@@ -731,7 +734,9 @@ def _cached_clips(
     # The cache replaces the WAV files, so they are not checked here; building it checks them.
     clips = tau22.load_split(data_dir, split, splits_dir=splits_dir, check_files=False)
     filenames = [clip.filename for clip in clips]
-    found = _find_cache(cache_dir, split, filenames, sampling_rate, clip_seconds, num_samples)
+    found = _find_cache(
+        cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples
+    )
     if found is None:
         print(f"Building the decoded-audio cache of split {split!r} in {cache_dir} ...")
         prepare_cache(
@@ -744,7 +749,9 @@ def _cached_clips(
             on_error=on_error,
             num_parallel_calls=num_parallel_calls,
         )
-        found = _find_cache(cache_dir, split, filenames, sampling_rate, clip_seconds, num_samples)
+        found = _find_cache(
+            cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples
+        )
     manifest, rows = found
     skipped = SkippedClips(len(clips))
     failed = manifest.get("failed", {})
