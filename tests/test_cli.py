@@ -337,3 +337,18 @@ def test_demo_checks_its_arguments(capsys, tmp_path):
     code, _, err = run_cli(capsys, "demo", "--out", tmp_path / "d", "--epochs", "0")
     assert code == 2 and "--epochs must be >= 1" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_reuses_a_folder_with_the_same_settings(tmp_path):
+    from keras_asc.commands.demo import DEMO_MARKER, _prepare_out_dir
+
+    settings = {"epochs": 2, "seed": 0}
+    assert _prepare_out_dir(str(tmp_path / "d"), settings, overwrite=False) == "new"
+    (tmp_path / "d" / "runs").mkdir()
+    assert _prepare_out_dir(str(tmp_path / "d"), settings, overwrite=False) == "reuse"
+    assert (tmp_path / "d" / "runs").is_dir()
+    # Other settings with --overwrite: only what the demo wrote is removed.
+    (tmp_path / "d" / "mine.txt").write_text("kept")
+    assert _prepare_out_dir(str(tmp_path / "d"), {"epochs": 3}, overwrite=True) == "new"
+    assert sorted(os.listdir(tmp_path / "d")) == [DEMO_MARKER, "mine.txt"]
+    assert json.loads((tmp_path / "d" / DEMO_MARKER).read_text()) == {"epochs": 3}
