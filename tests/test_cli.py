@@ -352,3 +352,32 @@ def test_demo_reuses_a_folder_with_the_same_settings(tmp_path):
     assert _prepare_out_dir(str(tmp_path / "d"), {"epochs": 3}, overwrite=True) == "new"
     assert sorted(os.listdir(tmp_path / "d")) == [DEMO_MARKER, "mine.txt"]
     assert json.loads((tmp_path / "d" / DEMO_MARKER).read_text()) == {"epochs": 3}
+
+
+def test_a_fresh_process_loads_a_trained_model_with_augmentation_layers(tmp_path, shared_data):
+    """Trained models hold FreqMixStyle; a new process must find its class to load them."""
+    import subprocess
+    import sys
+
+    from keras_asc.augment import FreqMixStyle
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    model = keras_asc.build(
+        "cp_resnet59", spectrogram_augmentations=[FreqMixStyle(alpha=0.4, p=0.8, seed=0)]
+    )
+    model.save(run_dir / "model.keras")
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_asc", "predict", str(run_dir),
+         str(shared_data / "audio" / "metro_station-paris.wav"), "--json"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    (entry,) = json.loads(completed.stdout)
+    assert entry["num_windows"] == 10
+    from keras_asc.data.audio import load_audio
+    from keras_asc.training.evaluation import softmax
+
+    waveform = load_audio(shared_data / "audio" / "metro_station-paris.wav")
+    probabilities = softmax(model.predict_on_batch(waveform.reshape(10, 32000))).mean(axis=0)
+    assert list(entry["probabilities"].values()) == pytest.approx(probabilities.tolist(), abs=1e-5)

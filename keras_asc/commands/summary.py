@@ -23,7 +23,7 @@ def add_parser(subparsers):
 
 def run(args):
     import keras_asc
-    from keras_asc.training.evaluation import resolve_model_path
+    from keras_asc.training.evaluation import load_keras_model, resolve_model_path
 
     try:
         if os.path.exists(args.model):
@@ -32,7 +32,7 @@ def run(args):
                 raise ValueError(
                     f"summary reads Keras models; {model_path!r} is not a .keras file."
                 )
-            model = keras_asc.load_model(model_path)
+            model = load_keras_model(model_path)
         else:
             model = keras_asc.build(args.model)
     except (FileNotFoundError, ValueError) as error:

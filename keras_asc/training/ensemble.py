@@ -25,6 +25,7 @@ from keras_asc.training.evaluation import (
     MODEL_FILENAME,
     RUN_CONFIG_FILENAME,
     atomic_write_text,
+    load_keras_model,
     resolve_model_path,
     run_model_name,
 )
@@ -83,10 +84,8 @@ class _Member:
         self.name = run_model_name(run_dir) if run_dir is not None else None
 
     def load(self):
-        import keras_asc
-
         if self.model is None:
-            self.model = keras_asc.load_model(self.path)
+            self.model = load_keras_model(self.path)
             self.name = self.name or self.model.name
         return self.model
 

@@ -507,6 +507,22 @@ def resolve_model_path(path):
     return path, None
 
 
+def load_keras_model(path):
+    """``keras_asc.load_model`` after every registry is filled.
+
+    A trained model holds its training-only spectrogram augmentation layers (for example
+    ``FreqMixStyle``); their Keras classes are registered when the module defining them is
+    imported, which for built-in and plugin augmentations happens through the registration
+    hooks. Filling the registries first lets a fresh process load any trained model.
+    """
+    import keras_asc
+    from keras_asc import registry
+
+    registry.models()
+    registry.augmentations()
+    return keras_asc.load_model(path)
+
+
 def load_predictor(model_or_path):
     """Turn a model or a path into an object with ``predict(waveforms) -> logits``.
 
@@ -534,9 +550,7 @@ def load_predictor(model_or_path):
                     f"which this installation does not provide ({error})."
                 ) from error
             return TFLiteClassifier(model_path)
-        import keras_asc
-
-        predictor = _KerasPredictor(keras_asc.load_model(model_path))
+        predictor = _KerasPredictor(load_keras_model(model_path))
         if run_dir is not None:
             predictor.name = run_model_name(run_dir) or predictor.name
         return predictor
