@@ -53,6 +53,12 @@ def add_parser(subparsers):
     parser.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch")
     parser.add_argument("--validation-split", help="split evaluated after every epoch (e.g. test)")
     parser.add_argument(
+        "--no-jit",
+        action="store_true",
+        help="compile the training step without XLA / jax.jit (faster start on a CPU with "
+        "TensorFlow; slower steps on JAX)",
+    )
+    parser.add_argument(
         "--no-resume",
         action="store_true",
         help="refuse to continue a run already in the run directory",
@@ -102,6 +108,7 @@ def run(args):
             validation_split=None
             if args.validation_split is None
             else _split(args.validation_split),
+            jit_compile=False if args.no_jit else "auto",
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"keras-asc train: error: {error}", file=sys.stderr)

@@ -16,7 +16,10 @@ model.keras            the final model, written last: a run with it is complete
 
 Calling ``train`` again with the same run directory continues an interrupted run from its last
 backup (written every ``backup_every_steps`` steps and at each epoch end); calling it on a
-complete run loads the saved model instead of training again.
+complete run loads the saved model instead of training again. The interrupted epoch is run
+again from its first batch, starting from the weights and optimiser state of the last backup,
+so a resumed run is close to, but not bit-identical with, an uninterrupted one with the same
+seed.
 
 Example:
     >>> result = keras_asc.train("moflenet57", data_dir="/data/tau22", split=25,
