@@ -250,7 +250,7 @@ def summary(model, bits=8):
         lines.append(
             "  ".join(
                 str(cell).ljust(width) if column < 3 else str(cell).rjust(width)
-                for column, (cell, width) in enumerate(zip(row, widths))
+                for column, (cell, width) in enumerate(zip(row, widths, strict=True))
             )
         )
         if index == 0:

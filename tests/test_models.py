@@ -8,11 +8,11 @@ import sys
 import keras
 import numpy as np
 import pytest
+from helpers import randomize_state, run_model_checks
 
 import keras_asc
 from keras_asc import complexity
 from keras_asc.models import ENSEMBLE_PRESETS, MODEL_PRESETS
-from helpers import randomize_state, run_model_checks
 
 # SPEC §2 Table 2 (F x T x C), by layer name suffix.
 MOFLENET57_SHAPES = {

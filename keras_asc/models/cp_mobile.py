@@ -71,7 +71,7 @@ class _MobileNetwork(keras.Model):
         x = conv_bn(x, base_channels // 4, 3, strides=2, padding=1, name=f"{name}_stem1")
         x = conv_bn(x, base_channels, 3, strides=2, padding=1, name=f"{name}_stem2")
         block_index = 0
-        for stage, (num_stage_blocks, width) in enumerate(zip(blocks_per_stage, widths), start=1):
+        for stage, (num_stage_blocks, width) in enumerate(zip(blocks_per_stage, widths, strict=True), start=1):
             for _ in range(num_stage_blocks):
                 block_index += 1
                 expansion = make_divisible(x.shape[-1] * expansion_rate, 8)

@@ -26,7 +26,7 @@ class WeightedSum(keras.layers.Layer):
                 f"WeightedSum has {len(self.member_weights)} weights but received {len(inputs)} inputs."
             )
         total = inputs[0] * self.member_weights[0]
-        for weight, logits in zip(self.member_weights[1:], inputs[1:]):
+        for weight, logits in zip(self.member_weights[1:], inputs[1:], strict=True):
             total = total + logits * weight
         return total
 

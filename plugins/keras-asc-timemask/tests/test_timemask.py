@@ -1,8 +1,8 @@
 import keras
 import numpy as np
+from keras_asc_timemask import TimeMasking
 
 import keras_asc
-from keras_asc_timemask import TimeMasking
 
 
 def test_masks_one_contiguous_run_per_example_and_is_identity_at_inference():

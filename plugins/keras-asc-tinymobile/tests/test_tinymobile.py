@@ -1,9 +1,9 @@
 import keras
 import numpy as np
+from keras_asc_tinymobile import TinyMobile
 
 import keras_asc
 from keras_asc import complexity
-from keras_asc_tinymobile import TinyMobile
 
 
 def test_tiny_mobile_counts_and_shapes():
