@@ -1,0 +1,50 @@
+"""Quantisation: the tf_keras twin, TF-MOT quantisation-aware training and int8 TFLite export.
+
+TensorFlow-only. Nothing heavy is imported with the package: each name below loads its module
+(and TensorFlow, tf_keras or TF-MOT) on first use, so ``keras_asc`` itself never imports them.
+
+Example:
+    >>> from keras_asc.quantization import quantize_aware_train, export_int8, TFLiteClassifier
+    >>> qat_model = quantize_aware_train(model, train_dataset)
+    >>> export_int8(qat_model, None, "out/moflenet57.tflite", qat=True)
+    >>> TFLiteClassifier("out/moflenet57.tflite").predict(waveforms)
+"""
+
+import importlib
+
+_EXPORTS = {
+    "to_tf_keras": "twin",
+    "twin_spec": "twin",
+    "register_twin": "twin",
+    "native_depthwise_strides": "twin",
+    "UnsupportedTwinLayerError": "twin",
+    "quantize_model": "qat",
+    "quantize_aware_train": "qat",
+    "QATLearningRate": "qat",
+    "spectrogram_dataset": "qat",
+    "member_models": "qat",
+    "qat_histories": "qat",
+    "export_int8": "export",
+    "convert_int8": "export",
+    "parameter_bytes": "export",
+    "ExportResult": "export",
+    "frontend_params": "frontend",
+    "frontend_numpy": "frontend",
+    "load_frontend_params": "frontend",
+    "TFLiteClassifier": "interpreter",
+    "prediction_agreement": "interpreter",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_asc.quantization' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"keras_asc.quantization.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__
