@@ -1,0 +1,557 @@
+"""int8 TFLite export of keras-asc models, with the DCASE parameter-memory check.
+
+``export_int8`` writes three files:
+
+- ``NAME.tflite``: the int8 network. Weights are int8 (per output channel), activations int8
+  (per tensor), biases int32 (batch normalisation folded into the convolutions), GRN in
+  float32 between a DEQUANTIZE and a QUANTIZE, and the global average pooling of the head
+  in float32 on the dequantised int8 head output (the logits keep float resolution). Inputs and outputs are **float32**: the model
+  starts with one QUANTIZE op per input and ends with a DEQUANTIZE, so a host feeds the
+  front-end output as it is and reads float logits; the input scale and zero point are
+  recorded in ``NAME.json`` for a device that prefers to quantise the spectrogram itself.
+  The batch dimension is dynamic (resize the input tensors). An ensemble is one file with one
+  spectrogram input per member and the weighted sum of the member logits (float32).
+- ``NAME.frontend.npz``: the log-mel front-end of every input (window, mel filter bank,
+  constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the reference.
+- ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
+  and weights, parameter bytes, file size.
+
+Parameter memory is read back from the flatbuffer with the TFLite interpreter: the constant
+input tensors of the ops (not produced by an op, not a model input) are the parameters; int8
+tensors count 1 byte per element, the int32 bias inputs of CONV_2D / DEPTHWISE_CONV_2D /
+FULLY_CONNECTED 4 bytes, float32 constants 4 bytes (GRN gamma, beta and epsilon, the 1/N of
+the logit pooling, ensemble weights: counted although only gamma and beta are learned). Other integer constants (paddings, reduction axes, gather indices, shapes) describe
+the graph, not learned values, and are listed but not counted; quantisation scales and zero
+points are metadata of the tensors and are not counted either (the DCASE convention counts
+parameters times their storage width).
+"""
+
+import dataclasses
+import json
+import os
+import tempfile
+import warnings
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from keras_asc.complexity import MAX_PARAM_BYTES, BudgetExceededError
+from keras_asc.quantization import twin as twin_module
+from keras_asc.quantization.frontend import (
+    frontend_numpy,
+    frontend_params,
+    save_frontend_params,
+    scalar_params,
+)
+from keras_asc.quantization.twin import to_tf_keras, twin_spec
+
+EXPORT_FORMAT = "keras_asc.int8/1"
+DEFAULT_CALIBRATION_SAMPLES = 256
+_BIAS_INPUT = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}
+_BYTES = {"int8": 1, "uint8": 1, "int16": 2, "float16": 2, "int32": 4, "float32": 4, "int64": 8}
+
+
+# === Interpreter ===
+
+
+def make_interpreter(model_path=None, model_content=None, num_threads=None):
+    """A TFLite interpreter: LiteRT's (``ai_edge_litert``) when installed, else ``tf.lite``'s."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter warns on every construction that LiteRT replaces it.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        return Interpreter(
+            model_path=model_path, model_content=model_content, num_threads=num_threads
+        )
+
+
+# === Parameter memory ===
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterTensor:
+    name: str
+    dtype: str
+    shape: tuple
+    role: str  # "weight", "bias", "float" or "structure" (not counted)
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def bytes(self):
+        return 0 if self.role == "structure" else self.size * _BYTES[self.dtype]
+
+
+@dataclasses.dataclass(frozen=True)
+class ParameterBytes:
+    """Parameter memory of a TFLite model, read from its constant tensors."""
+
+    tensors: tuple
+
+    def _sum(self, role, what="size"):
+        return sum(getattr(t, what) for t in self.tensors if t.role == role)
+
+    @property
+    def int8_weights(self):
+        """Elements of 8-bit weight tensors."""
+        return self._sum("weight")
+
+    @property
+    def int32_biases(self):
+        """Elements of int32 bias tensors (the folded batch normalisation)."""
+        return self._sum("bias")
+
+    @property
+    def float_parameters(self):
+        """Elements of float constants (GRN gamma/beta/epsilon, ensemble weights)."""
+        return self._sum("float")
+
+    @property
+    def parameters(self):
+        return self.int8_weights + self.int32_biases + self.float_parameters
+
+    @property
+    def total(self):
+        """Parameter memory in bytes."""
+        return sum(t.bytes for t in self.tensors)
+
+    def __str__(self):
+        return (
+            f"{self.total:,} parameter bytes = {self._sum('weight', 'bytes'):,} int8 weight bytes "
+            f"({self.int8_weights:,} params) + {self._sum('bias', 'bytes'):,} int32 bias bytes "
+            f"({self.int32_biases:,}) + {self._sum('float', 'bytes'):,} float bytes "
+            f"({self.float_parameters:,})"
+        )
+
+
+def parameter_bytes(model):
+    """Count the parameter memory of a TFLite model from its tensors (see the module doc).
+
+    Args:
+        model: ``.tflite`` path or the flatbuffer bytes.
+
+    Returns:
+        ``ParameterBytes``; ``.total`` is the byte count checked against the 128,000-byte limit.
+
+    Example:
+        >>> print(parameter_bytes("moflenet57.tflite"))
+    """
+    if isinstance(model, (bytes, bytearray)):
+        interpreter = make_interpreter(model_content=bytes(model))
+    else:
+        interpreter = make_interpreter(model_path=os.fspath(model))
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    produced = {int(i) for op in ops for i in op["outputs"]}
+    graph_inputs = {d["index"] for d in interpreter.get_input_details()}
+    roles = {}
+    for op in ops:
+        for position, index in enumerate(int(i) for i in op["inputs"]):
+            if index < 0 or index in produced or index in graph_inputs or index in roles:
+                continue
+            dtype = np.dtype(details[index]["dtype"]).name
+            if dtype in ("int8", "uint8"):
+                role = "weight"
+            elif dtype == "int32" and _BIAS_INPUT.get(op["op_name"]) == position:
+                role = "bias"
+            elif dtype.startswith("float"):
+                role = "float"
+            else:
+                role = "structure"
+            roles[index] = role
+    tensors = tuple(
+        ParameterTensor(
+            details[i]["name"],
+            np.dtype(details[i]["dtype"]).name,
+            tuple(int(d) for d in details[i]["shape"]),
+            role,
+        )
+        for i, role in sorted(roles.items())
+    )
+    return ParameterBytes(tensors)
+
+
+def check_parameter_bytes(counted, name, max_param_bytes=MAX_PARAM_BYTES):
+    """Raise ``BudgetExceededError`` naming the excess when ``counted.total`` is over the limit."""
+    if max_param_bytes is not None and counted.total > max_param_bytes:
+        raise BudgetExceededError(
+            f"{name}: the int8 model needs {counted.total:,} parameter bytes, "
+            f"{counted.total - max_param_bytes:,} bytes over the {max_param_bytes:,}-byte DCASE "
+            f"limit ({counted})."
+        )
+
+
+# === Conversion ===
+
+
+def _is_quantized(model):
+    return any(
+        type(layer).__name__.startswith("Quantize") for layer in twin_module._layers_deep(model)
+    )
+
+
+def _input_specs(model):
+    shapes = model.input_shape if isinstance(model.input_shape, list) else [model.input_shape]
+    names = [t.name.split(":")[0] for t in model.inputs]
+    return [
+        tf.TensorSpec((None, *shape[1:]), tf.float32, name=name)
+        for shape, name in zip(shapes, names, strict=True)
+    ]
+
+
+def _as_list(batch):
+    return list(batch) if isinstance(batch, (list, tuple)) else [batch]
+
+
+def _calibration_batches(representative_dataset, frontends):
+    """Spectrogram batches (one list entry per input) from a representative dataset."""
+    for element in representative_dataset:
+        if isinstance(element, tuple):
+            element = element[0]  # (inputs, labels[, devices]) from a dataset
+        arrays = [np.asarray(x, dtype="float32") for x in _as_list(element)]
+        if len(arrays) == 1 and arrays[0].ndim == 2:
+            # Waveforms: every input's spectrogram from its own front-end.
+            arrays = [frontend_numpy(arrays[0], params) for params in frontends]
+        if len(arrays) != len(frontends) or any(a.ndim != 4 for a in arrays):
+            raise ValueError(
+                f"The representative dataset must yield waveform batches (B, samples) or one "
+                f"spectrogram batch (B, mel bins, frames, 1) per model input ({len(frontends)}). "
+                f"Received shapes {[a.shape for a in arrays]}"
+            )
+        yield arrays
+
+
+def _representative_samples(representative_dataset, frontends, max_samples):
+    def generate():
+        count = 0
+        for arrays in _calibration_batches(representative_dataset, frontends):
+            for row in range(arrays[0].shape[0]):
+                yield [a[row : row + 1] for a in arrays]
+                count += 1
+                if count >= max_samples:
+                    return
+
+    return generate
+
+
+def convert_int8(
+    model, representative_dataset=None, *, max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES
+):
+    """Convert a QAT model (or, with a representative dataset, a float twin) to int8 TFLite.
+
+    Args:
+        model: a tf_keras model from ``quantize_aware_train``/``quantize_model`` (its fake
+            quantisation gives every range), or a float twin from ``to_tf_keras`` together
+            with ``representative_dataset`` (post-training quantisation).
+        representative_dataset: for a float twin, an iterable of calibration batches (see
+            ``export_int8``); must be ``None`` for a QAT model.
+        max_calibration_samples: clips used for post-training calibration.
+
+    Returns:
+        The flatbuffer as bytes.
+    """
+    quantized = _is_quantized(model)
+    if quantized and representative_dataset is not None:
+        raise ValueError(
+            f"{model.name!r} is a quantisation-aware model: its ranges come from training, so "
+            f"representative_dataset must be None."
+        )
+    if not quantized and representative_dataset is None:
+        raise ValueError(
+            f"{model.name!r} is a float model: post-training quantisation needs a "
+            f"representative_dataset of spectrogram or waveform batches."
+        )
+    spec = twin_spec(model)
+    specs = _input_specs(model)
+
+    @tf.function(autograph=False)
+    def function(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    # The converter saves its trackable object first; a bare module with the variables and the
+    # one inference function saves in seconds, the tf_keras model (every layer traced) in minutes.
+    holder = tf.Module()
+    holder.model_variables = list(model.variables)
+    holder.inference = function
+    with twin_module.native_depthwise_strides():
+        concrete = function.get_concrete_function(*specs)
+
+    def make_converter():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return converter
+
+    if quantized:
+        return compact_flatbuffer(make_converter().convert())
+    frontends = [frontend_params(config) for config in spec.frontends]
+    samples = _representative_samples(
+        representative_dataset, frontends, int(max_calibration_samples)
+    )
+    converter = make_converter()
+    converter.representative_dataset = samples
+    # GRN and the logit pooling stay in float as in the QAT path. Post-training quantisation
+    # would otherwise put GRN's division in int8, where a mean norm that rounds to zero divides
+    # by zero. The converter's public debugger API quantises everything but the listed nodes.
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=samples,
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(
+            denylisted_nodes=_float_nodes(model, make_converter)
+        ),
+    )
+    return compact_flatbuffer(debugger.get_nondebug_quantized_model())
+
+
+def _float_nodes(model, make_converter):
+    """Output tensor names of the ops of GRN, logit pooling and weighted-sum layers and outputs.
+
+    Read from a float conversion, whose tensor names are the TensorFlow op names
+    (``<model>/<layer>/<op>``), the same names the calibrated model has.
+    """
+    float_layers = [
+        layer.name
+        for layer in twin_module._layers_deep(model)
+        if isinstance(
+            layer,
+            (
+                twin_module.GlobalResponseNormalization,
+                twin_module.LogitPooling,
+                twin_module.WeightedSum,
+            ),
+        )
+    ]
+    converter = make_converter()
+    converter.optimizations = []
+    interpreter = make_interpreter(model_content=converter.convert())
+    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    graph_outputs = {d["index"] for d in interpreter.get_output_details()}
+    nodes = []
+    for op in interpreter._get_ops_details():
+        for index in (int(i) for i in op["outputs"]):
+            name = names[index]
+            if index in graph_outputs or any(f"/{layer}/" in name for layer in float_layers):
+                nodes.append(name)
+    return nodes
+
+
+def compact_flatbuffer(content):
+    """Shorten internal tensor names and drop the converter's bookkeeping metadata.
+
+    The converter names every tensor after the fused TensorFlow ops (about 10 kB for
+    MofleNet57); inputs and outputs keep their names, the others become ``t<index>``. Only the
+    ``min_runtime_version`` metadata is kept. Weights, quantisation and ops are untouched.
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    for subgraph in model.subgraphs:
+        keep = {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep:
+                tensor.name = f"t{index}".encode()
+    model.metadata = [
+        entry for entry in model.metadata or [] if entry.name == b"min_runtime_version"
+    ]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+# === Export ===
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """Files and figures of one ``export_int8`` call."""
+
+    path: str
+    json_path: str
+    frontend_path: str
+    file_bytes: int
+    parameters: ParameterBytes
+    quantization: str
+
+    def __str__(self):
+        return f"{self.path}: {self.file_bytes:,} bytes on disk; {self.parameters}"
+
+
+def _atomic_write(path, data):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        dir=directory, prefix=".tmp-", suffix=os.path.basename(path)
+    )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            if callable(data):
+                data(stream)
+            else:
+                stream.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def sidecar_paths(path):
+    """``(json_path, frontend_path)`` that belong beside a ``.tflite`` path."""
+    stem = (
+        os.fspath(path)[: -len(".tflite")]
+        if os.fspath(path).endswith(".tflite")
+        else os.fspath(path)
+    )
+    return f"{stem}.json", f"{stem}.frontend.npz"
+
+
+def _input_quantization(interpreter):
+    """Scale and zero point of the QUANTIZE op that follows each float input."""
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    result = {}
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "QUANTIZE" and int(op["inputs"][0]) in {
+            d["index"] for d in interpreter.get_input_details()
+        }:
+            scale, zero_point = details[int(op["outputs"][0])]["quantization"]
+            result[int(op["inputs"][0])] = {"scale": float(scale), "zero_point": int(zero_point)}
+    return result
+
+
+def _describe(content, spec, frontends, counted, quantization):
+    interpreter = make_interpreter(model_content=content)
+    quant = _input_quantization(interpreter)
+    inputs = []
+    for detail in interpreter.get_input_details():
+        inputs.append(
+            {
+                "name": detail["name"],
+                "shape": [int(d) for d in detail["shape_signature"]],
+                "dtype": np.dtype(detail["dtype"]).name,
+                "int8_quantization": quant.get(detail["index"]),
+            }
+        )
+    # Each input's front-end, matched by name (the converter may reorder the inputs).
+    names = [t for t in _input_names(spec)]
+    for entry in inputs:
+        index = _match_input(entry["name"], names)
+        entry["model_input"] = index
+        entry["frontend"] = scalar_params(frontends[index])
+    output = interpreter.get_output_details()[0]
+    return {
+        "format": EXPORT_FORMAT,
+        "model": spec.name,
+        "members": list(spec.member_names),
+        "member_weights": list(spec.member_weights),
+        "num_samples": spec.num_samples,
+        "quantization": quantization,
+        "inputs": inputs,
+        "output": {
+            "name": output["name"],
+            "shape": [int(d) for d in output["shape_signature"]],
+            "dtype": np.dtype(output["dtype"]).name,
+            "meaning": "logits (no softmax)",
+        },
+        "parameter_bytes": {
+            "total": counted.total,
+            "int8_weights": counted.int8_weights,
+            "int32_biases": counted.int32_biases,
+            "float_parameters": counted.float_parameters,
+            "limit": MAX_PARAM_BYTES,
+        },
+        "file_bytes": len(content),
+    }
+
+
+def _input_names(spec):
+    if spec.member_names:
+        return [f"{name}_spectrogram" for name in spec.member_names]
+    return ["spectrogram"]
+
+
+def _match_input(tflite_name, names):
+    """Index of the model input whose name the TFLite input name contains (longest match)."""
+    matches = [i for i, name in enumerate(names) if name in tflite_name]
+    if not matches:
+        raise ValueError(f"TFLite input {tflite_name!r} matches none of the model inputs {names}.")
+    return max(matches, key=lambda i: len(names[i]))
+
+
+def export_int8(
+    model,
+    representative_dataset,
+    path,
+    qat=False,
+    *,
+    max_param_bytes=MAX_PARAM_BYTES,
+    max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+):
+    """Export an int8 TFLite model, its front-end constants and a JSON description.
+
+    Args:
+        model: with ``qat=True``, the tf_keras model from ``quantize_aware_train``;
+            with ``qat=False`` (post-training quantisation, no fine-tuning), a trained Keras 3
+            keras-asc model or ensemble, or its tf_keras twin.
+        representative_dataset: ``qat=False`` only (pass ``None`` with ``qat=True``): an
+            iterable of calibration batches, each a waveform batch (B, samples), one
+            spectrogram batch (B, mel bins, frames, 1), a list with one spectrogram batch
+            per model input (a list, in the model's input order), or an (inputs,
+            labels[, devices]) tuple of any of these (a tuple is always read this way, as
+            tf.data yields it). Waveforms are turned into spectrograms with each input's
+            inference front-end.
+        path: the ``.tflite`` file to write; ``.json`` and ``.frontend.npz`` go beside it.
+        qat: whether ``model`` is a quantisation-aware model.
+        max_param_bytes: the parameter-memory limit (128,000 bytes, DCASE); ``None`` skips
+            the check.
+        max_calibration_samples: clips used for post-training calibration.
+
+    Returns:
+        ``ExportResult`` (paths, file size, parameter bytes).
+
+    Raises:
+        BudgetExceededError: the int8 parameters exceed ``max_param_bytes``; nothing is
+            written.
+
+    Example:
+        >>> result = export_int8(qat_model, None, "out/moflenet57.tflite", qat=True)
+        >>> print(result)
+    """
+    path = os.fspath(path)
+    if not path.endswith(".tflite"):
+        raise ValueError(f"path must end with .tflite. Received: path={path!r}")
+    if qat:
+        if not isinstance(model, tf_keras.Model) or not _is_quantized(model):
+            raise TypeError(
+                f"qat=True needs the tf_keras model returned by quantize_aware_train. Received: "
+                f"{type(model).__name__} {getattr(model, 'name', '')!r}"
+            )
+        twin = model
+    else:
+        twin = model if isinstance(model, tf_keras.Model) else to_tf_keras(model)
+        if _is_quantized(twin):
+            raise ValueError(
+                f"{twin.name!r} is a quantisation-aware model: export it with qat=True (and "
+                f"representative_dataset=None)."
+            )
+    spec = twin_spec(twin)
+    content = convert_int8(
+        twin,
+        None if qat else representative_dataset,
+        max_calibration_samples=max_calibration_samples,
+    )
+    counted = parameter_bytes(content)
+    check_parameter_bytes(counted, spec.name, max_param_bytes)
+    frontends = [frontend_params(config) for config in spec.frontends]
+    description = _describe(content, spec, frontends, counted, "qat" if qat else "ptq")
+    # The front-end sidecar follows the TFLite input order, like the JSON.
+    ordered = [frontends[entry["model_input"]] for entry in description["inputs"]]
+    json_path, frontend_path = sidecar_paths(path)
+    _atomic_write(frontend_path, lambda stream: save_frontend_params(stream, ordered))
+    _atomic_write(json_path, (json.dumps(description, indent=2) + "\n").encode())
+    _atomic_write(path, content)
+    return ExportResult(
+        path, json_path, frontend_path, len(content), counted, description["quantization"]
+    )

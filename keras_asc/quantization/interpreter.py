@@ -1,0 +1,175 @@
+"""Run an exported int8 model like a Keras model: waveforms in, float logits out."""
+
+import json
+import os
+
+import numpy as np
+
+from keras_asc.quantization.export import EXPORT_FORMAT, make_interpreter, sidecar_paths
+from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params, num_frames
+
+
+class TFLiteClassifier:
+    """An exported ``.tflite`` keras-asc model with ``predict(waveforms) -> logits``.
+
+    The front-end runs in NumPy outside the interpreter (``frontend_numpy`` with the constants
+    exported beside the model), so the classifier takes the same (batch, samples) waveforms as
+    the Keras model and can be evaluated side by side with it
+    (``keras_asc.training.evaluate``). It also takes spectrograms: one (batch, mel bins,
+    frames, 1) array for a single model, or a list with one array per input (in the order of
+    ``input_names``) for an ensemble.
+
+    Uses the LiteRT interpreter (``ai_edge_litert``) when installed, else ``tf.lite``.
+
+    Args:
+        path: the ``.tflite`` file written by ``export_int8``; its ``.json`` and
+            ``.frontend.npz`` must lie beside it.
+        num_threads: interpreter threads (``None``: the interpreter's default).
+        batch_size: clips per interpreter call; larger batches are split.
+
+    Example:
+        >>> classifier = TFLiteClassifier("runs/moflenet57/int8/moflenet57.tflite")
+        >>> logits = classifier.predict(np.zeros((2, 32000), "float32"))
+    """
+
+    def __init__(self, path, num_threads=None, batch_size=32):
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No TFLite model at {path!r}.")
+        json_path, frontend_path = sidecar_paths(path)
+        for sidecar in (json_path, frontend_path):
+            if not os.path.isfile(sidecar):
+                raise FileNotFoundError(
+                    f"{path!r} needs {sidecar!r} beside it (written by "
+                    f"keras_asc.quantization.export_int8)."
+                )
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(
+                f"batch_size must be a positive integer. Received: batch_size={batch_size}"
+            )
+        with open(json_path, encoding="utf-8") as handle:
+            self.description = json.load(handle)
+        if self.description.get("format") != EXPORT_FORMAT:
+            raise ValueError(
+                f"{json_path}: format {self.description.get('format')!r} is not {EXPORT_FORMAT!r}."
+            )
+        self.path = path
+        self.name = self.description["model"] + "_int8"
+        self.batch_size = int(batch_size)
+        self.frontends = load_frontend_params(frontend_path)
+        self.interpreter = make_interpreter(model_path=path, num_threads=num_threads)
+        self._inputs = self.interpreter.get_input_details()
+        self._output = self.interpreter.get_output_details()[0]
+        if len(self._inputs) != len(self.frontends):
+            raise ValueError(
+                f"{path}: {len(self._inputs)} model inputs but {len(self.frontends)} front-ends in "
+                f"{frontend_path}."
+            )
+        self.input_names = [entry["name"] for entry in self.description["inputs"]]
+        self.num_samples = self.description.get("num_samples")
+        self._batch = None
+
+    @property
+    def input_shapes(self):
+        """(mel bins, frames, 1) of every input, in ``input_names`` order."""
+        return [tuple(int(d) for d in detail["shape_signature"][1:]) for detail in self._inputs]
+
+    def spectrograms(self, waveforms):
+        """The input spectrograms of a waveform batch, one array per model input."""
+        waveforms = np.asarray(waveforms, dtype="float32")
+        result = []
+        for params, shape in zip(self.frontends, self.input_shapes, strict=True):
+            frames = num_frames(waveforms.shape[-1], params)
+            if frames != shape[1]:
+                raise ValueError(
+                    f"{self.name}: waveforms of {waveforms.shape[-1]} samples give {frames} "
+                    f"frames; the model takes {shape[1]} (num_samples={self.num_samples})."
+                )
+            result.append(frontend_numpy(waveforms, params))
+        return result
+
+    def model_inputs(self, waveforms):
+        """The spectrograms of a waveform batch in the order of the tf_keras model's inputs.
+
+        The TFLite converter may order the inputs of an ensemble differently from the twin or
+        QAT model it came from; this is the order to feed that model.
+        """
+        spectrograms = self.spectrograms(waveforms)
+        ordered = [None] * len(spectrograms)
+        for entry, spectrogram in zip(self.description["inputs"], spectrograms, strict=True):
+            ordered[entry["model_input"]] = spectrogram
+        return ordered
+
+    def _resize(self, batch):
+        if batch == self._batch:
+            return
+        for detail, shape in zip(self._inputs, self.input_shapes, strict=True):
+            self.interpreter.resize_tensor_input(detail["index"], (batch, *shape))
+        self.interpreter.allocate_tensors()
+        self._batch = batch
+
+    def _run(self, arrays):
+        self._resize(arrays[0].shape[0])
+        for detail, array in zip(self._inputs, arrays, strict=True):
+            self.interpreter.set_tensor(detail["index"], array)
+        self.interpreter.invoke()
+        return np.array(self.interpreter.get_tensor(self._output["index"]))
+
+    def _as_inputs(self, x):
+        if isinstance(x, (list, tuple)):
+            arrays = [np.asarray(a, dtype="float32") for a in x]
+        else:
+            x = np.asarray(x, dtype="float32")
+            if x.ndim in (1, 2):
+                return self.spectrograms(x if x.ndim == 2 else x[None])
+            arrays = [x]
+        if len(arrays) != len(self._inputs) or any(
+            a.shape[1:] != shape for a, shape in zip(arrays, self.input_shapes, strict=True)
+        ):
+            raise ValueError(
+                f"{self.name}: expected waveforms (batch, samples) or spectrograms of shapes "
+                f"{[(None, *s) for s in self.input_shapes]} ({self.input_names}). Received: "
+                f"{[a.shape for a in arrays]}"
+            )
+        return arrays
+
+    def predict(self, x):
+        """Float logits (batch, classes) of waveforms or spectrograms (see the class doc)."""
+        arrays = self._as_inputs(x)
+        count = arrays[0].shape[0]
+        outputs = [
+            self._run([np.ascontiguousarray(a[start : start + self.batch_size]) for a in arrays])
+            for start in range(0, count, self.batch_size)
+        ]
+        return (
+            np.concatenate(outputs)
+            if outputs
+            else np.zeros((0, self._output["shape"][-1]), "float32")
+        )
+
+    def __repr__(self):
+        return f"TFLiteClassifier({self.path!r}, inputs={self.input_names})"
+
+
+def prediction_agreement(classifier, reference, batches):
+    """Fraction of clips on which an int8 file and a tf_keras model predict the same class.
+
+    Args:
+        classifier: a ``TFLiteClassifier``.
+        reference: the tf_keras model it was exported from (QAT model or float twin).
+        batches: iterable of waveform batches, or of (waveforms, labels[, devices]) tuples.
+
+    Returns:
+        ``(agreement, clips)``.
+    """
+    agree = total = 0
+    for batch in batches:
+        waveforms = np.asarray(batch[0] if isinstance(batch, tuple) else batch, dtype="float32")
+        inputs = classifier.model_inputs(waveforms)
+        expected = reference.predict_on_batch(inputs if len(inputs) > 1 else inputs[0])
+        predicted = classifier.predict(waveforms)
+        agree += int(np.sum(np.asarray(expected).argmax(1) == predicted.argmax(1)))
+        total += len(waveforms)
+    if not total:
+        raise ValueError("prediction_agreement: the batches held no clips.")
+    return agree / total, total

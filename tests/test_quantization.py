@@ -1,0 +1,439 @@
+"""Quantisation: tf_keras twin, TF-MOT QAT, int8 TFLite export, front-end constants, the
+interpreter wrapper and the quantize command. TensorFlow only.
+
+The default run uses a small MofleNet (same block types as MofleNet57: grouped expansion,
+shuffle, GRN, (2, 1) depthwise stride, strided residual pooling) trained for a few epochs on a
+tiny synthetic TAU22 tree; the presets' QAT and ensemble export are @slow.
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+from helpers import randomize_state
+
+import keras_asc
+from keras_asc.complexity import MAX_PARAM_BYTES, BudgetExceededError
+from keras_asc.models import MofleNet
+
+pytestmark = pytest.mark.tensorflow_only
+
+tf = pytest.importorskip("tensorflow")
+
+
+def tiny_moflenet(name="tiny_mofle", hop_length=500, seed=0):
+    """Every MofleNet block kind (S, D with (2, 1) stride, T) at a fraction of the cost."""
+    keras.utils.set_random_seed(seed)
+    return MofleNet(
+        base_channels=16,
+        channels_multiplier=1.5,
+        expansion_rate=2.0,
+        blocks_per_stage=(2, 1, 1),
+        block_strides={"2": (2, 1), "3": (2, 2)},
+        frontend_config={"hop_length": hop_length, "seed": seed},
+        name=name,
+    )
+
+
+def _waveform_batches(dataset):
+    return np.concatenate([w for w, *_ in dataset.as_numpy_iterator()])
+
+
+# === Fixtures: one tiny synthetic tree, one float-trained tiny model, its QAT and export ===
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    from keras_asc.data.synthetic import make_synthetic_tau22
+
+    return make_synthetic_tau22(
+        tmp_path_factory.mktemp("tau22") / "synth",
+        clips_per_class=20,
+        test_clips_per_class=18,
+        seed=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def datasets(synthetic_root):
+    from keras_asc.data.pipeline import make_dataset
+
+    train = make_dataset(synthetic_root, 100, batch_size=25, training=True, seed=0)
+    test = make_dataset(synthetic_root, "test", batch_size=60, training=False)
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def trained_tiny(datasets):
+    train, _ = datasets
+    model = tiny_moflenet()
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=False,  # compiling with XLA takes longer than these few steps
+    )
+    # Eight epochs separate the logits enough that int8 rounding rarely flips a decision.
+    model.fit(train, epochs=8, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def qat_tiny(trained_tiny, datasets):
+    from keras_asc.quantization import quantize_aware_train
+
+    train, _ = datasets
+    return quantize_aware_train(trained_tiny, train, epochs=1, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def exported_tiny(qat_tiny, tmp_path_factory):
+    from keras_asc.quantization import export_int8
+
+    return export_int8(
+        qat_tiny, None, tmp_path_factory.mktemp("int8") / "tiny_mofle.tflite", qat=True
+    )
+
+
+# === Twin ===
+
+
+@pytest.mark.parametrize("preset", ["moflenet57", "cp_resnet59", "dcase24_baseline"])
+def test_twin_matches_keras_model(preset):
+    from keras_asc.quantization import to_tf_keras, twin_spec
+
+    model = keras_asc.build(preset)
+    randomize_state(model, seed=1)
+    twin = to_tf_keras(model)
+    assert twin.input_shape == model.frontend.compute_output_shape((None, 32000))
+    assert [layer.name for layer in twin.layers[1:]] == [
+        layer.name for layer in model.layers[2:]
+    ]  # same layers, same names, front-end left out
+    waveforms = np.random.default_rng(0).normal(0, 0.1, (3, 32000)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(waveforms, training=False))
+    spectrograms = keras.ops.convert_to_numpy(model.frontend(waveforms))
+    actual = twin(spectrograms, training=False).numpy()
+    scale = np.abs(expected).max()
+    assert scale > 1.0  # random BN statistics and GRN scalars make the logits non-trivial
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * scale)
+    spec = twin_spec(twin)
+    assert spec.frontends[0]["hop_length"] == model.frontend.hop_length
+    assert spec.num_samples == 32000 and spec.member_names == ()
+
+
+def test_twin_of_ensemble_has_one_input_per_member():
+    from keras_asc.quantization import to_tf_keras, twin_spec
+
+    ensemble = keras_asc.build("moflenet57_cp_resnet59_v2")
+    for member in ensemble.members:
+        randomize_state(member, seed=2)
+    twin = to_tf_keras(ensemble)
+    spec = twin_spec(twin)
+    assert spec.member_names == ("cp_resnet59", "moflenet57")
+    assert spec.member_weights == (0.6, 0.4)
+    assert [f["hop_length"] for f in spec.frontends] == [750, 500]
+    assert [tuple(s) for s in twin.input_shape] == [(None, 256, 43, 1), (None, 256, 64, 1)]
+    waveforms = np.random.default_rng(3).normal(0, 0.1, (2, 32000)).astype("float32")
+    expected = keras.ops.convert_to_numpy(ensemble(waveforms, training=False))
+    inputs = [keras.ops.convert_to_numpy(m.frontend(waveforms)) for m in ensemble.members]
+    actual = twin(inputs, training=False).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+def test_twin_layers_match_their_keras_layers():
+    from keras_asc.layers import ChannelShuffle
+    from keras_asc.quantization import to_tf_keras, twin
+
+    x = np.random.default_rng(4).normal(size=(2, 9, 7, 12)).astype("float32")
+    expected = keras.ops.convert_to_numpy(ChannelShuffle(3)(x))
+    np.testing.assert_array_equal(twin.ChannelShuffle(3)(x).numpy(), expected)
+    # (2, 1) depthwise strides: TensorFlow's CPU kernel rejects them; the twin runs them.
+    inputs = keras.Input((9, 7, 12))
+    outputs = keras_asc.layers.DepthwiseConv2D(3, strides=(2, 1), use_bias=True)(inputs)
+    model = _spectrogram_model(keras.Model(inputs, outputs))
+    model.set_weights([np.random.default_rng(5).normal(size=w.shape) for w in model.get_weights()])
+    expected = keras.ops.convert_to_numpy(model(x))
+    assert expected.shape == (2, 4, 5, 12)
+    np.testing.assert_allclose(to_tf_keras(model)(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def _spectrogram_model(network):
+    """Wrap a plain Keras network as a keras-asc spectrogram-input model (with a front-end)."""
+    network.frontend = keras_asc.layers.LogMelSpectrogram()
+    network.augmentation_layers = []
+    return network
+
+
+def test_unknown_layer_is_an_error_naming_it():
+    from keras_asc.quantization import UnsupportedTwinLayerError, to_tf_keras
+
+    inputs = keras.Input((256, 64, 1))
+    outputs = keras.layers.LayerNormalization(name="odd_norm")(inputs)
+    model = _spectrogram_model(keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(outputs)))
+    with pytest.raises(UnsupportedTwinLayerError, match="odd_norm.*LayerNormalization"):
+        to_tf_keras(model)
+
+
+# === Front-end outside the int8 model ===
+
+
+@pytest.mark.parametrize(
+    "config", [{"hop_length": 500}, {"hop_length": 750}, {"hop_length": 500, "pre_emphasis": None}]
+)
+def test_frontend_numpy_matches_layer(config, tmp_path):
+    from keras_asc.quantization import frontend_numpy, frontend_params, load_frontend_params
+    from keras_asc.quantization.frontend import save_frontend_params
+
+    layer = keras_asc.layers.LogMelSpectrogram(**config)
+    rng = np.random.default_rng(5)
+    waveforms = rng.normal(0, 0.1, (3, 32000)).astype("float32")
+    waveforms[1] *= 1e-3  # quiet clip: the log offset matters
+    waveforms[2] = np.sin(np.arange(32000) * 2 * np.pi * 1000 / 32000) * 0.5
+    expected = keras.ops.convert_to_numpy(layer(waveforms, training=False))
+    params = frontend_params(layer)
+    np.testing.assert_allclose(frontend_numpy(waveforms, params), expected, atol=1e-4)
+    save_frontend_params(str(tmp_path / "f.npz"), [params])
+    (loaded,) = load_frontend_params(str(tmp_path / "f.npz"))
+    np.testing.assert_array_equal(loaded["mel_filter_bank"], params["mel_filter_bank"])
+    assert loaded["hop_length"] == config["hop_length"]
+    np.testing.assert_allclose(frontend_numpy(waveforms, loaded), expected, atol=1e-4)
+
+
+# === Schedule ===
+
+
+def test_qat_learning_rate_follows_the_report():
+    from keras_asc.quantization import QATLearningRate
+
+    schedule = QATLearningRate()
+    rates = [schedule(epoch) for epoch in range(24)]
+    assert rates[0] == pytest.approx(5e-5)
+    assert rates[8] == pytest.approx(5e-5 * 0.55)
+    assert rates[16] == pytest.approx(5e-6)
+    assert rates[16:] == pytest.approx([5e-6] * 8)
+    assert all(a > b for a, b in zip(rates[:16], rates[1:17], strict=True))
+    with pytest.raises(ValueError, match="final_factor"):
+        QATLearningRate(final_factor=1.5)
+
+
+# === Parameter bytes ===
+
+
+def test_parameter_bytes_counts_int8_weights_and_int32_biases():
+    import tf_keras
+
+    from keras_asc.quantization import parameter_bytes
+
+    inputs = tf_keras.Input((16, 8, 1))
+    x = tf_keras.layers.Conv2D(8, 3, use_bias=False)(inputs)
+    x = tf_keras.layers.BatchNormalization()(x)
+    x = tf_keras.layers.ReLU()(x)
+    x = tf_keras.layers.Conv2D(4, 1, groups=2, use_bias=False)(tf_keras.layers.ZeroPadding2D(1)(x))
+    model = tf_keras.Model(inputs, tf_keras.layers.GlobalAveragePooling2D()(x))
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+    converter.representative_dataset = lambda: (
+        [rng.normal(size=(1, 16, 8, 1)).astype("float32")] for _ in range(8)
+    )
+    counted = parameter_bytes(converter.convert())
+    # 3x3x1x8 + 1x1x4x4 int8 weights, 8 + 4 int32 biases (BN folded into the first conv).
+    assert counted.int8_weights == 72 + 16
+    assert counted.int32_biases == 12
+    assert counted.total == 88 + 4 * 12
+    assert any(t.role == "structure" for t in counted.tensors)  # the PAD paddings, not counted
+
+
+# === End to end on the tiny model ===
+
+
+def test_qat_int8_export_agrees_with_qat_model(exported_tiny, qat_tiny, datasets):
+    from keras_asc.quantization import TFLiteClassifier, parameter_bytes
+
+    _, test = datasets
+    waveforms = _waveform_batches(test)
+    classifier = TFLiteClassifier(exported_tiny.path)
+    int8_logits = classifier.predict(waveforms)
+    spectrograms = classifier.spectrograms(waveforms)[0]
+    qat_logits = qat_tiny.predict(spectrograms, verbose=0)
+    agreement = np.mean(int8_logits.argmax(1) == qat_logits.argmax(1))
+    assert agreement >= 0.98, agreement
+    assert np.abs(int8_logits - qat_logits).max() < 0.2 * np.abs(qat_logits).max()
+    # Spectrogram input gives the same logits as waveform input.
+    np.testing.assert_array_equal(classifier.predict(spectrograms[:5]), int8_logits[:5])
+    # Budget and file facts.
+    assert exported_tiny.parameters == parameter_bytes(exported_tiny.path)
+    assert exported_tiny.parameters.total < MAX_PARAM_BYTES
+    assert exported_tiny.file_bytes == os.path.getsize(exported_tiny.path)
+
+
+def test_int8_file_layout(exported_tiny, trained_tiny):
+    from keras_asc.quantization.export import make_interpreter
+
+    interpreter = make_interpreter(model_path=exported_tiny.path)
+    (detail,) = interpreter.get_input_details()
+    assert detail["dtype"] == np.float32 and list(detail["shape_signature"]) == [-1, 256, 64, 1]
+    assert interpreter.get_output_details()[0]["dtype"] == np.float32
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    # BN folded: no batch-norm arithmetic, one conv op per Keras conv layer.
+    keras_convs = [layer for layer in trained_tiny.layers if isinstance(layer, keras.layers.Conv2D)]
+    keras_depthwise = [
+        layer for layer in trained_tiny.layers if isinstance(layer, keras.layers.DepthwiseConv2D)
+    ]
+    assert ops.count("CONV_2D") == len(keras_convs)
+    assert ops.count("DEPTHWISE_CONV_2D") == len(keras_depthwise)
+    assert "STRIDED_SLICE" not in ops  # the (2, 1) stride is native in TFLite
+    assert ops.count("GATHER") == 4  # one shuffle per block
+    # float32 in, QUANTIZE; int8 up to the head; the logits pooled in float (sum x 1/N).
+    assert ops[0] == "QUANTIZE" and ops[-3:] == ["DEQUANTIZE", "SUM", "MUL"]
+    # GRN in float: one DEQUANTIZE ... QUANTIZE island per block, with SQRT inside.
+    assert ops.count("SQRT") == 4
+    counted = exported_tiny.parameters
+    expected = keras_asc.complexity.profile(trained_tiny).params
+    bn_channels = sum(
+        layer.gamma.shape[0]
+        for layer in trained_tiny.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
+    assert counted.int8_weights == expected - 2 * bn_channels - 2 * 4  # minus BN and GRN params
+    assert counted.int32_biases == bn_channels
+    assert counted.float_parameters >= 2 * 4  # GRN gamma/beta stay float
+    description = json.loads(open(exported_tiny.json_path).read())
+    assert description["inputs"][0]["dtype"] == "float32"
+    assert description["inputs"][0]["int8_quantization"]["scale"] > 0
+    assert description["inputs"][0]["frontend"]["hop_length"] == 500
+    assert description["parameter_bytes"]["total"] == counted.total
+
+
+def test_ptq_export_and_budget_error(trained_tiny, datasets, tmp_path):
+    from keras_asc.quantization import TFLiteClassifier, export_int8, to_tf_keras
+
+    train, test = datasets
+    waveforms = _waveform_batches(test)
+    calibration = [w for w, _ in train.take(2).as_numpy_iterator()]
+    result = export_int8(trained_tiny, calibration, tmp_path / "ptq.tflite", qat=False)
+    assert result.quantization == "ptq"
+    int8 = TFLiteClassifier(result.path).predict(waveforms)
+    float_logits = keras.ops.convert_to_numpy(trained_tiny.predict(waveforms, verbose=0))
+    assert np.mean(int8.argmax(1) == float_logits.argmax(1)) >= 0.9
+    with pytest.raises(BudgetExceededError, match=r"bytes over the 1,000-byte DCASE limit"):
+        export_int8(
+            to_tf_keras(trained_tiny), calibration, tmp_path / "small.tflite", max_param_bytes=1000
+        )
+    assert not os.path.exists(tmp_path / "small.tflite")
+    with pytest.raises(ValueError, match="representative_dataset"):
+        export_int8(trained_tiny, None, tmp_path / "x.tflite")
+
+
+def test_classifier_evaluates_side_by_side(exported_tiny, trained_tiny, synthetic_root):
+    from keras_asc.quantization import TFLiteClassifier
+    from keras_asc.training.evaluation import evaluate
+
+    classifier = TFLiteClassifier(exported_tiny.path)
+    assert classifier.num_samples == 32000
+    int8_result = evaluate(classifier, synthetic_root, "test", verbose=False)
+    float_result = evaluate(trained_tiny, synthetic_root, "test", verbose=False)
+    assert int8_result.model_name == "tiny_mofle_int8"
+    assert abs(int8_result.macro_accuracy - float_result.macro_accuracy) < 0.15
+    with pytest.raises(ValueError, match="expected waveforms"):
+        classifier.predict(np.zeros((2, 256, 43, 1), "float32"))
+
+
+def test_quantize_command_ptq(trained_tiny, synthetic_root, tmp_path, capsys):
+    from keras_asc.cli import main
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    trained_tiny.save(run_dir / "model.keras")
+    code = main(
+        [
+            "quantize",
+            str(run_dir),
+            "--data",
+            str(synthetic_root),
+            "--split",
+            "25",
+            "--ptq",
+            "--batch-size",
+            "10",
+            "--calibration-clips",
+            "20",
+        ]
+    )
+    assert code == 0
+    output = capsys.readouterr().out
+    assert "tiny_mofle.tflite" in output and "ptq" in output
+    for name in ("tiny_mofle.tflite", "tiny_mofle.json", "tiny_mofle.frontend.npz"):
+        assert (run_dir / "int8" / name).is_file()
+    assert main(["quantize", str(tmp_path / "missing"), "--data", str(synthetic_root)]) == 2
+    assert "no run directory" in capsys.readouterr().err.lower()
+
+
+# === Presets (slow) ===
+
+
+@pytest.mark.slow
+def test_presets_qat_int8_agreement_and_budget(synthetic_root, datasets, tmp_path):
+    """MofleNet57, CP-ResNet59 and the v2 ensemble: QAT, int8 export of each member and of the
+    ensemble in one file; int8 agrees with the QAT model on >= 98 % of the test clips, every
+    file is within 128,000 parameter bytes, and the ensemble file computes the weighted sum of
+    the member files."""
+    from keras_asc.quantization import (
+        TFLiteClassifier,
+        export_int8,
+        member_models,
+        quantize_aware_train,
+        twin_spec,
+    )
+
+    train, test = datasets
+    waveforms = _waveform_batches(test)
+    ensemble = keras_asc.build("moflenet57_cp_resnet59_v2")
+    for member in ensemble.members:
+        member.compile(
+            optimizer=keras.optimizers.Adam(2e-3),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        member.fit(train, epochs=8, verbose=0)
+    qat = quantize_aware_train(ensemble, train, epochs=1, verbose=0)
+    spectrograms = {
+        m.name: keras.ops.convert_to_numpy(m.frontend(waveforms)) for m in ensemble.members
+    }
+    logits = {}
+    for model in [qat, *member_models(qat)]:
+        result = export_int8(model, None, tmp_path / f"{model.name}.tflite", qat=True)
+        assert result.parameters.total <= MAX_PARAM_BYTES, str(result)
+        logits[model.name] = TFLiteClassifier(result.path).predict(waveforms)
+        names = twin_spec(model).member_names or (model.name,)
+        inputs = [spectrograms[name] for name in names]
+        reference = model.predict(inputs if len(inputs) > 1 else inputs[0], verbose=0)
+        agreement = np.mean(logits[model.name].argmax(1) == reference.argmax(1))
+        assert agreement >= 0.98, (model.name, agreement)
+    # The ensemble file computes the weighted sum of what the member files compute.
+    combined = 0.6 * logits["cp_resnet59"] + 0.4 * logits["moflenet57"]
+    np.testing.assert_allclose(logits[qat.name], combined, atol=1e-4)
+
+
+def test_spectrogram_dataset_augments_every_batch_anew():
+    import types
+
+    from keras_asc.quantization import spectrogram_dataset
+
+    model = types.SimpleNamespace(
+        name="frontend_only",
+        frontend=keras_asc.layers.LogMelSpectrogram(seed=3),
+        augmentation_layers=[],
+    )
+    waveforms = np.random.default_rng(6).normal(0, 0.1, (8, 32000)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((waveforms, np.arange(8))).batch(4).repeat(2)
+    batches = [x for x, _ in spectrogram_dataset(model, dataset).as_numpy_iterator()]
+    inference = keras.ops.convert_to_numpy(model.frontend(waveforms, training=False))
+    masked_value = 4.5 / 5.0  # log-mel 0 after normalisation
+    masks = [np.all(np.abs(x - masked_value) < 1e-6, axis=(2, 3)).sum(axis=1) for x in batches]
+    assert all(0 <= m.max() <= 48 for m in masks) and sum(m.sum() for m in masks) > 0
+    # Epoch 2 sees the same clips with new masks and a new mel upper edge.
+    assert not np.array_equal(masks[0], masks[2])
+    assert not np.allclose(batches[0], batches[2])
+    assert np.abs(batches[0] - inference[:4]).mean() > 1e-3
