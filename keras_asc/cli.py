@@ -30,13 +30,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"keras-asc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"keras_asc.commands.{name.replace('-', '_')}")
-        except ModuleNotFoundError as error:
-            if error.name == f"keras_asc.commands.{name}":
-                continue  # that command is not part of this installation
-            raise
-        module.add_parser(subparsers)
+        importlib.import_module(f"keras_asc.commands.{name}").add_parser(subparsers)
     return parser
 
 
