@@ -87,9 +87,13 @@ def resolve_run(path):
 def load_float_model(model_path):
     """Load a trained ``.keras`` model for quantisation (without its training state)."""
     import keras_asc
-    import keras_asc.augment  # noqa: F401 - registers spectrogram augmentations saved in models
 
-    # The optimizer and its schedule are not needed: QAT compiles its own.
+    # Classes that saved runs reference but keras_asc.load_model does not import (yet): the
+    # spectrogram augmentations and, inside ensemble members, the training schedule.
+    import keras_asc.augment  # noqa: F401
+    import keras_asc.training.schedule  # noqa: F401
+
+    # The optimizer state is not needed: QAT compiles its own.
     return keras_asc.load_model(model_path, compile=False)
 
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "spectrogram_dataset": "qat",
     "member_models": "qat",
     "qat_histories": "qat",
+    "calibrate_activation_ranges": "qat",
     "export_int8": "export",
     "convert_int8": "export",
     "parameter_bytes": "export",

@@ -227,12 +227,14 @@ def _calibration_batches(representative_dataset, frontends):
         yield arrays
 
 
-def _representative_samples(representative_dataset, frontends, max_samples):
+def _representative_samples(representative_dataset, frontends, input_names, max_samples):
+    # Samples are keyed by input name: the converter may order an ensemble's inputs
+    # differently from the model.
     def generate():
         count = 0
         for arrays in _calibration_batches(representative_dataset, frontends):
             for row in range(arrays[0].shape[0]):
-                yield [a[row : row + 1] for a in arrays]
+                yield {name: a[row : row + 1] for name, a in zip(input_names, arrays, strict=True)}
                 count += 1
                 if count >= max_samples:
                     return
@@ -291,7 +293,10 @@ def convert_int8(
         return compact_flatbuffer(make_converter().convert())
     frontends = [frontend_params(config) for config in spec.frontends]
     samples = _representative_samples(
-        representative_dataset, frontends, int(max_calibration_samples)
+        representative_dataset,
+        frontends,
+        [spec.name for spec in specs],
+        int(max_calibration_samples),
     )
     converter = make_converter()
     converter.representative_dataset = samples

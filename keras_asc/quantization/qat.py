@@ -10,7 +10,10 @@ epoch 16, then constant.
 The keras-asc layers get their own quantisation configs: GRN stays in floating point (as in the
 report), the channel shuffle is a pass-through (a permutation keeps its input's quantisation),
 and the pooling that produces the logits runs in float on the dequantised int8 head output
-(see ``twin.LogitPooling``). Grouped convolutions need nothing special: TF-MOT quantises
+(see ``twin.LogitPooling``). The 3x3 average pooling of a strided shortcut is a pass-through
+too: TFLite's int8 AVERAGE_POOL_2D has one scale for input and output, so an output range of
+its own would make the converter requantise (and clip) the inputs to the narrower range of
+their average before pooling, which the QAT model does not do. Grouped convolutions need nothing special: TF-MOT quantises
 ``Conv2D(groups=2)`` per output channel and the TFLite
 converter emits one grouped CONV_2D.
 
@@ -28,6 +31,7 @@ import functools
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -117,30 +121,41 @@ def quantize_configs():
     """TF-MOT ``QuantizeConfig`` classes for the keras-asc layers, by name.
 
     ``FloatQuantizeConfig`` (GRN; the pooling that produces the float logits) quantises
-    nothing, so the layer runs in floating point between the int8 tensors before and after it. ``PassThroughQuantizeConfig`` (channel shuffle)
-    quantises nothing either; the TFLite converter keeps a permutation in int8 with its input's
-    scale.
+    nothing, so the layer runs in floating point between the int8 tensors before and after
+    it. ``PassThroughQuantizeConfig`` (channel shuffle, shortcut average pooling) quantises
+    nothing either; the TFLite converter keeps a permutation and an average pooling in int8
+    with their input's scale.
     """
     tfmot = import_tfmot()
     base = tfmot.quantization.keras.QuantizeConfig
 
+    # Autograph must not convert these: TF-MOT calls them inside the traced QuantizeWrapper,
+    # and a converted method of this locally defined class was once called with ``self``
+    # twice ("takes 2 positional arguments but 3 were given") in a long QAT run.
+    plain = tf.autograph.experimental.do_not_convert
+
     class _NothingQuantized(base):
+        @plain
         def get_weights_and_quantizers(self, layer):
             return []
 
+        @plain
         def get_activations_and_quantizers(self, layer):
             return []
 
+        @plain
         def set_quantize_weights(self, layer, quantize_weights):
             if quantize_weights:
                 raise ValueError(f"{type(self).__name__} quantises no weights of {layer.name!r}.")
 
+        @plain
         def set_quantize_activations(self, layer, quantize_activations):
             if quantize_activations:
                 raise ValueError(
                     f"{type(self).__name__} quantises no activations of {layer.name!r}."
                 )
 
+        @plain
         def get_output_quantizers(self, layer):
             return []
 
@@ -151,7 +166,7 @@ def quantize_configs():
         """Keep a layer in floating point (GRN, the logit pooling)."""
 
     class PassThroughQuantizeConfig(_NothingQuantized):
-        """A value-preserving layer (channel shuffle) that adds no quantiser of its own."""
+        """A layer that keeps its input's scale (channel shuffle, shortcut average pooling)."""
 
     return {
         "FloatQuantizeConfig": FloatQuantizeConfig,
@@ -168,6 +183,8 @@ def _custom_layer_config(layer):
     if isinstance(layer, twin_module.GlobalResponseNormalization):
         return configs["FloatQuantizeConfig"]()
     if isinstance(layer, twin_module.ChannelShuffle):
+        return configs["PassThroughQuantizeConfig"]()
+    if isinstance(layer, tf_keras.layers.AveragePooling2D):
         return configs["PassThroughQuantizeConfig"]()
     if isinstance(layer, twin_module.LogitPooling):
         return configs["FloatQuantizeConfig"]()
@@ -302,6 +319,72 @@ def _loss_and_metric(dataset):
     )
 
 
+_RANGE_NAMES = ("output", "post_activation", "quantize_layer")
+
+
+def _range_variables(layer):
+    """``(min variable, max variable)`` of the activation quantiser of a TF-MOT layer, or None.
+
+    TF-MOT names them ``output_min``/``output_max`` (output quantisers),
+    ``post_activation_min``/``..._max`` (activation quantisers) and
+    ``quantize_layer_min``/``..._max`` (the input QuantizeLayer); weight ranges
+    (``kernel_min``, ...) are recomputed from the weights at every step and are left alone.
+    """
+    found = {}
+    for variable in layer.non_trainable_weights:
+        short = variable.name.split("/")[-1].split(":")[0]
+        for prefix in _RANGE_NAMES:
+            for end in ("min", "max"):
+                if short == f"{prefix}_{end}":
+                    found[end] = variable
+    return (found["min"], found["max"]) if len(found) == 2 else None
+
+
+def calibrate_activation_ranges(qat_model, twin, batches):
+    """Start every activation range of a fresh QAT model at the float model's statistics.
+
+    TF-MOT starts activation ranges at [-6, 6] and moves them by an exponential moving average
+    with decay 0.999, so short fine-tuning ends with ranges that still reflect that guess. This
+    sets each range to the mean over ``batches`` of the per-batch minimum and maximum (0
+    included) of the tensor it quantises, read from the float twin, like the observers of
+    PyTorch's QAT; fine-tuning then moves them on from there.
+
+    Args:
+        qat_model: the model from ``quantize_model`` (one member, not an ensemble).
+        twin: the float twin it was built from (same layer names).
+        batches: spectrogram batches (for example a few training batches).
+
+    Returns:
+        The number of ranges set.
+    """
+    targets = []
+    for layer in qat_model.layers:
+        variables = _range_variables(layer)
+        if variables is None:
+            continue
+        if type(layer).__name__ == "QuantizeLayer":
+            targets.append((None, variables))
+        else:
+            targets.append((twin.get_layer(layer.layer.name).output, variables))
+    probe = tf_keras.Model(twin.inputs, [t for t, _ in targets if t is not None])
+    lows, highs = [], []
+    for batch in batches:
+        outputs = probe(batch, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        values = iter(outputs)
+        tensors = [batch if t is None else next(values) for t, _ in targets]
+        lows.append([min(float(tf.reduce_min(x)), 0.0) for x in tensors])
+        highs.append([max(float(tf.reduce_max(x)), 0.0) for x in tensors])
+    if not lows:
+        raise ValueError("calibrate_activation_ranges: no calibration batches.")
+    for (_, (low_var, high_var)), low, high in zip(
+        targets, np.mean(lows, axis=0), np.mean(highs, axis=0), strict=True
+    ):
+        low_var.assign(tf.fill(low_var.shape, float(low)))
+        high_var.assign(tf.fill(high_var.shape, float(high)))
+    return len(targets)
+
+
 def _fine_tune(qat_model, data, *, epochs, schedule, validation_data, steps_per_epoch, verbose):
     loss, metric = _loss_and_metric(data)
     qat_model.compile(
@@ -329,6 +412,7 @@ def quantize_aware_train(
     final_factor=QAT_FINAL_FACTOR,
     validation_dataset=None,
     steps_per_epoch=None,
+    calibration_batches=8,
     verbose="auto",
 ):
     """Fine-tune a trained Keras 3 keras-asc model with quantisation-aware training.
@@ -353,6 +437,8 @@ def quantize_aware_train(
         validation_dataset: optional dataset like ``train_dataset``, evaluated each epoch
             without augmentation.
         steps_per_epoch: batches per epoch (``None``: one pass over ``train_dataset``).
+        calibration_batches: training batches that set the initial activation ranges
+            (``calibrate_activation_ranges``); 0 keeps TF-MOT's [-6, 6] start.
         verbose: passed to ``fit``.
 
     Returns:
@@ -378,12 +464,16 @@ def quantize_aware_train(
     qat_members, histories = [], []
     for keras_member, member_twin in zip(_keras_members(model), member_models(twin), strict=True):
         qat_member = twin_module._attach_spec(_quantize_single(member_twin), twin_spec(member_twin))
+        data = spectrogram_dataset(keras_member, train_dataset, training=True)
+        if calibration_batches:
+            calibration = (x for x, _ in data.take(int(calibration_batches)))
+            calibrate_activation_ranges(qat_member, member_twin, calibration)
         validation = None
         if validation_dataset is not None:
             validation = spectrogram_dataset(keras_member, validation_dataset, training=False)
         history = _fine_tune(
             qat_member,
-            spectrogram_dataset(keras_member, train_dataset, training=True),
+            data,
             epochs=int(epochs),
             schedule=schedule,
             validation_data=validation,
