@@ -286,7 +286,8 @@ def test_parameter_bytes_counts_int8_weights_and_int32_biases():
     # 3x3x1x8 + 1x1x4x4 int8 weights, 8 + 4 int32 biases (BN folded into the first conv).
     assert counted.int8_weights == 72 + 16
     assert counted.int32_biases == 12
-    assert counted.total == 88 + 4 * 12
+    assert counted.total == 88 + 12  # DCASE rule: 1 byte per parameter at int8
+    assert counted.storage_bytes == 88 + 4 * 12  # int32 biases in the file
     assert any(t.role == "structure" for t in counted.tensors)  # the PAD paddings, not counted
 
 
@@ -357,6 +358,7 @@ def test_int8_file_layout(exported_tiny, trained_tiny):
     assert description["inputs"][0]["int8_quantization"]["scale"] > 0
     assert description["inputs"][0]["frontend"]["hop_length"] == 500
     assert description["parameter_bytes"]["total"] == counted.total
+    assert description["parameter_bytes"]["storage_bytes"] == counted.storage_bytes
 
 
 def test_grouped_convolutions_stay_grouped_and_run_on_reference_kernels(exported_tiny, datasets):
@@ -409,6 +411,26 @@ def test_ptq_export_and_budget_error(trained_tiny, datasets, tmp_path):
     assert not os.path.exists(tmp_path / "small.tflite")
     with pytest.raises(ValueError, match="representative_dataset"):
         export_int8(trained_tiny, None, tmp_path / "x.tflite")
+
+
+def test_the_128k_presets_export_within_the_budget(tmp_path):
+    from keras_asc.quantization import export_int8
+
+    # 126,072 parameters under the DCASE rule: the largest preset that must still export. Its
+    # int32 biases take 4 bytes each in the file, which would be over 128,000 bytes.
+    model = keras_asc.build("moflenet_128k")
+    calibration = [np.random.default_rng(8).normal(0, 0.1, (4, 32000)).astype("float32")]
+    result = export_int8(model, calibration, tmp_path / "m.tflite", max_calibration_samples=4)
+    counted = result.parameters
+    bn_channels = sum(
+        layer.gamma.shape[0]
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
+    assert counted.int32_biases == bn_channels
+    assert counted.total <= MAX_PARAM_BYTES < counted.storage_bytes
+    # Folded: C biases where the Keras count has BN's 2C parameters.
+    assert counted.total < keras_asc.complexity.profile(model).params
 
 
 def test_ensemble_ptq_export_is_the_weighted_sum_of_its_members(datasets, tmp_path):

@@ -17,10 +17,14 @@
   and weights, parameter bytes, file size.
 
 Parameter memory is read back from the flatbuffer with the TFLite interpreter: the constant
-input tensors of the ops (not produced by an op, not a model input) are the parameters; int8
-tensors count 1 byte per element, the int32 bias inputs of CONV_2D / DEPTHWISE_CONV_2D /
-FULLY_CONNECTED 4 bytes, float32 constants 4 bytes (GRN gamma, beta and epsilon, the 1/N of
-the logit pooling, ensemble weights: counted although only gamma and beta are learned). Other integer constants (paddings, reduction axes, gather indices, shapes) describe
+input tensors of the ops (not produced by an op, not a model input) are the parameters. The
+checked figure follows the DCASE rule (parameters times bytes per parameter at the model's
+precision, SPEC 8): int8 weights 1 byte per element, the int32 bias inputs of CONV_2D /
+DEPTHWISE_CONV_2D / FULLY_CONNECTED 1 byte per element (they are the folded batch
+normalisation, whose 2C parameters the rule counts at 1 byte each in an int8 model), float32
+constants 4 bytes (GRN gamma, beta and epsilon, the 1/N of the logit pooling, ensemble
+weights: counted although only gamma and beta are learned). ``storage_bytes`` gives what the
+parameters occupy in the file, int32 biases at 4 bytes. Other integer constants (paddings, reduction axes, gather indices, shapes) describe
 the graph, not learned values, and are listed but not counted; quantisation scales and zero
 points are metadata of the tensors and are not counted either (the DCASE convention counts
 parameters times their storage width).
@@ -118,15 +122,25 @@ class ParameterBytes:
 
     @property
     def total(self):
-        """Parameter memory in bytes."""
+        """Parameter memory in bytes under the DCASE rule (SPEC 8), the figure checked.
+
+        Parameters times bytes per parameter at the model's precision: int8 weights and the
+        int32 biases 1 byte each (the biases are the folded batch normalisation, whose 2C
+        parameters the rule counts at 1 byte in an int8 model), float32 constants 4 bytes.
+        """
+        return self.int8_weights + self.int32_biases + self._sum("float", "bytes")
+
+    @property
+    def storage_bytes(self):
+        """Bytes the parameters occupy in the file: int32 biases 4 bytes each."""
         return sum(t.bytes for t in self.tensors)
 
     def __str__(self):
         return (
-            f"{self.total:,} parameter bytes = {self._sum('weight', 'bytes'):,} int8 weight bytes "
-            f"({self.int8_weights:,} params) + {self._sum('bias', 'bytes'):,} int32 bias bytes "
-            f"({self.int32_biases:,}) + {self._sum('float', 'bytes'):,} float bytes "
-            f"({self.float_parameters:,})"
+            f"{self.total:,} parameter bytes (DCASE rule) = {self.int8_weights:,} int8 weights + "
+            f"{self.int32_biases:,} biases + {self._sum('float', 'bytes'):,} float bytes "
+            f"({self.float_parameters:,} float32 constants); stored: {self.storage_bytes:,} "
+            f"bytes (int32 biases)"
         )
 
 
@@ -462,6 +476,7 @@ def _describe(content, spec, frontends, counted, quantization):
         },
         "parameter_bytes": {
             "total": counted.total,
+            "storage_bytes": counted.storage_bytes,
             "int8_weights": counted.int8_weights,
             "int32_biases": counted.int32_biases,
             "float_parameters": counted.float_parameters,
