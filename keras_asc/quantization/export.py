@@ -24,10 +24,10 @@ DEPTHWISE_CONV_2D / FULLY_CONNECTED 1 byte per element (they are the folded batc
 normalisation, whose 2C parameters the rule counts at 1 byte each in an int8 model), float32
 constants 4 bytes (GRN gamma, beta and epsilon, the 1/N of the logit pooling, ensemble
 weights: counted although only gamma and beta are learned). ``storage_bytes`` gives what the
-parameters occupy in the file, int32 biases at 4 bytes. Other integer constants (paddings, reduction axes, gather indices, shapes) describe
-the graph, not learned values, and are listed but not counted; quantisation scales and zero
-points are metadata of the tensors and are not counted either (the DCASE convention counts
-parameters times their storage width).
+parameters occupy in the file, int32 biases at 4 bytes. Other integer constants (paddings,
+reduction axes, gather indices, shapes) describe the graph, not learned values, and are listed
+but not counted; quantisation scales and zero points are metadata of the tensors and are not
+counted either (the DCASE convention counts parameters, not their metadata).
 """
 
 import dataclasses
