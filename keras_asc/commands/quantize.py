@@ -62,10 +62,6 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def _split(text):
-    return int(text) if str(text).isdigit() else text
-
-
 def resolve_run(path):
     """``(model_path, default_out_dir)`` for a run directory or a ``.keras`` file."""
     path = os.fspath(path)
@@ -114,6 +110,7 @@ def quantize_run(args):
     import keras
 
     from keras_asc.data.pipeline import make_dataset
+    from keras_asc.data.tau22 import normalize_split
     from keras_asc.quantization import export_int8, member_models, quantize_aware_train
     from keras_asc.quantization.twin import to_tf_keras
 
@@ -127,7 +124,7 @@ def quantize_run(args):
     model_path, default_out = resolve_run(args.run)
     out_dir = args.out or default_out
     model = load_float_model(model_path)
-    split = _split(args.split)
+    split = normalize_split(args.split)
 
     if args.ptq:
         calibration = make_dataset(
@@ -181,11 +178,12 @@ def quantize_run(args):
 
 def _evaluate(args, model, exports):
     from keras_asc.data.pipeline import make_dataset
+    from keras_asc.data.tau22 import normalize_split
     from keras_asc.quantization import TFLiteClassifier
     from keras_asc.quantization.interpreter import prediction_agreement
     from keras_asc.training.evaluation import evaluate, format_comparison
 
-    split = _split(args.evaluate)
+    split = normalize_split(args.evaluate)
     floats = [model, *getattr(model, "members", [])]
     classifiers = [TFLiteClassifier(result.path) for _, result in exports]
     results = [

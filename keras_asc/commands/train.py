@@ -73,12 +73,9 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def _split(text):
-    return int(text) if text.isdigit() else text
-
-
 def run(args):
     from keras_asc import registry
+    from keras_asc.data.tau22 import normalize_split
     from keras_asc.training import get_recipe, train
 
     # Name errors first, before the pipeline is built; the messages list the known names.
@@ -93,7 +90,7 @@ def run(args):
         result = train(
             args.model,
             data_dir=args.data,
-            split=_split(args.split),
+            split=normalize_split(args.split),
             epochs=args.epochs,
             batch_size=args.batch_size,
             out_dir=args.out,
@@ -107,7 +104,7 @@ def run(args):
             steps_per_epoch=args.steps_per_epoch,
             validation_split=None
             if args.validation_split is None
-            else _split(args.validation_split),
+            else normalize_split(args.validation_split),
             jit_compile=False if args.no_jit else "auto",
         )
     except (FileNotFoundError, FileExistsError, ValueError) as error:
