@@ -154,7 +154,7 @@ def test_recipes_hold_the_report_numbers():
     )
     assert get_recipe("moflenet_128k").schedule == m and get_recipe("cp_resnet_128k").schedule == r
     baseline = get_recipe("dcase24_baseline")
-    assert baseline.optimizer == "adamw" and baseline.optimizer_config["weight_decay"] == 1e-4
+    assert baseline.optimizer == "adamw" and baseline.weight_decay == 1e-4
     assert "device_impulse_response" not in baseline.augmentation_names
     # Every built-in model preset has a recipe of its own.
     assert set(RECIPES) >= {

@@ -3,6 +3,13 @@
 Blocks add plain Keras layers (Conv2D, BatchNormalization, ...) to a functional model instead of
 being composite layers, so that every convolution and batch normalisation stays visible to the
 complexity counter and to TF-MOT, which folds Conv + BN only in flat functional models.
+
+Initialisation follows the CP-JKU reference code, which counts fans as PyTorch does:
+``fan_in = in_channels / groups * kh * kw`` and ``fan_out = out_channels * kh * kw``. For
+``Conv2D`` kernels (kh, kw, in / groups, out) Keras' ``VarianceScaling`` counts the same. For a
+depthwise kernel (kh, kw, C, 1) Keras' fan-out is kh * kw while PyTorch's is kh * kw * C (its
+weight is (C, 1, kh, kw)); Keras' fan-*in* of that kernel is kh * kw * C, so
+``depthwise_kernel_initializer`` uses ``mode="fan_in"`` to get PyTorch's fan-out.
 """
 
 import keras
@@ -15,9 +22,25 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
 
-def conv_kernel_initializer():
-    """He-normal with fan_out, as torch.nn.init.kaiming_normal_(mode="fan_out")."""
-    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="untruncated_normal")
+def conv_kernel_initializer(mode="fan_out", scale=2.0):
+    """He-normal, as ``torch.nn.init.kaiming_normal_(mode=mode, nonlinearity="relu")``.
+
+    Args:
+        mode: ``"fan_out"`` (CP-Mobile, MofleNet) or ``"fan_in"`` (CP-ResNet), counted as
+            PyTorch counts them (identical to Keras' count for ``Conv2D`` kernels).
+        scale: the variance numerator: std = sqrt(scale / fan).
+    """
+    return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution="untruncated_normal")
+
+
+def depthwise_kernel_initializer():
+    """He-normal with PyTorch's fan-out of a depthwise kernel: std = sqrt(2 / (kh * kw * C)).
+
+    Keras counts a (kh, kw, C, 1) depthwise kernel's fan-out as kh * kw, which would start the
+    weights sqrt(C) times larger than the reference; its fan-in is kh * kw * C, the PyTorch
+    fan-out of the same weights.
+    """
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="untruncated_normal")
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -42,11 +65,23 @@ def batch_norm(x, name):
     return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
-def conv_bn(x, filters, kernel_size, *, strides=1, padding=0, groups=1, activation=True, name):
+def conv_bn(
+    x,
+    filters,
+    kernel_size,
+    *,
+    strides=1,
+    padding=0,
+    groups=1,
+    activation=True,
+    kernel_initializer=None,
+    name,
+):
     """Zero padding (symmetric, PyTorch style), convolution without bias, BN and optional ReLU.
 
     TensorFlow's "same" pads asymmetrically for strided convolutions on even sizes, so padding
-    is explicit and the convolution itself is "valid".
+    is explicit and the convolution itself is "valid". ``kernel_initializer`` defaults to
+    He-normal with fan-out (``conv_kernel_initializer()``).
     """
     padding = _pair(padding)
     if any(padding):
@@ -58,7 +93,7 @@ def conv_bn(x, filters, kernel_size, *, strides=1, padding=0, groups=1, activati
         padding="valid",
         groups=groups,
         use_bias=False,
-        kernel_initializer=conv_kernel_initializer(),
+        kernel_initializer=kernel_initializer or conv_kernel_initializer(),
         name=f"{name}_conv",
     )(x)
     x = batch_norm(x, f"{name}_bn")
@@ -75,7 +110,7 @@ def depthwise_conv_bn(x, *, strides, name):
         strides=strides,
         padding="valid",
         use_bias=False,
-        depthwise_initializer=conv_kernel_initializer(),
+        depthwise_initializer=depthwise_kernel_initializer(),
         name=f"{name}_conv",
     )(x)
     x = batch_norm(x, f"{name}_bn")
@@ -151,18 +186,24 @@ def cp_mobile_block(x, out_channels, expansion_channels, *, strides=1, use_grn=F
     return _inverted_residual(x, out_channels, expansion_channels, strides, 1, use_grn, name)
 
 
-def cp_resnet_basic_block(x, out_channels, kernel_sizes, *, groups=1, name):
+def cp_resnet_basic_block(x, out_channels, kernel_sizes, *, groups=1, fixup_depth=1, name):
     """The CP-ResNet basic block with receptive-field-controlled kernel sizes.
 
     conv k1 x k1 (padding k1 // 3) -> BN -> ReLU -> conv k2 x k2 (padding k2 // 3) -> BN; the
     shortcut is the identity when widths match, else a 1x1 convolution + BN with the same
     groups; ReLU after the add.
 
+    Initialisation is the reference's Fixup-style one: the first convolution is drawn from a
+    normal with std ``fixup_depth ** -0.5 * sqrt(2 / (k1 * k1 * out_channels))``, the second
+    convolution starts at zero (so each block starts as its shortcut), and a shortcut
+    convolution gets std ``sqrt(2 / out_channels)``.
+
     Args:
         x: channels-last feature map.
         out_channels: output width.
         kernel_sizes: (k1, k2).
         groups: groups of every convolution in the block.
+        fixup_depth: Fixup's L, the number of basic blocks in the whole network.
         name: prefix of every layer name.
 
     Example:
@@ -170,13 +211,41 @@ def cp_resnet_basic_block(x, out_channels, kernel_sizes, *, groups=1, name):
 
     Reference:
         Koutini et al., "Receptive field regularization techniques for audio classification
-        and tagging with deep convolutional neural networks", IEEE/ACM TASLP 2021.
+        and tagging with deep convolutional neural networks", IEEE/ACM TASLP 2021; Zhang et al.,
+        "Fixup Initialization", ICLR 2019.
     """
+    if int(fixup_depth) != fixup_depth or fixup_depth < 1:
+        raise ValueError(f"{name}: fixup_depth must be an integer >= 1. Received: fixup_depth={fixup_depth!r}")
     k1, k2 = kernel_sizes
-    y = conv_bn(x, out_channels, k1, padding=k1 // 3, groups=groups, name=f"{name}_conv1")
-    y = conv_bn(y, out_channels, k2, padding=k2 // 3, groups=groups, activation=False, name=f"{name}_conv2")
+    y = conv_bn(
+        x,
+        out_channels,
+        k1,
+        padding=k1 // 3,
+        groups=groups,
+        kernel_initializer=conv_kernel_initializer("fan_out", scale=2.0 / fixup_depth),
+        name=f"{name}_conv1",
+    )
+    y = conv_bn(
+        y,
+        out_channels,
+        k2,
+        padding=k2 // 3,
+        groups=groups,
+        activation=False,
+        kernel_initializer="zeros",
+        name=f"{name}_conv2",
+    )
     shortcut = x
     if x.shape[-1] != out_channels:
-        shortcut = conv_bn(x, out_channels, 1, groups=groups, activation=False, name=f"{name}_shortcut")
+        shortcut = conv_bn(
+            x,
+            out_channels,
+            1,
+            groups=groups,
+            activation=False,
+            kernel_initializer=conv_kernel_initializer("fan_out"),
+            name=f"{name}_shortcut",
+        )
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out_relu")(y)

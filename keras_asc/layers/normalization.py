@@ -2,6 +2,19 @@ import keras
 from keras import ops
 
 
+def safe_l2_norm(x, axis):
+    """L2 norm over ``axis`` (kept) whose gradient is 0, not NaN, where the norm is 0.
+
+    ``sqrt`` has an infinite derivative at 0, so a channel that is exactly zero for one example
+    (common after a ReLU) would make the whole update NaN; ``torch.linalg.vector_norm``, which
+    the reference GRN uses, defines that gradient as 0. Both ``where`` branches are finite, so
+    no NaN reaches the backward pass.
+    """
+    squares = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    positive = squares > 0
+    return ops.where(positive, ops.sqrt(ops.where(positive, squares, ops.ones_like(squares))), 0.0)
+
+
 @keras.saving.register_keras_serializable(package="keras_asc")
 class GlobalResponseNormalization(keras.layers.Layer):
     """Global response normalisation with one scalar gamma and beta (the CP-Mobile variant).
@@ -37,7 +50,7 @@ class GlobalResponseNormalization(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=(), initializer="zeros")
 
     def call(self, inputs):
-        norms = ops.sqrt(ops.sum(ops.square(inputs), axis=(1, 2), keepdims=True))
+        norms = safe_l2_norm(inputs, axis=(1, 2))
         normalized = norms / (ops.mean(norms, axis=-1, keepdims=True) + self.epsilon)
         return self.gamma * (inputs * normalized) + self.beta + inputs
 

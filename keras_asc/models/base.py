@@ -46,13 +46,17 @@ def spectrogram_input(*, include_frontend, num_samples, frontend_config, spectro
     return inputs, x, frontend, augmentation_layers
 
 
-def classifier_head(x, num_classes, name):
-    """1x1 convolution to the classes (no bias), BN, global average pooling: logits."""
+def classifier_head(x, num_classes, name, kernel_initializer=None):
+    """1x1 convolution to the classes (no bias), BN, global average pooling: logits.
+
+    ``kernel_initializer`` defaults to He-normal with fan-out (CP-Mobile, MofleNet); CP-ResNet
+    starts its classifier at zero.
+    """
     x = keras.layers.Conv2D(
         num_classes,
         1,
         use_bias=False,
-        kernel_initializer=conv_kernel_initializer(),
+        kernel_initializer=kernel_initializer or conv_kernel_initializer(),
         name=f"{name}_head_conv",
     )(x)
     x = batch_norm(x, f"{name}_head_bn")

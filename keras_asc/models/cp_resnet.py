@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_asc.layers.blocks import conv_bn, cp_resnet_basic_block
+from keras_asc.layers.blocks import conv_bn, conv_kernel_initializer, cp_resnet_basic_block
 from keras_asc.models.base import (
     classifier_head,
     input_config,
@@ -95,22 +95,42 @@ class CPResNet(keras.Model):
             spectrogram_augmentations=spectrogram_augmentations,
             name=name,
         )
-        x = conv_bn(x, base_channels, 5, strides=2, padding=1, name=f"{name}_stem")
+        # Initialisation as the reference: He-normal fan-in, then Fixup-style blocks (see
+        # cp_resnet_basic_block) with L = the number of blocks, and a zero classifier.
+        depth = sum(len(stage) for stage in kernel_sizes)
+        x = conv_bn(
+            x,
+            base_channels,
+            5,
+            strides=2,
+            padding=1,
+            kernel_initializer=conv_kernel_initializer("fan_in"),
+            name=f"{name}_stem",
+        )
         x = _pool(x, (2, 2), f"{name}_stem_pool")
         for index, block_kernels in enumerate(kernel_sizes[0], start=1):
-            x = cp_resnet_basic_block(x, widths[0], block_kernels, name=f"{name}_stage1_block{index}")
+            x = cp_resnet_basic_block(
+                x, widths[0], block_kernels, fixup_depth=depth, name=f"{name}_stage1_block{index}"
+            )
             x = _pool(x, (2, 1), f"{name}_stage1_block{index}_pool")
         if extra_pooling:
             x = _pool(x, (2, 1), f"{name}_stage2_pool")
         for index, block_kernels in enumerate(kernel_sizes[1], start=1):
             x = cp_resnet_basic_block(
-                x, widths[1], block_kernels, groups=stage2_groups, name=f"{name}_stage2_block{index}"
+                x,
+                widths[1],
+                block_kernels,
+                groups=stage2_groups,
+                fixup_depth=depth,
+                name=f"{name}_stage2_block{index}",
             )
         if extra_pooling:
             x = _pool(x, (1, 2), f"{name}_stage3_pool")
         for index, block_kernels in enumerate(kernel_sizes[2], start=1):
-            x = cp_resnet_basic_block(x, widths[2], block_kernels, name=f"{name}_stage3_block{index}")
-        outputs = classifier_head(x, num_classes, name)
+            x = cp_resnet_basic_block(
+                x, widths[2], block_kernels, fixup_depth=depth, name=f"{name}_stage3_block{index}"
+            )
+        outputs = classifier_head(x, num_classes, name, kernel_initializer="zeros")
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
 
         # === Config ===

@@ -8,6 +8,7 @@ from keras_asc.training.evaluation import (
     format_comparison,
 )
 from keras_asc.training.inference import FilePrediction, predict_files
+from keras_asc.training.optimizers import AdamL2
 from keras_asc.training.recipes import (
     DEFAULT_RECIPE,
     RECIPES,
