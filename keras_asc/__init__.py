@@ -52,8 +52,8 @@ def load_model(filepath, **kwargs):
     import keras
 
     from keras_asc import augment, layers, models  # noqa: F401 - registers the built-in Keras classes
-    from keras_asc.training import optimizers, schedule  # noqa: F401 - the saved optimiser's classes
     from keras_asc.plugins import load_plugins
+    from keras_asc.training import optimizers, schedule  # noqa: F401 - the saved optimiser's classes
 
     if not os.path.exists(filepath):
         raise FileNotFoundError(f"No saved model at {filepath!r}.")

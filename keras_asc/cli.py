@@ -12,6 +12,7 @@ COMMANDS = (
     "prepare",
     "synth",
     "train",
+    "import-torch",
     "evaluate",
     "ensemble",
     "predict",
@@ -30,7 +31,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"keras-asc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"keras_asc.commands.{name}").add_parser(subparsers)
+        importlib.import_module(f"keras_asc.commands.{name.replace('-', '_')}").add_parser(subparsers)
     return parser
 
 
