@@ -80,7 +80,8 @@ class GRN(nn.Module):
         self.beta = nn.Parameter(torch.zeros(()))
 
     def forward(self, x):
-        norms = torch.sqrt(torch.sum(x * x, dim=(2, 3), keepdim=True))
+        # vector_norm's gradient is 0 where the norm is 0 (torch.sqrt's would be NaN).
+        norms = torch.linalg.vector_norm(x, dim=(2, 3), keepdim=True)
         normalized = norms / (norms.mean(dim=1, keepdim=True) + self.epsilon)
         return self.gamma * (x * normalized) + self.beta + x
 
@@ -157,9 +158,9 @@ class LogMel(nn.Module):
 
     Pre-emphasis (optional), STFT (fft 4096, symmetric Hann window of 3072 centred in the frame,
     centre reflect padding), power, Kaldi mel bank (256 bands, fmin 0, fmax 15.5 kHz; the
-    Nyquist bin weighted zero), log(mel + 1e-5), (x + 4.5) / 5. In training mode, as SPEC
-    section 1: fmax drawn uniformly in [15,001, 16,000] Hz per call and one band of up to 48 mel
-    bins per clip set to 0 before the normalisation.
+    Nyquist bin weighted zero), log(mel + 1e-5), (x + 4.5) / 5. In training mode: fmax drawn
+    uniformly in [15,001, 16,000] Hz per call and one band of up to 48 mel bins per clip set to
+    0 before the normalisation.
     """
 
     def __init__(self, hop_length=500, pre_emphasis=0.97, seed=0):
@@ -217,6 +218,84 @@ class LogMel(nn.Module):
         return ((logmel + 4.5) / 5.0).unsqueeze(1)
 
 
+def htk_mel(frequency):
+    """HTK mel scale, 2595 log10(1 + f / 700)."""
+    return 2595.0 * torch.log10(1.0 + frequency / 700.0)
+
+
+def htk_mel_bank(
+    num_mel_bins=256, fft_length=4096, sampling_rate=32000, min_frequency=0.0, max_frequency=None
+):
+    """(num_mel_bins, fft_length // 2 + 1) bank as torchaudio ``melscale_fbanks(norm=None)``.
+
+    Band edges equally spaced in HTK mel from ``min_frequency`` to ``max_frequency`` (default
+    Nyquist), mapped back to Hz; each band a triangle linear in Hz over its two neighbouring
+    edges, evaluated on every FFT bin from 0 Hz to Nyquist inclusive; no area normalisation.
+    Built in float64, returned as float32.
+    """
+    if max_frequency is None:
+        max_frequency = sampling_rate / 2
+    bin_hz = torch.arange(fft_length // 2 + 1, dtype=torch.float64) * sampling_rate / fft_length
+    mel_range = htk_mel(torch.tensor([min_frequency, max_frequency], dtype=torch.float64))
+    mel = torch.linspace(
+        float(mel_range[0]), float(mel_range[1]), num_mel_bins + 2, dtype=torch.float64
+    )
+    edges = 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    rising = (bin_hz[None, :] - left) / (center - left)
+    falling = (right - bin_hz[None, :]) / (right - center)
+    return torch.clamp(torch.minimum(rising, falling), min=0).float()
+
+
+class BaselineLogMel(nn.Module):
+    """DCASE 2024 Task 1 baseline front-end: (batch, samples) at 32 kHz -> (batch, 1, 256, frames).
+
+    What the public baseline computes with torchaudio ``MelSpectrogram(32000, n_fft=4096,
+    win_length=3072, hop_length=500, n_mels=256)``: STFT with the periodic Hann window of 3072
+    (``torch.hann_window`` default) centred in the 4096 frame, centre reflect padding, power,
+    the HTK bank of ``htk_mel_bank`` (0 to 16 kHz), then ``log(mel + 1e-5)`` without
+    normalisation. In training mode one band of up to ``freq_mask_bins`` mel bins per clip is
+    set to 0 on the power mel before the log (``FrequencyMasking(48, iid_masks=True)``: width
+    ``floor(u * 48)``, start ``floor(u' * (256 - u * 48))``), so it reads log(1e-5).
+    """
+
+    def __init__(self, hop_length=500, freq_mask_bins=48, seed=0):
+        super().__init__()
+        self.hop_length = hop_length
+        self.fft_length, self.window_length, self.num_mel_bins = 4096, 3072, 256
+        self.freq_mask_bins = freq_mask_bins
+        self.register_buffer(
+            "window", torch.hann_window(self.window_length, periodic=True), persistent=False
+        )
+        self.register_buffer(
+            "bank", htk_mel_bank(self.num_mel_bins, self.fft_length), persistent=False
+        )
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x):
+        spectrum = torch.stft(
+            x,
+            self.fft_length,
+            hop_length=self.hop_length,
+            win_length=self.window_length,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        power = spectrum.real.square() + spectrum.imag.square()  # (batch, bins, frames)
+        mel = torch.matmul(self.bank, power)  # (batch, mel bins, frames)
+        if self.training and self.freq_mask_bins > 0:
+            batch = x.shape[0]
+            width = torch.rand(batch, generator=self.generator) * self.freq_mask_bins
+            start = torch.rand(batch, generator=self.generator) * (self.num_mel_bins - width)
+            start = torch.floor(start)
+            rows = torch.arange(self.num_mel_bins)[None, :]
+            masked = (rows >= start[:, None]) & (rows < (start + torch.floor(width))[:, None])
+            mel = mel.masked_fill(masked[:, :, None], 0.0)
+        return torch.log(mel + 1e-5).unsqueeze(1)
+
+
 class WaveformModel(nn.Module):
     """Front-end followed by a network: the model a waveform-input run trains."""
 
@@ -231,13 +310,34 @@ class WaveformModel(nn.Module):
         return self.network(x)
 
 
-def _init_weights(module):
+def _init_weights(module, mode="fan_out"):
+    """He-normal convolutions (CP-Mobile: fan-out; CP-ResNet: fan-in), BN gamma 1, beta 0."""
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(layer.weight, mode=mode, nonlinearity="relu")
         elif isinstance(layer, nn.BatchNorm2d):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+
+def _init_fixup(module):
+    """The CP-JKU CP-ResNet's Fixup-style rescaling after the fan-in He initialisation.
+
+    In every basic block the first convolution is drawn with std
+    ``L ** -0.5 * sqrt(2 / (k * k * out_channels))`` (L = number of blocks), the second is
+    zeroed and a shortcut convolution gets std ``sqrt(2 / out_channels)``; the classifier
+    convolution is zeroed.
+    """
+    blocks = [layer for layer in module.modules() if isinstance(layer, BasicBlock)]
+    with torch.no_grad():
+        for block in blocks:
+            conv1 = block.conv1.conv
+            fan = conv1.kernel_size[0] * conv1.kernel_size[1] * conv1.out_channels
+            conv1.weight.normal_(0.0, len(blocks) ** -0.5 * (2.0 / fan) ** 0.5)
+            block.conv2.conv.weight.zero_()
+            if isinstance(block.shortcut, ConvBN):
+                block.shortcut.conv.weight.normal_(0.0, (2.0 / block.shortcut.conv.out_channels) ** 0.5)
+        module.head.conv.weight.zero_()
 
 
 class MobileNetwork(nn.Module):
@@ -343,7 +443,8 @@ class CPResNet59(nn.Module):
         self.stage3_pool = nn.MaxPool2d((1, 2))
         self.stage3_block1 = BasicBlock(widths[1], widths[2], (3, 1))
         self.head = Head(widths[2], num_classes)
-        _init_weights(self)
+        _init_weights(self, mode="fan_in")
+        _init_fixup(self)
 
     def forward(self, x):
         x = self.stem_pool(self.stem(x))
@@ -388,15 +489,25 @@ def dcase24_baseline(num_classes=10):
 
 
 # preset name -> (builder, (freq, time) of the log-mel input, expected trainable parameters,
-# front-end arguments)
+# (front-end class, its arguments)); the baseline has its own torchaudio-style front-end.
 REFERENCE_PRESETS = {
-    "moflenet57": (moflenet57, (256, 64), 60_440, {"hop_length": 500, "pre_emphasis": 0.97}),
-    "cp_resnet59": (cp_resnet59, (256, 43), 58_360, {"hop_length": 750, "pre_emphasis": 0.97}),
+    "moflenet57": (
+        moflenet57,
+        (256, 64),
+        60_440,
+        (LogMel, {"hop_length": 500, "pre_emphasis": 0.97}),
+    ),
+    "cp_resnet59": (
+        cp_resnet59,
+        (256, 43),
+        58_360,
+        (LogMel, {"hop_length": 750, "pre_emphasis": 0.97}),
+    ),
     "dcase24_baseline": (
         dcase24_baseline,
         (256, 65),
         61_148,
-        {"hop_length": 500, "pre_emphasis": None},
+        (BaselineLogMel, {"hop_length": 500}),
     ),
 }
 NUM_SAMPLES = 32000
@@ -407,7 +518,8 @@ def build_reference(preset, waveform=False):
 
     Args:
         preset: "moflenet57", "cp_resnet59" or "dcase24_baseline".
-        waveform: put the ``LogMel`` front-end first; the input is then (batch, 32000).
+        waveform: put the preset's front-end first (``BaselineLogMel`` for
+            "dcase24_baseline", ``LogMel`` otherwise); the input is then (batch, 32000).
 
     Example:
         >>> model, shape = build_reference("moflenet57")  # shape (1, 256, 64)
@@ -418,9 +530,9 @@ def build_reference(preset, waveform=False):
         raise ValueError(
             f"No PyTorch reference for preset {preset!r}. Accepted: {sorted(REFERENCE_PRESETS)}"
         )
-    builder, (freq, frames), _, frontend_args = REFERENCE_PRESETS[preset]
+    builder, (freq, frames), _, (frontend_class, frontend_args) = REFERENCE_PRESETS[preset]
     if waveform:
-        return WaveformModel(LogMel(**frontend_args), builder()), (NUM_SAMPLES,)
+        return WaveformModel(frontend_class(**frontend_args), builder()), (NUM_SAMPLES,)
     return builder(), (1, freq, frames)
 
 

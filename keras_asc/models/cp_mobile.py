@@ -3,6 +3,7 @@
 import keras
 
 from keras_asc.layers.blocks import conv_bn, cp_mobile_block, make_divisible, mofle_block
+from keras_asc.layers.frontend import DCASE24_BASELINE_FRONTEND
 from keras_asc.models.base import (
     classifier_head,
     input_config,
@@ -136,7 +137,11 @@ class CPMobile(_MobileNetwork):
         use_grn: GRN after each block's residual add.
         include_frontend: take waveforms and compute log-mels inside the model.
         num_samples: waveform length (32,000 for a 1-s clip at 32 kHz).
-        frontend_config: ``LogMelSpectrogram`` arguments.
+        frontend_config: ``LogMelSpectrogram`` arguments; by default the baseline's own
+            front-end, ``keras_asc.layers.frontend.DCASE24_BASELINE_FRONTEND`` (periodic
+            Hann window, HTK mel bank to 16 kHz, masking on the power mel, ``log(x + 1e-5)``
+            without normalisation), so weights trained with the public baseline see the same
+            input.
         spectrogram_augmentations: layers between front-end and network (training only).
 
     Example:
@@ -174,7 +179,7 @@ class CPMobile(_MobileNetwork):
             pointwise_groups=1,
             include_frontend=include_frontend,
             num_samples=num_samples,
-            frontend_config={"hop_length": 500, "pre_emphasis": None}
+            frontend_config=dict(DCASE24_BASELINE_FRONTEND)
             if frontend_config is None
             else frontend_config,
             spectrogram_augmentations=spectrogram_augmentations,

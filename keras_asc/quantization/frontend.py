@@ -1,10 +1,11 @@
 """The log-mel front-end outside the int8 model: its constants and a NumPy reference.
 
 An int8 keras-asc model takes spectrograms; a device computes them from the waveform with the
-constants exported here (``frontend_params``): the Hann window placed in the FFT frame, the
-mel filter bank, and hop, FFT, pre-emphasis, log offset and normalisation constants.
-``frontend_numpy`` is the reference implementation a port can be checked against; it matches
-the ``LogMelSpectrogram`` layer at inference (``training=False``) to about 1e-5.
+constants exported here (``frontend_params``): the layer's Hann window (symmetric or periodic)
+placed in the FFT frame, its mel filter bank (Kaldi or HTK), and hop, FFT, pre-emphasis, log
+offset and normalisation constants. ``frontend_numpy`` is the reference implementation a port
+can be checked against; it matches the ``LogMelSpectrogram`` layer at inference
+(``training=False``) to about 1e-5, for the CP-JKU and the DCASE 2024 baseline settings alike.
 
 Example:
     >>> params = frontend_params(keras_asc.build("moflenet57").frontend)
@@ -29,6 +30,8 @@ _SCALARS = (
     "log_offset",
     "normalize_offset",
     "normalize_scale",
+    "window",
+    "mel_scale",
 )
 
 
@@ -42,10 +45,12 @@ def frontend_params(frontend):
         A dict with the scalar settings (``sampling_rate``, ``fft_length``, ``window_length``,
         ``hop_length``, ``num_mel_bins``, ``min_frequency``, ``max_frequency``,
         ``pre_emphasis`` (``None`` when off), ``log_offset``, ``normalize_offset``,
-        ``normalize_scale``), ``"format"``, ``"padding": "reflect"``, and two float32
-        arrays: ``"window"`` (the symmetric Hann window zero-padded to ``fft_length`` and
-        centred, shape (fft_length,)) and ``"mel_filter_bank"`` (fft_length // 2 + 1,
-        num_mel_bins).
+        ``normalize_scale``), the names of the window and mel scale (``"window_function"``:
+        ``"hann_symmetric"`` or ``"hann_periodic"``; ``"mel_scale"``: ``"kaldi"`` or
+        ``"htk"``; informative, the arrays carry the numbers), ``"format"``,
+        ``"padding": "reflect"``, and two float32 arrays: ``"window"`` (the layer's Hann
+        window zero-padded to ``fft_length`` and centred, shape (fft_length,)) and
+        ``"mel_filter_bank"`` (fft_length // 2 + 1, num_mel_bins), the layer's inference bank.
     """
     from keras_asc.layers.frontend import LogMelSpectrogram
 
@@ -58,11 +63,13 @@ def frontend_params(frontend):
         )
     config = frontend.get_config()
     params = {name: config[name] for name in _SCALARS}
+    # "window" names the array below; the window's kind goes under its own key.
+    params["window_function"] = params.pop("window")
     if not params["pre_emphasis"]:
         params["pre_emphasis"] = None
     left = (frontend.fft_length - frontend.window_length) // 2
     window = np.zeros(frontend.fft_length, dtype="float32")
-    window[left : left + frontend.window_length] = np.hanning(frontend.window_length)
+    window[left : left + frontend.window_length] = frontend.analysis_window()
     params.update(
         {
             "format": FRONTEND_FORMAT,
