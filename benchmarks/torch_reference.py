@@ -1,7 +1,7 @@
 """Plain PyTorch versions of MofleNet57, CP-ResNet59 and the DCASE 2024 baseline (CP-Mobile).
 
 What a DCASE Task 1 participant would otherwise run: ``nn.Module`` networks on NCHW
-(batch, 1, freq, time) log-mels, written from ``SPEC.md`` sections 2-4 so that the Keras models
+(batch, 1, freq, time) log-mels, written from the published architecture descriptions so that the Keras models
 of ``keras_asc`` can be timed against a like-for-like PyTorch baseline
 (``benchmarks/models_throughput.py``). Module paths mirror the Keras layer names
 (``stage1_block1.expand.conv`` <-> ``<model>_stage1_block1_expand_conv``), which lets
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-# PyTorch BatchNorm2d defaults (eps 1e-5, momentum 0.1) are the SPEC values; stated for clarity.
+# PyTorch BatchNorm2d defaults (eps 1e-5, momentum 0.1) are the reference values; stated for clarity.
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.1
 
@@ -661,7 +661,7 @@ def main(argv=None):
         expected = REFERENCE_PRESETS[preset][2]
         if args.no_keras:
             params = count_parameters(build_reference(preset)[0])
-            print(f"{preset:18s} torch params {params:,} (SPEC {expected:,})")
+            print(f"{preset:18s} torch params {params:,} (expected {expected:,})")
             failed |= params != expected
             continue
         for waveform in (False, True) if args.waveform else (False,):
@@ -671,7 +671,7 @@ def main(argv=None):
             failed |= not ok
             print(
                 f"{preset:18s} {'waveform   ' if waveform else 'spectrogram'} "
-                f"keras params {keras_params:,}  torch params {torch_params:,} (SPEC {expected:,})  "
+                f"keras params {keras_params:,}  torch params {torch_params:,} (expected {expected:,})  "
                 f"max |logit diff| {diff:.2e} (max |logit| {scale:.2f}) [{backend}]  "
                 f"{'OK' if ok else 'MISMATCH'}"
             )

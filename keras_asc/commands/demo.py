@@ -215,7 +215,7 @@ def _run(args, out, settings, start):
         path = plots.plot_model_comparison(results, os.path.join(out, plots.COMPARISON_PNG))
         print(f"wrote {path}")
     print(
-        "\nThese models trained for minutes on synthetic clips; the report's accuracies (SPEC 12) "
+        "\nThese models trained for minutes on synthetic clips; the report's accuracies "
         "need the real TAU22 data and 150 epochs: keras-asc download, then keras-asc train."
     )
     print(f"keras-asc demo finished in {time.perf_counter() - start:.0f} s; everything is in {out}")

@@ -10,7 +10,7 @@ from keras_asc.models.base import (
     validate_common,
 )
 
-# Kernel sizes (k1, k2) per block and stage for receptive-field parameter rho = 8 (SPEC §3):
+# Kernel sizes (k1, k2) per block and stage for receptive-field parameter rho = 8:
 # stage 1: (3, 1), (3, 3); stage 2: (3, 3); stage 3: (3, 1).
 RHO8_KERNEL_SIZES = (((3, 1), (3, 3)), ((3, 3),), ((3, 1),))
 

@@ -19,7 +19,7 @@
 Parameter memory is read back from the flatbuffer with the TFLite interpreter: the constant
 input tensors of the ops (not produced by an op, not a model input) are the parameters. The
 checked figure follows the DCASE rule (parameters times bytes per parameter at the model's
-precision, SPEC 8): int8 weights 1 byte per element, the int32 bias inputs of CONV_2D /
+precision): int8 weights 1 byte per element, the int32 bias inputs of CONV_2D /
 DEPTHWISE_CONV_2D / FULLY_CONNECTED 1 byte per element (they are the folded batch
 normalisation, whose 2C parameters the rule counts at 1 byte each in an int8 model), float32
 constants 4 bytes (GRN gamma, beta and epsilon, the 1/N of the logit pooling, ensemble
@@ -122,7 +122,7 @@ class ParameterBytes:
 
     @property
     def total(self):
-        """Parameter memory in bytes under the DCASE rule (SPEC 8), the figure checked.
+        """Parameter memory in bytes under the DCASE rule, the figure checked.
 
         Parameters times bytes per parameter at the model's precision: int8 weights and the
         int32 biases 1 byte each (the biases are the folded batch normalisation, whose 2C
