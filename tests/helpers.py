@@ -8,11 +8,15 @@ import numpy as np
 
 
 def randomize_state(model, seed=0):
-    """Give BN moving statistics and GRN scalars non-trivial values, so that tests comparing
-    outputs can fail on a wrong weight mapping."""
+    """Give BN moving statistics, GRN scalars and zero-initialised kernels (CP-ResNet's Fixup
+    second convolutions and classifier) non-trivial values, so that tests comparing outputs
+    can fail on a wrong weight mapping."""
     rng = np.random.default_rng(seed)
     for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
+        if isinstance(layer, keras.layers.Conv2D) and not np.any(keras.ops.convert_to_numpy(layer.kernel)):
+            fan_in = int(np.prod(layer.kernel.shape[:-1]))
+            layer.kernel.assign(rng.normal(0, np.sqrt(2.0 / fan_in), layer.kernel.shape).astype("float32"))
+        elif isinstance(layer, keras.layers.BatchNormalization):
             channels = layer.moving_mean.shape[0]
             layer.moving_mean.assign(rng.normal(0, 0.1, channels).astype("float32"))
             layer.moving_variance.assign(rng.uniform(0.5, 1.5, channels).astype("float32"))
