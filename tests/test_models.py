@@ -255,3 +255,27 @@ def test_same_weights_same_logits_on_every_backend(tmp_path):
         ran.append(other)
     if not ran:
         pytest.skip("neither jax nor torch is installed in this environment")
+
+
+@pytest.mark.parametrize("kernel_size, use_bias", [(1, False), (3, True)])
+def test_grouped_conv2d_equals_keras_grouped_convolution(kernel_size, use_bias):
+    """keras_asc.layers.Conv2D (per-group ops on TensorFlow) computes Keras' grouped conv."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 7, 8)).astype("float32")
+    ours = keras_asc.layers.Conv2D(6, kernel_size, groups=2, use_bias=use_bias, activation="relu")
+    reference = keras.layers.Conv2D(6, kernel_size, groups=2, use_bias=use_bias, activation="relu")
+    ours.build(x.shape)
+    reference.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in reference.weights]
+    ours.set_weights(weights)
+    reference.set_weights(weights)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(reference(x)), atol=1e-5
+    )
+    # Each output group sees only its own input channels.
+    x_zero_second_half = x.copy()
+    x_zero_second_half[..., 4:] = 0.0
+    first = keras.ops.convert_to_numpy(ours(x))[..., :3]
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x_zero_second_half))[..., :3], first, atol=1e-5)
+    clone = keras_asc.layers.Conv2D.from_config(ours.get_config())
+    assert clone.get_config() == ours.get_config()

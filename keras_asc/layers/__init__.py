@@ -6,6 +6,6 @@ from keras_asc.layers.blocks import (
     make_divisible,
     mofle_block,
 )
-from keras_asc.layers.convolution import DepthwiseConv2D
+from keras_asc.layers.convolution import Conv2D, DepthwiseConv2D
 from keras_asc.layers.frontend import LogMelSpectrogram
 from keras_asc.layers.normalization import ChannelShuffle, GlobalResponseNormalization

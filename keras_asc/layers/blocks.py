@@ -14,7 +14,7 @@ weight is (C, 1, kh, kw)); Keras' fan-*in* of that kernel is kh * kw * C, so
 
 import keras
 
-from keras_asc.layers.convolution import DepthwiseConv2D
+from keras_asc.layers.convolution import Conv2D, DepthwiseConv2D
 from keras_asc.layers.normalization import ChannelShuffle, GlobalResponseNormalization
 
 # PyTorch BatchNorm2d defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
@@ -86,7 +86,7 @@ def conv_bn(
     padding = _pair(padding)
     if any(padding):
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-    x = keras.layers.Conv2D(
+    x = Conv2D(
         filters,
         kernel_size,
         strides=strides,
