@@ -45,7 +45,7 @@ def add_parser(subparsers):
         "--batch-size", type=int, default=64, help="the most clips a worker decodes per task"
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help="decoding processes (default: all CPU cores)"
+        "--workers", type=int, default=None, help="decoding processes (default: one per CPU core)"
     )
     parser.set_defaults(func=run)
 

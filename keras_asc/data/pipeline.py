@@ -333,6 +333,14 @@ def _decode_tasks(tasks, array_path, sampling_rate, num_samples, num_workers):
         executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _cpu_cores():
+    # A process pinned to some cores (taskset, a container's cpuset) forks workers pinned
+    # to the same cores: more workers than that would only take turns.
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def _task_size(num_clips, batch_size, num_workers):
     """Clips per task: at most ``batch_size``, small enough for about 4 tasks per worker."""
     return max(1, min(batch_size, -(-num_clips // (4 * num_workers))))
@@ -378,8 +386,8 @@ def prepare_cache(
             in the manifest (pipelines drop them), and reports them at the end.
         overwrite: rebuild even if a cache of another file list exists under the same name.
         batch_size: the most clips a worker decodes per task.
-        num_workers: decoding processes; ``None`` uses ``os.cpu_count()``, 1 decodes in this
-            process. On Linux they are forked; on macOS and Windows they are spawned, which
+        num_workers: decoding processes; ``None`` uses one per CPU core this process may run on
+            (``os.sched_getaffinity``, else ``os.cpu_count()``); 1 decodes in this process. On Linux they are forked; on macOS and Windows they are spawned, which
             re-imports the calling script: call this under ``if __name__ == "__main__":``.
         verbose: 1 shows a progress bar and a summary, 0 is silent.
 
@@ -400,7 +408,7 @@ def prepare_cache(
     for name, value in (("batch_size", batch_size), ("num_workers", num_workers)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-    num_workers = int(num_workers) if num_workers is not None else (os.cpu_count() or 1)
+    num_workers = int(num_workers) if num_workers is not None else _cpu_cores()
     if on_error == "raise":
         clips = tau22.load_split(data_dir, split, splits_dir=splits_dir, on_missing="raise")
     else:
