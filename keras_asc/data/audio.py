@@ -137,6 +137,14 @@ def _lowpass(up, down):
 def resampled_length(num_samples, orig_rate, target_rate):
     """Output length of :func:`resample` (and of ``resample_poly``): ``ceil(n * up / down)``.
 
+    Args:
+        num_samples: input length.
+        orig_rate: input rate in Hz.
+        target_rate: output rate in Hz.
+
+    Returns:
+        The number of output samples, an int.
+
     Example:
         >>> resampled_length(44100, 44100, 32000)
         32000
@@ -151,7 +159,15 @@ def input_frames_needed(num_samples, orig_rate, target_rate):
     Output ``m`` is centred on input ``m * down / up`` and its filter reaches
     ``10 * max(up, down) / up`` inputs to either side, so resampling this many leading frames
     and keeping the first ``num_samples`` outputs equals resampling the whole signal and
-    cutting it.
+    cutting it (the tests check it sample for sample).
+
+    Args:
+        num_samples: how many leading outputs are wanted.
+        orig_rate: input rate in Hz.
+        target_rate: output rate in Hz.
+
+    Returns:
+        The number of leading input frames to read, an int.
 
     Example:
         >>> input_frames_needed(32000, 44100, 32000)
