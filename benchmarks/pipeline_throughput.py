@@ -3,9 +3,10 @@
 Measured in one process on ``--cores`` CPU cores (2 by default: the process is pinned to them
 and TensorFlow's thread pools are sized to match):
 
-* ``wav``: the training pipeline from WAV files: read, parse 24-bit PCM, resample 44.1 ->
-  32 kHz, shuffle, batch, device impulse responses (p = 0.6) and time roll;
-* ``cache``: the same pipeline reading the int16 decoded-audio cache (memory-mapped ``.npy``)
+* ``wav``: the training pipeline from WAV files: decode 24-bit PCM (libsndfile), resample
+  44.1 -> 32 kHz (``resample_poly``), shuffle, batch, device impulse responses (p = 0.6) and
+  time roll;
+* ``cache``: the same pipeline reading the float32 decoded-audio cache (memory-mapped ``.npy``)
   instead of the WAVs, with the same augmentations; ``cache, no aug`` without them and
   ``cache, roll`` with the time roll only (``wav, no aug``: decoding alone);
 * ``snapshot``: for comparison, the alternative cache design: decoded int16 clips in a

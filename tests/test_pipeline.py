@@ -8,6 +8,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import soundfile
 
 from keras_asc.augment import DeviceImpulseResponse, TimeRoll, WaveformAugmentation
 from keras_asc.data import pipeline, tau22
@@ -190,14 +191,17 @@ def test_skip_drops_bad_clips_and_reports_them_after_each_pass(synthetic_root, t
         handle.write(b"not a wav file")
     with pytest.warns(UserWarning, match="1 of 10 audio files"):
         dataset = pipeline.make_dataset(root, 5, batch_size=3, training=False, on_error="skip")
-    with pytest.warns(UserWarning, match=r"Skipped 2 of 10 clips .*not a RIFF/WAVE file") as caught:
+    with pytest.warns(
+        UserWarning, match=r"Skipped 2 of 10 clips .*Format not recognised"
+    ) as caught:
         batches = _batches(dataset)
     assert corrupt in str(caught[0].message) and missing in str(caught[0].message)
     labels = np.concatenate([batch[1] for batch in batches]).tolist()
     assert labels == [clip.label for i, clip in enumerate(clips) if i not in (2, 7)]
     assert dataset.skipped_clips.errors == {
         missing: "file not found",
-        corrupt: "not a RIFF/WAVE file (it does not start with RIFF....WAVE)",
+        corrupt: "libsndfile cannot open it (Format not recognised); expected WAV, FLAC, OGG, "
+        f"MP3 or another format libsndfile {soundfile.__libsndfile_version__} reads",
     }
     assert dataset.skipped_clips.last_pass == (missing, corrupt)
     with pytest.warns(UserWarning, match="Skipped 2 of 10"):  # again on the next pass
@@ -208,12 +212,13 @@ def test_skip_drops_bad_clips_and_reports_them_after_each_pass(synthetic_root, t
 
 
 @tensorflow_only
-def test_cache_round_trip_equals_wav_decoding_within_int16_quantisation(synthetic_root, tmp_path):
+def test_cache_round_trip_equals_wav_decoding(synthetic_root, tmp_path):
     root, clips = _small_tree(synthetic_root, tmp_path / "data", split=10)
     cache = tmp_path / "cache"
     manifest = pipeline.prepare_cache(root, 10, cache, verbose=0)
     rows = np.load(manifest["array_path"])
-    assert rows.shape == (20, 32000) and rows.dtype == np.int16
+    assert rows.shape == (20, 32000) and rows.dtype == np.float32
+    assert manifest["version"] == 2 and manifest["dtype"] == "float32"
     assert manifest["filenames"] == [clip.filename for clip in clips]
     assert manifest["failed"] == {} and manifest["num_samples"] == 32000
     assert sorted(os.listdir(cache)) == [
@@ -228,8 +233,7 @@ def test_cache_round_trip_equals_wav_decoding_within_int16_quantisation(syntheti
     for (wave_a, label_a), (wave_b, label_b) in zip(from_wavs, _batches(cached), strict=True):
         np.testing.assert_array_equal(label_a, label_b)
         assert wave_b.dtype == np.float32
-        # int16 rounding: at most half a step of 1/32768
-        assert np.abs(wave_a - wave_b).max() <= 0.5 / 32768 + 1e-7
+        np.testing.assert_array_equal(wave_a, wave_b)  # the cache holds what decoding gives
 
     # Shuffled training batches from the cache: static shapes, all clips once per epoch.
     train = pipeline.make_dataset(root, 10, batch_size=5, seed=2, cache_dir=cache)
@@ -255,7 +259,7 @@ def test_a_larger_split_cache_serves_a_smaller_split(synthetic_root, tmp_path):
     clips = tau22.load_split(synthetic_root, 5)
     assert labels.tolist() == [clip.label for clip in clips]
     expected = load_audio(os.path.join(synthetic_root, clips[4].filename))
-    assert np.abs(waveforms[4] - expected).max() <= 0.5 / 32768 + 1e-6
+    np.testing.assert_array_equal(waveforms[4], expected)
 
 
 @tensorflow_only
@@ -304,13 +308,13 @@ def test_interrupted_cache_build_resumes(synthetic_root, tmp_path, monkeypatch):
 
     os.replace(bad + ".bak", bad)
     decoded = []
-    original = pipeline._decode_batches
+    original = pipeline._decode_tasks
 
-    def counting(paths, *args):
-        decoded.extend(paths)
-        return original(paths, *args)
+    def counting(tasks, *args):
+        decoded.extend(path for _, paths in tasks for path in paths)
+        return original(tasks, *args)
 
-    monkeypatch.setattr(pipeline, "_decode_batches", counting)
+    monkeypatch.setattr(pipeline, "_decode_tasks", counting)
     manifest = pipeline.prepare_cache(root, 5, cache, verbose=0)
     assert len(decoded) == 6  # the first block was kept
     assert not os.path.exists(manifest_path + ".partial")
@@ -327,9 +331,8 @@ def test_cache_records_unreadable_clips(synthetic_root, tmp_path):
     cache = tmp_path / "cache"
     manifest = pipeline.prepare_cache(root, 5, cache, on_error="skip", verbose=0)
     assert manifest["failed"] == {
-        clips[
-            3
-        ].filename: "truncated: the chunk at byte 12 declares 16 bytes but the file has only 30 bytes"
+        clips[3].filename: "truncated: the RIFF header declares 132344 bytes but the file has "
+        "only 30 (libsndfile: Error in WAV file. No data chunk marker)"
     }
     with pytest.raises(AudioDecodeError, match="1 clip\\(s\\) of split 5 failed") as caught:
         pipeline.make_dataset(root, 5, cache_dir=cache)
@@ -340,6 +343,133 @@ def test_cache_records_unreadable_clips(synthetic_root, tmp_path):
         )
     ((_, labels),) = _batches(dataset)
     assert labels.tolist() == [clip.label for i, clip in enumerate(clips) if i != 3]
+
+
+def _scene_tree(root, clips):
+    """A split5 tree from ``{file name: (samples, rate)}``, written as 24-bit WAVs."""
+    os.makedirs(os.path.join(root, "audio"))
+    with open(os.path.join(root, "split5.csv"), "w") as handle:
+        handle.write("filename\tscene_label\n")
+        for name, (samples, rate) in clips.items():
+            write_wav(os.path.join(root, name), samples, rate, bits=24)
+            handle.write(f"{name}\t{tau22.parse_filename(name).scene_label}\n")
+    return str(root)
+
+
+def _log_mel_error(reference, other):
+    from keras_asc.layers import LogMelSpectrogram
+
+    frontend = LogMelSpectrogram()  # the CP-JKU defaults: what the presets compute
+    difference = np.abs(
+        np.asarray(frontend(other, training=False))
+        - np.asarray(frontend(reference, training=False))
+    )
+    return difference.mean(), difference.max()
+
+
+@tensorflow_only
+def test_the_cache_does_not_change_the_log_mel(shared_data, tmp_path):
+    from keras_asc.data.audio import read_audio
+
+    recording, rate = read_audio(shared_data / "audio" / "metro_station-paris.wav", "float64")
+    recording = recording[:, 0]
+    quiet_scene = recording * 10 ** (-60 / 20) / np.sqrt(np.mean(recording**2))
+    spectrum = np.fft.rfft(np.random.default_rng(0).standard_normal(rate * 10))
+    pink = np.fft.irfft(spectrum / np.sqrt(np.maximum(np.fft.rfftfreq(rate * 10, 1 / rate), 20)))
+    quiet_noise = pink * 10 ** (-60 / 20) / np.sqrt(np.mean(pink**2))
+    root = _scene_tree(
+        tmp_path / "data",
+        {
+            "audio/metro_station-paris-100-1000-0-a.wav": (recording, rate),  # 24-bit as is
+            "audio/metro_station-paris-100-1000-1-a.wav": (quiet_scene, rate),  # -60 dBFS RMS
+            "audio/park-lisbon-101-1001-0-a.wav": (quiet_noise, rate),  # pink, -60 dBFS RMS
+        },
+    )
+    arguments = dict(batch_size=3, training=False, clip_seconds=10.0)
+    ((decoded, _),) = _batches(pipeline.make_dataset(root, 5, **arguments))
+    pipeline.prepare_cache(
+        root, 5, tmp_path / "cache", clip_seconds=10.0, num_workers=2, batch_size=1, verbose=0
+    )
+    shutil.rmtree(os.path.join(root, "audio"))  # the cache alone feeds the pipeline now
+    ((cached, _),) = _batches(
+        pipeline.make_dataset(root, 5, cache_dir=tmp_path / "cache", **arguments)
+    )
+    assert cached.shape == decoded.shape == (3, 320000)
+    levels = 10 * np.log10(np.mean(decoded.astype(np.float64) ** 2, axis=1))
+    assert np.all(np.abs(levels[1:] + 60) < 0.5), levels  # the quiet clips are at -60 dBFS
+    for row in range(3):
+        mean_error, max_error = _log_mel_error(decoded[row : row + 1], cached[row : row + 1])
+        assert mean_error <= 1e-3 and max_error <= 1e-2, (row, mean_error, max_error)
+    np.testing.assert_array_equal(cached, decoded)  # in fact: the same float32 samples
+    # What the int16 cache of format version 1 did to the 24-bit recording, for contrast.
+    old_format = np.round(decoded[:1].astype(np.float64) * 32768) / 32768
+    assert _log_mel_error(decoded[:1], old_format.astype(np.float32))[1] > 1e-2
+
+
+@tensorflow_only
+def test_an_int16_cache_of_format_version_1_is_rebuilt(synthetic_root, tmp_path):
+    root, clips = _small_tree(synthetic_root, tmp_path / "data")
+    cache = tmp_path / "cache"
+    manifest = pipeline.prepare_cache(root, 5, cache, verbose=0)
+    array_path, manifest_path = manifest["array_path"], manifest["manifest_path"]
+    expected = np.load(array_path)
+    # Turn it into what keras-asc wrote before: int16 samples, format version 1.
+    np.save(array_path, np.round(expected * 32768).astype(np.int16))
+    old = {key: manifest[key] for key in manifest if key not in ("array_path", "manifest_path")}
+    old.update(version=1, dtype="int16", scale=32768.0)
+    with open(manifest_path, "w") as handle:
+        json.dump(old, handle)
+    with pytest.warns(UserWarning, match=r"format version 1 \(int16 samples, which drop the low 8"):
+        dataset = pipeline.make_dataset(root, 5, batch_size=10, training=False, cache_dir=cache)
+    ((waveforms, _),) = _batches(dataset)
+    np.testing.assert_array_equal(waveforms, expected)
+    with open(manifest_path) as handle:
+        assert json.load(handle)["version"] == 2
+    assert np.load(array_path).dtype == np.float32
+    # A cache from a newer keras-asc is left alone.
+    with open(manifest_path, "w") as handle:
+        json.dump(dict(old, version=99), handle)
+    with pytest.raises(ValueError, match="format version 99, written by a newer keras-asc"):
+        pipeline.prepare_cache(root, 5, cache, verbose=0)
+
+
+@tensorflow_only
+def test_the_process_pool_builds_the_same_cache_as_one_process(
+    synthetic_root, tmp_path, monkeypatch
+):
+    pools = []
+    original = pipeline._pool_context
+    monkeypatch.setattr(pipeline, "_pool_context", lambda: pools.append(1) or original())
+    one = pipeline.prepare_cache(synthetic_root, 10, tmp_path / "one", num_workers=1, verbose=0)
+    assert not pools
+    pool = pipeline.prepare_cache(
+        synthetic_root, 10, tmp_path / "pool", num_workers=2, batch_size=3, verbose=0
+    )
+    assert pools  # the second build ran in worker processes
+    np.testing.assert_array_equal(np.load(one["array_path"]), np.load(pool["array_path"]))
+    with pytest.raises(ValueError, match="num_workers must be a positive integer"):
+        pipeline.prepare_cache(synthetic_root, 10, tmp_path / "bad", num_workers=0)
+
+
+@tensorflow_only
+def test_the_tf_data_decoder_has_a_static_shape_and_names_bad_files(synthetic_root, tmp_path):
+    import tensorflow as tf
+
+    good = os.path.join(synthetic_root, tau22.load_split(synthetic_root, 5)[0].filename)
+    bad = str(tmp_path / "bad.wav")
+    with open(good, "rb") as source, open(bad, "wb") as target:
+        target.write(source.read()[:1000])
+    paths = tf.data.Dataset.from_tensor_slices([good, bad, good])
+    skipping = paths.map(pipeline._clip_decoder(32000, 32000, False), num_parallel_calls=2)
+    assert skipping.element_spec[0].shape == (32000,)
+    (first, reason_a), (silent, reason_b), _ = list(skipping.as_numpy_iterator())
+    np.testing.assert_array_equal(first, load_audio(good))
+    assert reason_a == b"" and not silent.any()
+    assert reason_b.decode().startswith("truncated: the data chunk declares 132300 bytes")
+    raising = paths.map(pipeline._clip_decoder(32000, 32000, True), num_parallel_calls=2)
+    with pytest.raises(tf.errors.InvalidArgumentError) as caught:
+        list(raising)
+    assert f"Cannot decode audio file {bad}: truncated: the data chunk" in caught.value.message
 
 
 @tensorflow_only

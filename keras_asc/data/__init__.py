@@ -12,13 +12,12 @@ from keras_asc.data.tau22 import (
     split_summary,
 )
 
-# Audio decoding and the tf.data pipelines import TensorFlow, so they load on first use:
-# `import keras_asc.data.tau22` stays light.
+# Audio decoding (soundfile, scipy.signal) and the tf.data pipelines (TensorFlow) load on first
+# use: `import keras_asc.data.tau22` stays light.
 _TENSORFLOW_EXPORTS = {
     "AudioDecodeError": "keras_asc.data.audio",
-    "decode_audio": "keras_asc.data.audio",
     "load_audio": "keras_asc.data.audio",
-    "read_wav": "keras_asc.data.audio",
+    "read_audio": "keras_asc.data.audio",
     "resample": "keras_asc.data.audio",
     "SkippedClips": "keras_asc.data.pipeline",
     "make_dataset": "keras_asc.data.pipeline",

@@ -1,16 +1,23 @@
 """tf.data pipelines for TAU22: batches of 32 kHz waveforms and labels for ``model.fit``.
 
 ``make_dataset`` reads a DCASE 2024 split (``tau22.load_split`` checks the files first), decodes
-and resamples the WAVs in parallel graph ops (``keras_asc.data.audio``), shuffles with a seed
-(a new order each epoch, the same sequence of orders for the same seed), batches, applies the
-waveform augmentations batch-wise with a per-batch seed, and prefetches. The datasets feed
-``model.fit`` on the TensorFlow, JAX and PyTorch Keras backends.
+and resamples the audio files in a parallel map (``keras_asc.data.audio.load_audio``:
+libsndfile and ``scipy.signal.resample_poly``, called through ``tf.numpy_function``), shuffles
+with a seed (a new order each epoch, the same sequence of orders for the same seed), batches,
+applies the waveform augmentations batch-wise with a per-batch seed, and prefetches. The
+datasets feed ``model.fit`` on the TensorFlow, JAX and PyTorch Keras backends.
 
-The decoded-audio cache (``prepare_cache``, ``keras-asc prepare``) stores each split once as
-16-bit PCM at 32 kHz in one ``.npy`` file, so that later epochs and runs skip WAV decoding: a
-100 % split is 139,970 clips x 32,000 samples x 2 bytes = 8.96 GB (25 %: 2.2 GB; the test
-split: 1.9 GB). A cache built for a larger split serves every split it contains (split100
-serves split5 to split50).
+The decoded-audio cache (``prepare_cache``, ``keras-asc prepare``) decodes each split once, in
+a pool of worker processes, into one memory-mapped ``.npy`` file, so that later epochs and runs
+skip decoding. It stores the float32 samples the pipeline would decode, so a model sees the
+same input with or without it: 139,970 clips x 32,000 samples x 4 bytes = 17.9 GB for a 100 %
+split (25 %: 4.5 GB; the test split: 3.8 GB). Two bytes per sample do not keep that promise:
+measured on a real 24-bit TAU recording, in ``LogMelSpectrogram`` units (CP-JKU defaults,
+``training=False``), int16 (version 1 of this cache) changes the log-mel by up to 1.9e-2
+(0.21 on the same recording at -60 dBFS), int16 with a per-clip scale by up to 1.1e-2 and
+float16 by up to 0.12, in the top mel bands near 15.5 kHz, where the resampler's low-pass
+leaves little signal above the white rounding noise. A cache built for a larger split serves every split it contains (split100 serves split5
+to split50).
 
 Decoding errors. ``on_error="raise"`` (default) stops at the first unreadable clip with an
 error naming the file and the reason. ``on_error="skip"`` drops missing and unreadable clips,
@@ -24,10 +31,15 @@ Example:
     >>> model.fit(train, epochs=150)
 """
 
+import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import json
+import multiprocessing
 import os
+import signal
+import sys
 import threading
 import warnings
 
@@ -39,9 +51,11 @@ from keras_asc.data import audio, tau22
 __all__ = ["SkippedClips", "cache_paths", "make_dataset", "prepare_cache"]
 
 _CACHE_FORMAT = "keras-asc decoded audio cache"
-_CACHE_VERSION = 1
+# Version 1 stored int16 (round(x * 32768)), which drops the low 8 bits of 24-bit audio;
+# version 2 stores the float32 samples themselves (see the module docstring).
+_CACHE_VERSION = 2
+_CACHE_DTYPE = "float32"
 _ON_ERROR = ("raise", "skip")
-_INT16_SCALE = 32768.0
 # Clips decoded per block when building a cache; progress is saved after each block, which is
 # where an interrupted build resumes.
 _CACHE_BLOCK = 2048
@@ -184,50 +198,152 @@ def _read_manifest(path):
             manifest = json.load(handle)
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"Unreadable cache manifest {path!r}: {error}") from error
-    if manifest.get("format") != _CACHE_FORMAT or manifest.get("version") != _CACHE_VERSION:
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    if manifest.get("format") != _CACHE_FORMAT or not isinstance(version, int):
+        raise ValueError(f"{path!r} is not a keras-asc audio cache manifest.")
+    if version > _CACHE_VERSION:
         raise ValueError(
-            f"{path!r} is not a keras-asc audio cache manifest of version {_CACHE_VERSION}."
+            f"The audio cache {path!r} has format version {version}, written by a newer "
+            f"keras-asc (this one reads version {_CACHE_VERSION}); upgrade keras-asc or use "
+            "another cache folder."
         )
     return manifest
+
+
+def _old_version_message(path, manifest):
+    return (
+        f"The audio cache {path!r} has format version {manifest['version']} "
+        f"({manifest.get('dtype', 'int16')} samples, which drop the low 8 bits of 24-bit audio); "
+        f"rebuilding it in format version {_CACHE_VERSION} ({_CACHE_DTYPE}, the very samples "
+        "the pipeline decodes without a cache)."
+    )
 
 
 def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def _decode_clip(path, sampling_rate, num_samples):
+    """``(waveform float32 [num_samples], reason)``; ``reason`` is "" when the file decoded."""
+    try:
+        return audio.load_audio(path, sampling_rate, num_samples=num_samples), ""
+    except audio.AudioDecodeError as error:
+        reason = error.reason
+    except FileNotFoundError:
+        reason = "file not found"
+    except OSError as error:
+        reason = f"cannot read it ({error.strerror or error})"
+    return np.zeros(num_samples, np.float32), reason
+
+
 @functools.cache
 def _clip_decoder(sampling_rate, num_samples, raise_errors):
-    """The per-clip decoder, traced once per process and shared by every dataset.
+    """The per-clip decoder of the tf.data pipeline, traced once per process.
 
-    Returns ``path -> (waveform, reason)``; with ``raise_errors`` an unreadable file fails with
-    "Cannot decode audio file <path>: <reason>" instead (and ``reason`` is always "").
+    Returns ``path -> (waveform, reason)``: ``keras_asc.data.audio.load_audio`` through
+    ``tf.numpy_function`` (libsndfile releases the GIL while it reads, so a parallel map runs
+    several at once), with the static shape ``[num_samples]`` set afterwards. With
+    ``raise_errors`` an unreadable file fails with "Cannot decode audio file <path>: <reason>"
+    instead (and ``reason`` is always "").
     """
+
+    def decode_numpy(path):
+        path = _text(path)
+        waveform, reason = _decode_clip(path, sampling_rate, num_samples)
+        if raise_errors and reason:
+            reason = str(audio.AudioDecodeError(path, reason))
+        return waveform, reason.encode("utf-8")
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
     def decode(path):
-        contents = tf.io.read_file(path)
-        if raise_errors:
-            waveform = audio.decode_audio(
-                contents, path, sampling_rate=sampling_rate, num_samples=num_samples
-            )
-            return waveform, tf.constant("")
-        return audio.decode_with_reason(
-            contents, sampling_rate=sampling_rate, num_samples=num_samples
+        waveform, reason = tf.numpy_function(
+            decode_numpy, [path], [tf.float32, tf.string], stateful=False
         )
+        waveform = tf.ensure_shape(waveform, [num_samples])
+        reason = tf.ensure_shape(reason, [])
+        if raise_errors:
+            check = tf.debugging.Assert(tf.equal(reason, ""), [reason])
+            with tf.control_dependencies([check]):
+                return tf.identity(waveform), tf.constant("")
+        return waveform, reason
 
     return decode
 
 
-def _decode_batches(paths, num_samples, sampling_rate, batch_size, num_parallel_calls):
-    """(waveforms, reasons) batches in file order; reasons are "" for readable files."""
-    decode = _clip_decoder(sampling_rate, num_samples, False)
-    dataset = tf.data.Dataset.from_tensor_slices(paths)
-    dataset = dataset.map(decode, num_parallel_calls=num_parallel_calls, deterministic=True)
-    return dataset.batch(batch_size).prefetch(2)
+def _decode_into(array_path, rows, paths, *, sampling_rate, num_samples):
+    """Decode ``paths`` into ``rows`` of the cache array (a worker's task); their reasons."""
+    array = np.load(array_path, mmap_mode="r+")
+    reasons = []
+    for row, path in zip(rows, paths, strict=True):
+        waveform, reason = _decode_clip(path, sampling_rate, num_samples)
+        array[row] = waveform
+        reasons.append(reason)
+    array.flush()
+    del array
+    return reasons
 
 
-def _to_int16(waveforms):
-    return np.clip(np.rint(waveforms * _INT16_SCALE), -32768, 32767).astype(np.int16)
+def _ignore_interrupts():
+    # Ctrl-C reaches the whole process group: the parent stops the build, the workers finish
+    # their task quietly instead of each printing a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pool_context():
+    """Start method of the cache workers: "fork" on Linux, the platform default elsewhere.
+
+    The workers run libsndfile, scipy and numpy only, never TensorFlow (or JAX, PyTorch), so
+    forking a process that has their threads is safe for them; "spawn" and "forkserver" would
+    import TensorFlow again in every worker (``import keras_asc`` does) and re-run the
+    caller's main script, which would then need an ``if __name__ == "__main__":`` guard.
+    """
+    if sys.platform.startswith("linux"):
+        return multiprocessing.get_context("fork")
+    return None
+
+
+def _decode_tasks(tasks, array_path, sampling_rate, num_samples, num_workers):
+    """Run ``_decode_into`` on each ``(rows, paths)`` task; yields their reasons in order.
+
+    ``num_workers`` > 1 runs the tasks in a process pool; 1 runs them in this process. The
+    pool is shut down (queued tasks cancelled) when the caller stops early.
+    """
+    work = functools.partial(
+        _decode_into, array_path, sampling_rate=sampling_rate, num_samples=num_samples
+    )
+    if num_workers <= 1 or len(tasks) <= 1:
+        for rows, paths in tasks:
+            yield work(rows, paths)
+        return
+    executor = concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(num_workers, len(tasks)),
+        mp_context=_pool_context(),
+        initializer=_ignore_interrupts,
+    )
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ and JAX warn on every fork of a multi-threaded process; the
+            # workers never touch the threaded libraries (see _pool_context).
+            warnings.filterwarnings("ignore", message=".*fork\\(\\).*", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*fork\\(\\).*", category=RuntimeWarning)
+            futures = [executor.submit(work, rows, paths) for rows, paths in tasks]
+        for future in futures:
+            yield future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _cpu_cores():
+    # A process pinned to some cores (taskset, a container's cpuset) forks workers pinned
+    # to the same cores: more workers than that would only take turns.
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def _task_size(num_clips, batch_size, num_workers):
+    """Clips per task: at most ``batch_size``, small enough for about 4 tasks per worker."""
+    return max(1, min(batch_size, -(-num_clips // (4 * num_workers))))
 
 
 def prepare_cache(
@@ -240,20 +356,23 @@ def prepare_cache(
     splits_dir=None,
     on_error="raise",
     overwrite=False,
-    batch_size=256,
-    num_parallel_calls=tf.data.AUTOTUNE,
+    batch_size=64,
+    num_workers=None,
     verbose=1,
 ):
-    """Decode a split once into ``cache_dir`` as 16-bit PCM at ``sampling_rate``.
+    """Decode a split once into ``cache_dir``: float32 samples at ``sampling_rate``.
 
-    Writes ``<split>-<rate>hz-<ms>ms.npy`` (int16, shape ``(num_clips, num_samples)``, read as
-    a memory map by the pipeline; samples are ``round(x * 32768)`` clipped to int16) and a JSON
-    manifest beside it: the split's file list in file order, its SHA-256, the rate and length,
-    and the clips that could not be read. The manifest is written last, atomically, and marks
-    the cache complete; an interrupted build resumes from its last saved block of 2,048 clips.
-    A complete cache of the same file list is reused as is; one of a different file list (an
-    edited split file) is refused unless ``overwrite=True``. Size: ``num_clips * num_samples *
-    2`` bytes, 8.96 GB for the 139,970 clips of split 100.
+    Writes ``<split>-<rate>hz-<ms>ms.npy`` (float32, shape ``(num_clips, num_samples)``, read
+    as a memory map by the pipeline: the very samples ``keras_asc.data.audio.load_audio``
+    returns, so the model sees the same input with and without the cache) and a JSON manifest
+    beside it: the split's file list in file order, its SHA-256, the rate and length, and the
+    clips that could not be read. Clips are decoded by ``num_workers`` processes. The
+    manifest is written last, atomically, and marks the cache complete; an interrupted build
+    resumes from its last saved block of 2,048 clips. A complete cache of the same file list
+    is reused as is; one of a different file list (an edited split file) is refused unless
+    ``overwrite=True``; one written by an older keras-asc (format version 1, int16 samples) is
+    rebuilt, with a warning. Size: ``num_clips * num_samples * 4`` bytes, 17.9 GB for the
+    139,970 clips of split 100.
 
     Args:
         data_dir: TAU22 root.
@@ -266,8 +385,10 @@ def prepare_cache(
             ``"skip"`` keeps going, stores such clips as silent rows listed under ``"failed"``
             in the manifest (pipelines drop them), and reports them at the end.
         overwrite: rebuild even if a cache of another file list exists under the same name.
-        batch_size: clips decoded per step.
-        num_parallel_calls: parallel decoders (``tf.data.AUTOTUNE`` by default).
+        batch_size: the most clips a worker decodes per task.
+        num_workers: decoding processes; ``None`` uses one per CPU core this process may run on
+            (``os.sched_getaffinity``, else ``os.cpu_count()``); 1 decodes in this process. On Linux they are forked; on macOS and Windows they are spawned, which
+            re-imports the calling script: call this under ``if __name__ == "__main__":``.
         verbose: 1 shows a progress bar and a summary, 0 is silent.
 
     Returns:
@@ -284,6 +405,10 @@ def prepare_cache(
     """
     _check_on_error(on_error)
     num_samples = _num_samples(sampling_rate, clip_seconds)
+    for name, value in (("batch_size", batch_size), ("num_workers", num_workers)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    num_workers = int(num_workers) if num_workers is not None else _cpu_cores()
     if on_error == "raise":
         clips = tau22.load_split(data_dir, split, splits_dir=splits_dir, on_missing="raise")
     else:
@@ -298,8 +423,8 @@ def prepare_cache(
         num_samples=num_samples,
         on_error=on_error,
         overwrite=overwrite,
-        batch_size=batch_size,
-        num_parallel_calls=num_parallel_calls,
+        batch_size=int(batch_size),
+        num_workers=num_workers,
         verbose=verbose,
     )
 
@@ -316,7 +441,7 @@ def _build_cache(
     on_error,
     overwrite,
     batch_size,
-    num_parallel_calls,
+    num_workers,
     verbose,
 ):
     import keras
@@ -327,14 +452,20 @@ def _build_cache(
     digest = _file_list_digest(filenames)
     if os.path.exists(manifest_path):
         manifest = _read_manifest(manifest_path)
-        same = _matches(manifest, digest, sampling_rate, num_samples)
-        if same and os.path.exists(array_path):
-            if verbose:
-                print(f"Cache {array_path} is up to date ({manifest['num_clips']} clips).")
-            return _with_paths(manifest, array_path, manifest_path)
-        if not same and not overwrite:
-            raise ValueError(_stale_message(manifest_path, manifest, split, root, filenames))
-        os.remove(manifest_path)  # the manifest marks a complete cache: drop it first
+        if manifest["version"] != _CACHE_VERSION:
+            warnings.warn(_old_version_message(manifest_path, manifest), stacklevel=3)
+            os.remove(manifest_path)  # the manifest marks a complete cache: drop it first
+            if os.path.exists(array_path):
+                os.remove(array_path)
+        else:
+            same = _matches(manifest, digest, sampling_rate, num_samples)
+            if same and os.path.exists(array_path):
+                if verbose:
+                    print(f"Cache {array_path} is up to date ({manifest['num_clips']} clips).")
+                return _with_paths(manifest, array_path, manifest_path)
+            if not same and not overwrite:
+                raise ValueError(_stale_message(manifest_path, manifest, split, root, filenames))
+            os.remove(manifest_path)
 
     partial_array = array_path[: -len(".npy")] + ".partial.npy"
     partial_manifest = manifest_path + ".partial"
@@ -347,8 +478,7 @@ def _build_cache(
         "clip_seconds": clip_seconds,
         "num_samples": num_samples,
         "num_clips": len(filenames),
-        "dtype": "int16",
-        "scale": _INT16_SCALE,
+        "dtype": _CACHE_DTYPE,
         "files_sha256": digest,
         "filenames": list(filenames),
         "failed": {},
@@ -357,58 +487,46 @@ def _build_cache(
     start = 0
     if os.path.exists(partial_manifest) and os.path.exists(partial_array):
         previous = _read_manifest(partial_manifest)
-        if _matches(previous, digest, sampling_rate, num_samples):
+        if previous["version"] == _CACHE_VERSION and _matches(
+            previous, digest, sampling_rate, num_samples
+        ):
             manifest, start = previous, int(previous["done"])
-    if start:
-        rows = np.load(partial_array, mmap_mode="r+")
-    else:
+    if not start:
         rows = np.lib.format.open_memmap(
-            partial_array, mode="w+", dtype=np.int16, shape=(len(filenames), num_samples)
+            partial_array, mode="w+", dtype=_CACHE_DTYPE, shape=(len(filenames), num_samples)
         )
+        del rows  # the workers write the rows through their own memory maps
 
     progress = keras.utils.Progbar(len(filenames), unit_name="clip") if verbose else None
     if progress is not None and start:
         progress.update(start)
     paths = [os.path.join(root, name) for name in filenames]
+    # Tasks never straddle a block of _CACHE_BLOCK clips, so progress is saved after each
+    # block, once every task of it (in file order) is done.
+    size = _task_size(len(filenames) - start, batch_size, num_workers)
+    tasks = []
     for block_start in range(start, len(filenames), _CACHE_BLOCK):
         block_end = min(block_start + _CACHE_BLOCK, len(filenames))
-        block = []
-        for index in range(block_start, block_end):
-            if os.path.isfile(paths[index]):
-                block.append(index)
-            elif on_error == "raise":
-                raise FileNotFoundError(f"Audio file not found: {paths[index]!r}.")
-            else:
-                manifest["failed"][filenames[index]] = "file not found"
-                rows[index] = 0
-        position = 0
-        batches = ()
-        if block:
-            batches = _decode_batches(
-                [paths[i] for i in block],
-                num_samples,
-                sampling_rate,
-                batch_size,
-                num_parallel_calls,
-            ).as_numpy_iterator()
-        for waveforms, reasons in batches:
-            indices = block[position : position + len(waveforms)]
-            position += len(waveforms)
-            for index, reason in zip(indices, reasons, strict=True):
-                if reason:
-                    reason = _text(reason)
-                    if on_error == "raise":
-                        raise audio.AudioDecodeError(paths[index], reason)
-                    manifest["failed"][filenames[index]] = reason
-            rows[indices] = _to_int16(waveforms)
+        for first in range(block_start, block_end, size):
+            rows = list(range(first, min(first + size, block_end)))
+            tasks.append((rows, [paths[index] for index in rows]))
+    results = _decode_tasks(tasks, partial_array, sampling_rate, num_samples, num_workers)
+    with contextlib.closing(results):
+        for (rows, _), reasons in zip(tasks, results, strict=True):
+            for index, reason in zip(rows, reasons, strict=True):
+                if not reason:
+                    continue
+                if on_error == "raise":
+                    if not os.path.isfile(paths[index]):
+                        raise FileNotFoundError(f"Audio file not found: {paths[index]!r}.")
+                    raise audio.AudioDecodeError(paths[index], reason)
+                manifest["failed"][filenames[index]] = reason
+            done = rows[-1] + 1
             if progress is not None:
-                progress.update(block_start + position)
-        rows.flush()
-        manifest["done"] = block_end
-        _write_json(partial_manifest, manifest)
-        if progress is not None and position < block_end - block_start:
-            progress.update(block_end)  # the block had missing files
-    del rows
+                progress.update(done)
+            if done % _CACHE_BLOCK == 0 or done == len(filenames):
+                manifest["done"] = done
+                _write_json(partial_manifest, manifest)
     os.replace(partial_array, array_path)
     _write_json(manifest_path, manifest)
     os.remove(partial_manifest)
@@ -473,6 +591,8 @@ def _find_cache(cache_dir, data_dir, split, filenames, sampling_rate, clip_secon
             continue
         manifest = _read_manifest(path)
         cache_array = path[: -len(".json")] + ".npy"
+        if manifest["version"] != _CACHE_VERSION:
+            continue  # an older format: building the split's cache replaces it, with a warning
         if manifest["sampling_rate"] != sampling_rate or manifest["num_samples"] != num_samples:
             continue
         if not os.path.isfile(cache_array):
@@ -747,7 +867,6 @@ def _cached_clips(
             clip_seconds=clip_seconds,
             splits_dir=splits_dir,
             on_error=on_error,
-            num_parallel_calls=num_parallel_calls,
         )
         found = _find_cache(
             cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples
@@ -781,19 +900,17 @@ def _cached_clips(
         raise ValueError(f"Split {split!r} of {os.fspath(data_dir)!r} has no readable clips.")
 
     array = np.load(manifest["array_path"], mmap_mode="r")
-    scale = 1.0 / float(manifest.get("scale", _INT16_SCALE))
 
     def gather(batch_rows):
         # Sorted reads walk the memory-mapped file forwards; the result is put back in order.
         order = np.argsort(batch_rows, kind="stable")
-        out = np.empty((len(batch_rows), num_samples), np.int16)
+        out = np.empty((len(batch_rows), num_samples), np.float32)
         out[order] = array[batch_rows[order]]
         return out
 
     def load(batch_rows, labels, devices):
-        samples = tf.numpy_function(gather, [batch_rows], tf.int16, stateful=False)
-        samples = tf.ensure_shape(samples, [None, num_samples])
-        waveforms = tf.cast(samples, tf.float32) * scale
+        waveforms = tf.numpy_function(gather, [batch_rows], tf.float32, stateful=False)
+        waveforms = tf.ensure_shape(waveforms, [None, num_samples])
         if drop_remainder:
             waveforms = tf.ensure_shape(waveforms, [batch_size, num_samples])
         return waveforms, labels, devices

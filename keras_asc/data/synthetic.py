@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import tempfile
 import zlib
 
@@ -240,7 +239,12 @@ _DEVICE_SEVERITY = {
 
 
 def write_wav(path, data, sampling_rate, bits=24):
-    """Write PCM WAV audio (16, 24 or 32 bit integer), atomically.
+    """Write integer PCM WAV audio (16, 24 or 32 bit) with libsndfile, atomically.
+
+    ``soundfile.write`` writes the file (a plain 44-byte RIFF header, ``subtype="PCM_<bits>"``).
+    The float-to-integer step is done here so that it is exact and documented: libsndfile
+    would scale by ``2**(bits - 1) - 1`` and wrap out-of-range values around unless told
+    otherwise.
 
     Args:
         path: output file; written to a temporary file beside it, then renamed.
@@ -257,6 +261,8 @@ def write_wav(path, data, sampling_rate, bits=24):
         >>> write_wav("/tmp/tone.wav", np.sin(np.arange(44100) * 0.06) * 0.5, 44100)
         '/tmp/tone.wav'
     """
+    import soundfile
+
     if bits not in (16, 24, 32):
         raise ValueError(f"bits must be 16, 24 or 32. Received: bits={bits!r}")
     if int(sampling_rate) != sampling_rate or sampling_rate <= 0:
@@ -286,33 +292,20 @@ def write_wav(path, data, sampling_rate, bits=24):
             )
     else:
         raise TypeError(f"data must be a float or integer array. Received dtype: {samples.dtype}")
-    num_channels = samples.shape[1]
-    sample_bytes = bits // 8
-    # Little-endian two's complement: the low 2, 3 or 4 bytes of each int32 sample.
-    little = integers.astype("<i4").reshape(-1)
-    payload = little.view(np.uint8).reshape(-1, 4)[:, :sample_bytes].tobytes()
-    block_align = num_channels * sample_bytes
-    header = b"RIFF" + struct.pack("<I", 36 + len(payload) + len(payload) % 2) + b"WAVE"
-    header += b"fmt " + struct.pack(
-        "<IHHIIHH",
-        16,
-        1,  # WAVE_FORMAT_PCM
-        num_channels,
-        int(sampling_rate),
-        int(sampling_rate) * block_align,
-        block_align,
-        bits,
-    )
-    header += b"data" + struct.pack("<I", len(payload))
+    # libsndfile takes int16 for 16-bit files and int32 otherwise, and writes the top ``bits``
+    # bits of each int32: a 24-bit sample goes in shifted left by 8, so it is written exactly.
+    if bits == 16:
+        integers = integers.astype(np.int16)
+    else:
+        integers = (integers << (32 - bits)).astype(np.int32)
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=".wav-", suffix=".tmp")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as output:
-            output.write(header)
-            output.write(payload)
-            if len(payload) % 2:
-                output.write(b"\x00")  # RIFF chunks are padded to an even size
+        soundfile.write(
+            temporary, integers, int(sampling_rate), subtype=f"PCM_{bits}", format="WAV"
+        )
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

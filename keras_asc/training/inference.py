@@ -1,8 +1,9 @@
 """Classify the acoustic scene of audio files of any length, rate and channel count.
 
-Each file is decoded with ``keras_asc.data.audio.load_audio`` (any WAV bit depth, sample rate
-and channel count; stereo is averaged to mono; resampled to 32 kHz) and cut into windows of the
-model's input length (1 s for every keras-asc model):
+Each file is decoded with ``keras_asc.data.audio.load_audio`` (libsndfile: WAV of any bit
+depth, FLAC, OGG, MP3, any sample rate and channel count; stereo is averaged to mono;
+resampled to 32 kHz with ``scipy.signal.resample_poly``) and cut into windows of the model's
+input length (1 s for every keras-asc model):
 
 - windows do not overlap and start at sample 0;
 - a trailing remainder shorter than one window is **dropped** when the recording holds at
@@ -159,8 +160,8 @@ def predict_files(model, paths, top=3, *, batch_size=64, class_names=SCENE_LABEL
     Args:
         model: a Keras model, a run directory, a ``.keras``/``.tflite`` file, or any object
             with ``predict(waveforms) -> logits`` (see ``load_predictor``).
-        paths: audio files (WAV of any bit depth, rate and channel count; FLAC/OGG/MP3 with
-            tensorflow-io).
+        paths: audio files: WAV of any bit depth, FLAC, OGG, MP3 or anything else libsndfile
+            reads, at any rate and channel count.
         top: how many of the most probable scenes each result lists in ``top_scenes``
             (``probabilities`` always holds every class).
         batch_size: windows per ``predict`` call.
