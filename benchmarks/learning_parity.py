@@ -14,10 +14,11 @@ on the same test clips (macro class-wise accuracy, the DCASE metric):
   ``torch.optim.Adam(weight_decay)`` (``AdamW`` for the DCASE baseline) and a per-epoch
   ``LambdaLR`` four-phase schedule (per-step warm-up + cosine for the baseline).
 
-``--variant keras_0.1`` trains the keras-asc side as version 0.1.0 did (Keras' fan-out for
+``--sides keras_0.1`` trains the keras-asc side as version 0.1.0 did (Keras' fan-out for
 depthwise kernels, He fan-out everywhere in CP-ResNet, no weight decay), for the before/after
-comparison. Each finished run is appended to ``OUT/results.jsonl``, so an interrupted benchmark
-continues where it stopped. It prints mean +- std per model and side, the gap with its
+comparison; ``--sides torch_step_lr`` swaps one stage, the torch side with keras-asc's
+per-step schedule instead of the reference's per-epoch one. Each finished run is appended to
+``OUT/results.jsonl``, so an interrupted benchmark continues where it stopped. It prints mean +- std per model and side, the gap with its
 standard error, and seconds per training step on both sides (runs alternate between the two).
 
 Example:
@@ -38,6 +39,7 @@ ROOT = os.path.dirname(HERE)
 DEFAULT_DIRS = os.path.join(os.path.dirname(ROOT), "shared", "data", "micirp_dirs")
 SAMPLING_RATE = 32000
 MODELS = ("moflenet57", "cp_resnet59", "dcase24_baseline")
+SIDES = ("keras", "torch", "keras_0.1", "torch_step_lr")
 
 
 # === PyTorch side ===
@@ -118,7 +120,7 @@ def _warmup_cosine(step, warmup_steps, total_steps):
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings):
+def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings, step_lr=False):
     import scipy.signal
     import torch
 
@@ -149,10 +151,15 @@ def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings):
         optimizer = torch.optim.Adam(
             network.parameters(), lr=peak, weight_decay=recipe.weight_decay, eps=1e-8
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda epoch: _four_phase(epoch, settings)
-        )
-        per_step = False
+        if step_lr:  # swap: keras-asc's schedule, evaluated at every step (fractional epoch)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: _four_phase(step / steps, settings)
+            )
+        else:  # the reference: LambdaLR stepped once per epoch
+            scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda epoch: _four_phase(epoch, settings)
+            )
+        per_step = step_lr
     augment = dict(recipe.augmentations)
     dir_p = augment.get("device_impulse_response", {}).get("p", 0.0) if dirs else 0.0
     roll = int(augment.get("time_roll", {}).get("max_shift_seconds", 0.0) * SAMPLING_RATE)
@@ -310,7 +317,10 @@ def main(argv=None):
     parser.add_argument("--test-clips-per-class", type=int, default=27)
     parser.add_argument("--dirs", default=DEFAULT_DIRS if os.path.isdir(DEFAULT_DIRS) else None,
                         help="impulse responses for DIR (default ../shared/data/micirp_dirs when present)")
-    parser.add_argument("--sides", default="keras,torch", help="keras, torch and/or keras_0.1")
+    parser.add_argument("--sides", default="keras,torch",
+                        help="keras, torch, keras_0.1 (keras-asc 0.1.0's initialisation, no weight "
+                        "decay) and/or torch_step_lr (the torch side with keras-asc's per-step "
+                        "schedule)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     models = args.models.split(",")
@@ -319,8 +329,8 @@ def main(argv=None):
             parser.error(f"--models: {model!r} is not one of {', '.join(MODELS)}")
     sides = args.sides.split(",")
     for side in sides:
-        if side not in ("keras", "torch", "keras_0.1"):
-            parser.error(f"--sides: {side!r} is not one of keras, torch, keras_0.1")
+        if side not in SIDES:
+            parser.error(f"--sides: {side!r} is not one of {', '.join(SIDES)}")
     os.makedirs(args.out, exist_ok=True)
     results_path = os.path.join(args.out, "results.jsonl")
     results = []
@@ -341,7 +351,7 @@ def main(argv=None):
     cache_dir = os.path.join(args.out, "cache")
     train_data = _load_split_arrays(data_dir, 100)
     test_data = _load_split_arrays(data_dir, "test")
-    dirs = _load_dirs(args.dirs) if "torch" in sides else []
+    dirs = _load_dirs(args.dirs) if any(side.startswith("torch") for side in sides) else []
     print(f"learning parity: {len(train_data[0])} training / {len(test_data[0])} test clips, "
           f"{args.epochs} epochs, batch {args.batch_size}, DIR from {args.dirs}", flush=True)
     done = {(row["model"], row["side"], row["seed"]) for row in results}
@@ -353,8 +363,9 @@ def main(argv=None):
                     continue
                 timings = []
                 started = time.perf_counter()
-                if side == "torch":
-                    accuracy = train_torch(model, recipe, train_data, test_data, dirs, seed, timings)
+                if side.startswith("torch"):
+                    accuracy = train_torch(model, recipe, train_data, test_data, dirs, seed, timings,
+                                           step_lr=side == "torch_step_lr")
                 else:
                     run_dir = os.path.join(args.out, "runs", f"{model}-{side}-seed{seed}")
                     if os.path.exists(run_dir):
