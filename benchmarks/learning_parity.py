@@ -18,8 +18,9 @@ on the same test clips (macro class-wise accuracy, the DCASE metric):
 depthwise kernels, He fan-out everywhere in CP-ResNet, no weight decay), for the before/after
 comparison; ``--sides torch_step_lr`` swaps one stage, the torch side with keras-asc's
 per-step schedule instead of the reference's per-epoch one. Each finished run is appended to
-``OUT/results.jsonl``, so an interrupted benchmark continues where it stopped. It prints mean +- std per model and side, the gap with its
-standard error, and seconds per training step on both sides (runs alternate between the two).
+``OUT/results.jsonl``, so an interrupted benchmark continues where it stopped. It prints mean
++- std per model and side, the gap with its standard error, and seconds per training step on
+both sides (runs alternate between the two).
 
 Example:
     python benchmarks/learning_parity.py --out /tmp/parity --seeds 3 --epochs 12
