@@ -148,6 +148,20 @@ class Head(nn.Module):
         return self.bn(self.conv(x)).mean(dim=(2, 3))
 
 
+def frequency_mask(values, max_bins, generator):
+    """Set one band of up to ``max_bins`` mel bins per clip of (batch, mel, frames) to 0.
+
+    As torchaudio ``FrequencyMasking(max_bins, iid_masks=True)``: width ``floor(u * max_bins)``,
+    start ``floor(u' * (num_mel_bins - u * max_bins))``.
+    """
+    batch, num_mel_bins = values.shape[0], values.shape[1]
+    width = torch.rand(batch, generator=generator) * max_bins
+    start = torch.floor(torch.rand(batch, generator=generator) * (num_mel_bins - width))
+    rows = torch.arange(num_mel_bins)[None, :]
+    masked = (rows >= start[:, None]) & (rows < (start + torch.floor(width))[:, None])
+    return values.masked_fill(masked[:, :, None], 0.0)
+
+
 def kaldi_mel(frequency):
     """Kaldi mel scale, 1127 ln(1 + f / 700)."""
     return 1127.0 * torch.log1p(frequency / 700.0)
@@ -208,13 +222,7 @@ class LogMel(nn.Module):
             bank = self.mel_bank(low + (high - low) * draw)
         logmel = torch.log(torch.matmul(bank, power) + 1e-5)
         if self.training:
-            batch = x.shape[0]
-            width = torch.rand(batch, generator=self.generator) * self.freq_mask_bins
-            start = torch.rand(batch, generator=self.generator) * (self.num_mel_bins - width)
-            start = torch.floor(start)
-            rows = torch.arange(self.num_mel_bins)[None, :]
-            masked = (rows >= start[:, None]) & (rows < (start + torch.floor(width))[:, None])
-            logmel = logmel.masked_fill(masked[:, :, None], 0.0)
+            logmel = frequency_mask(logmel, self.freq_mask_bins, self.generator)
         return ((logmel + 4.5) / 5.0).unsqueeze(1)
 
 
@@ -286,13 +294,7 @@ class BaselineLogMel(nn.Module):
         power = spectrum.real.square() + spectrum.imag.square()  # (batch, bins, frames)
         mel = torch.matmul(self.bank, power)  # (batch, mel bins, frames)
         if self.training and self.freq_mask_bins > 0:
-            batch = x.shape[0]
-            width = torch.rand(batch, generator=self.generator) * self.freq_mask_bins
-            start = torch.rand(batch, generator=self.generator) * (self.num_mel_bins - width)
-            start = torch.floor(start)
-            rows = torch.arange(self.num_mel_bins)[None, :]
-            masked = (rows >= start[:, None]) & (rows < (start + torch.floor(width))[:, None])
-            mel = mel.masked_fill(masked[:, :, None], 0.0)
+            mel = frequency_mask(mel, self.freq_mask_bins, self.generator)
         return torch.log(mel + 1e-5).unsqueeze(1)
 
 
