@@ -1,15 +1,17 @@
 """The built-in plugin: keras-asc registers its own models, ensembles and augmentations
 through the same hooks as third-party plugins."""
 
+import functools
+
 from keras_asc.hookspecs import hookimpl
 
 
 @hookimpl
 def register_models(register):
-    from keras_asc.models.presets import MODEL_PRESETS
+    from keras_asc.models import MODEL_PRESETS, AudioClassifier
 
     for name, preset in MODEL_PRESETS.items():
-        register(name, preset["builder"], config=preset["config"], description=preset["description"])
+        register(name, functools.partial(AudioClassifier.from_preset, name), description=preset["description"])
 
 
 @hookimpl

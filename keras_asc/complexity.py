@@ -4,7 +4,8 @@ The rules follow the torchinfo convention of the official checker: every trainab
 counts (batch normalisation as 2C: gamma and beta, moving statistics excluded); a convolution
 costs its kernel elements times the output positions (plus one per output value for a bias);
 batch normalisation costs 2C; activations, pooling, padding, shuffles and additions cost nothing.
-The log-mel front-end and training-only augmentation layers are excluded. A layer type with no
+The log-mel front-end is excluded; block layers (``keras_asc.layers.Block``) are counted
+sub-layer by sub-layer. A layer type with no
 known rule is an error naming it, never a silent zero; a custom layer can declare its own cost
 with a ``dcase_complexity(input_shape, output_shape) -> (params, macs)`` method.
 
@@ -17,6 +18,9 @@ import dataclasses
 import math
 
 import keras
+
+from keras_asc.layers.blocks import Block
+from keras_asc.layers.frontend import LogMelSpectrogram
 
 MAX_PARAM_BYTES = 128_000
 MAX_MACS = 30_000_000
@@ -149,10 +153,23 @@ def _shape(tensor_or_list):
     return tuple(tensor_or_list.shape)
 
 
-def _walk(model, prefix=""):
-    from keras_asc.layers.frontend import LogMelSpectrogram
+def _block_rows(block, input_shape, prefix):
+    rows = []
 
-    augmentation_ids = {id(layer) for layer in getattr(model, "augmentation_layers", ())}
+    def record(layer):
+        def run(shape):
+            output_shape = tuple(layer.compute_output_shape(shape))
+            params, macs = _layer_cost(layer, shape, output_shape)
+            rows.append(LayerComplexity(f"{prefix}{layer.name}", type(layer).__name__, output_shape, params, macs))
+            return output_shape
+
+        return run
+
+    block.apply_sublayers(tuple(input_shape), record)
+    return rows
+
+
+def _walk(model, prefix=""):
     rows = []
     for layer in model.layers:
         name = f"{prefix}{layer.name}"
@@ -161,13 +178,13 @@ def _walk(model, prefix=""):
             continue
         if isinstance(layer, keras.layers.InputLayer):
             continue
+        if isinstance(layer, Block):
+            rows.extend(_block_rows(layer, _shape(layer.input), prefix=f"{name}/"))
+            continue
         output_shape = _shape(layer.output)
         kind = type(layer).__name__
         if isinstance(layer, LogMelSpectrogram):
             rows.append(LayerComplexity(name, kind, output_shape, 0, 0, "front-end, excluded"))
-            continue
-        if id(layer) in augmentation_ids:
-            rows.append(LayerComplexity(name, kind, output_shape, 0, 0, "training only, excluded"))
             continue
         params, macs = _layer_cost(layer, _shape(layer.input), output_shape)
         rows.append(LayerComplexity(name, kind, output_shape, params, macs))

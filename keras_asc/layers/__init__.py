@@ -1,10 +1,12 @@
-"""Model-side Keras layers (keras.ops only) and block functions."""
+"""Model-side Keras layers (keras.ops only): the front-end, GRN, the shuffle and the blocks."""
 
 from keras_asc.layers.blocks import (
-    cp_mobile_block,
-    cp_resnet_basic_block,
+    Block,
+    CPMobileBlock,
+    CPResNetBasicBlock,
+    MofleBlock,
+    leaf_layers,
     make_divisible,
-    mofle_block,
 )
 from keras_asc.layers.convolution import Conv2D, DepthwiseConv2D
 from keras_asc.layers.frontend import LogMelSpectrogram

@@ -1,14 +1,9 @@
-"""CP-ResNet: the receptive-field-regularised ResNet."""
+"""The CP-ResNet backbone: the receptive-field-regularised ResNet."""
 
 import keras
 
-from keras_asc.layers.blocks import conv_bn, conv_kernel_initializer, cp_resnet_basic_block
-from keras_asc.models.base import (
-    classifier_head,
-    input_config,
-    spectrogram_input,
-    validate_common,
-)
+from keras_asc.layers.blocks import CPResNetBasicBlock, conv_bn, conv_kernel_initializer
+from keras_asc.models.backbone import Backbone, classifier_head, spectrogram_input
 
 # Kernel sizes (k1, k2) per block and stage for receptive-field parameter rho = 8:
 # stage 1: (3, 1), (3, 3); stage 2: (3, 3); stage 3: (3, 1).
@@ -20,8 +15,8 @@ def _pool(x, pool_size, name):
 
 
 @keras.saving.register_keras_serializable(package="keras_asc")
-class CPResNet(keras.Model):
-    """CP-ResNet with three stages of basic blocks.
+class CPResNetBackbone(Backbone):
+    """CP-ResNet with three stages of ``CPResNetBasicBlock``, on log-mel spectrograms.
 
     A 5x5 stride-2 stem (padding 1) and 2x2 max pooling, stage 1 with 2x1 max pooling after each
     block, a grouped stage 2, stage 3, a 1x1 convolution head and global average pooling. Stage
@@ -31,6 +26,7 @@ class CPResNet(keras.Model):
 
     Args:
         num_classes: number of scenes.
+        spectrogram_shape: (mel bins, frames, 1) of the input log-mels (hop 750 gives 256 x 43).
         base_channels: stage 1 width ``b``.
         channels_multiplier: ``m``.
         stage2_channel_cut: ``cut2``, subtracted from the stage 2 width.
@@ -38,14 +34,10 @@ class CPResNet(keras.Model):
         stage2_groups: groups of every stage 2 convolution.
         kernel_sizes: per stage, per block, ``(k1, k2)``; the default is rho = 8.
         extra_pooling: add the report's two extra pooling layers.
-        include_frontend: take waveforms and compute log-mels inside the model.
-        num_samples: waveform length (32,000 for a 1-s clip at 32 kHz).
-        frontend_config: ``LogMelSpectrogram`` arguments (hop 750 gives 256 x 43).
-        spectrogram_augmentations: layers between front-end and network (training only).
 
     Example:
-        >>> model = CPResNet()  # CP-ResNet59
-        >>> logits = model(keras.ops.zeros((1, 32000)))
+        >>> backbone = CPResNetBackbone()  # CP-ResNet59
+        >>> logits = backbone(keras.ops.zeros((1, 256, 43, 1)))
 
     Reference:
         Koutini et al., "Receptive field regularization techniques for audio classification
@@ -55,6 +47,7 @@ class CPResNet(keras.Model):
     def __init__(
         self,
         num_classes=10,
+        spectrogram_shape=(256, 43, 1),
         base_channels=32,
         channels_multiplier=1.4,
         stage2_channel_cut=0,
@@ -62,14 +55,9 @@ class CPResNet(keras.Model):
         stage2_groups=2,
         kernel_sizes=RHO8_KERNEL_SIZES,
         extra_pooling=True,
-        include_frontend=True,
-        num_samples=32000,
-        frontend_config=None,
-        spectrogram_augmentations=None,
         name="cp_resnet",
         **kwargs,
     ):
-        validate_common(num_classes, num_samples)
         kernel_sizes = tuple(tuple(tuple(int(k) for k in block) for block in stage) for stage in kernel_sizes)
         if len(kernel_sizes) != 3 or any(len(block) != 2 for stage in kernel_sizes for block in stage):
             raise ValueError(
@@ -85,21 +73,14 @@ class CPResNet(keras.Model):
                 f"Stage widths {widths} must be positive and stage 1-2 widths divisible by "
                 f"stage2_groups={stage2_groups}."
             )
-        frontend_config = {"hop_length": 750} if frontend_config is None else frontend_config
 
         # === Functional model ===
-        inputs, x, frontend, augmentation_layers = spectrogram_input(
-            include_frontend=include_frontend,
-            num_samples=num_samples,
-            frontend_config=frontend_config,
-            spectrogram_augmentations=spectrogram_augmentations,
-            name=name,
-        )
+        inputs = spectrogram_input(spectrogram_shape, num_classes)
         # Initialisation as the reference: He-normal fan-in, then Fixup-style blocks (see
-        # cp_resnet_basic_block) with L = the number of blocks, and a zero classifier.
+        # CPResNetBasicBlock) with L = the number of blocks, and a zero classifier.
         depth = sum(len(stage) for stage in kernel_sizes)
         x = conv_bn(
-            x,
+            inputs,
             base_channels,
             5,
             strides=2,
@@ -109,32 +90,39 @@ class CPResNet(keras.Model):
         )
         x = _pool(x, (2, 2), f"{name}_stem_pool")
         for index, block_kernels in enumerate(kernel_sizes[0], start=1):
-            x = cp_resnet_basic_block(
-                x, widths[0], block_kernels, fixup_depth=depth, name=f"{name}_stage1_block{index}"
-            )
+            x = CPResNetBasicBlock(
+                widths[0],
+                block_kernels,
+                fixup_depth=depth,
+                name=f"{name}_stage1_block{index}",
+            )(x)
             x = _pool(x, (2, 1), f"{name}_stage1_block{index}_pool")
         if extra_pooling:
             x = _pool(x, (2, 1), f"{name}_stage2_pool")
         for index, block_kernels in enumerate(kernel_sizes[1], start=1):
-            x = cp_resnet_basic_block(
-                x,
+            x = CPResNetBasicBlock(
                 widths[1],
                 block_kernels,
                 groups=stage2_groups,
                 fixup_depth=depth,
                 name=f"{name}_stage2_block{index}",
-            )
+            )(x)
         if extra_pooling:
             x = _pool(x, (1, 2), f"{name}_stage3_pool")
         for index, block_kernels in enumerate(kernel_sizes[2], start=1):
-            x = cp_resnet_basic_block(
-                x, widths[2], block_kernels, fixup_depth=depth, name=f"{name}_stage3_block{index}"
-            )
+            x = CPResNetBasicBlock(
+                widths[2],
+                block_kernels,
+                fixup_depth=depth,
+                name=f"{name}_stage3_block{index}",
+            )(x)
         outputs = classifier_head(x, num_classes, name, kernel_initializer="zeros")
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        super().__init__(
+            inputs=inputs, outputs=outputs, num_classes=num_classes, spectrogram_shape=spectrogram_shape,
+            name=name, **kwargs,
+        )
 
         # === Config ===
-        self.num_classes = num_classes
         self.base_channels = base_channels
         self.channels_multiplier = channels_multiplier
         self.stage2_channel_cut = stage2_channel_cut
@@ -142,15 +130,10 @@ class CPResNet(keras.Model):
         self.stage2_groups = stage2_groups
         self.kernel_sizes = kernel_sizes
         self.extra_pooling = extra_pooling
-        self.include_frontend = include_frontend
-        self.num_samples = num_samples
-        self.frontend_config = dict(frontend_config)
-        self.frontend = frontend
-        self.augmentation_layers = augmentation_layers
 
     def get_config(self):
         return {
-            **input_config(self),
+            **super().get_config(),
             "base_channels": self.base_channels,
             "channels_multiplier": self.channels_multiplier,
             "stage2_channel_cut": self.stage2_channel_cut,
@@ -159,7 +142,3 @@ class CPResNet(keras.Model):
             "kernel_sizes": [[list(block) for block in stage] for stage in self.kernel_sizes],
             "extra_pooling": self.extra_pooling,
         }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)

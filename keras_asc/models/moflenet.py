@@ -1,20 +1,22 @@
-"""MofleNet (MobileShuffleNet): CP-Mobile with Mofle blocks."""
+"""The MofleNet (MobileShuffleNet) backbone: CP-Mobile with Mofle blocks."""
 
 import keras
 
-from keras_asc.models.cp_mobile import _MobileNetwork
+from keras_asc.models.cp_mobile import _MobileBackbone
 
 
 @keras.saving.register_keras_serializable(package="keras_asc")
-class MofleNet(_MobileNetwork):
-    """MofleNet (MobileShuffleNet): CP-Mobile with grouped pointwise expansion, shuffle and GRN.
+class MofleNetBackbone(_MobileBackbone):
+    """MofleNet (MobileShuffleNet): CP-Mobile with ``MofleBlock`` (grouped pointwise expansion,
+    channel shuffle and GRN), on log-mel spectrograms.
 
     Defaults give MofleNet57 (report Table 2): channel multiplier 1.8, expansion rate 2.6,
     blocks (3, 2, 1) with strides (2, 2), (2, 1), (2, 1) at blocks 2-4, on 256 x 64 log-mels
-    (hop 500 with pre-emphasis).
+    (hop 500).
 
     Args:
         num_classes: number of scenes.
+        spectrogram_shape: (mel bins, frames, 1) of the input log-mels.
         base_channels: width of the first stage.
         channels_multiplier: width growth per stage (``make_divisible`` to 8).
         expansion_rate: expansion width = ``make_divisible(in_channels * expansion_rate, 8)``.
@@ -22,24 +24,19 @@ class MofleNet(_MobileNetwork):
         block_strides: ``{block number (1-based): (freq, time) stride}``.
         use_grn: GRN after each block's residual add.
         pointwise_groups: groups of the 1x1 expansion (followed by a channel shuffle).
-        include_frontend: take waveforms and compute log-mels inside the model.
-        num_samples: waveform length (32,000 for a 1-s clip at 32 kHz).
-        frontend_config: ``LogMelSpectrogram`` arguments.
-        spectrogram_augmentations: layers between front-end and network (training only).
 
     Example:
-        >>> model = MofleNet()
-        >>> logits = model(keras.ops.zeros((1, 32000)))
+        >>> backbone = MofleNetBackbone()  # MofleNet57
+        >>> logits = backbone(keras.ops.zeros((1, 256, 64, 1)))
 
     Reference:
         "Low complexity acoustic scene classification with MofleNet", DCASE 2024 Task 1 report.
     """
 
-    _use_pointwise_groups = True
-
     def __init__(
         self,
         num_classes=10,
+        spectrogram_shape=(256, 64, 1),
         base_channels=32,
         channels_multiplier=1.8,
         expansion_rate=2.6,
@@ -47,15 +44,12 @@ class MofleNet(_MobileNetwork):
         block_strides=None,
         use_grn=True,
         pointwise_groups=2,
-        include_frontend=True,
-        num_samples=32000,
-        frontend_config=None,
-        spectrogram_augmentations=None,
         name="moflenet",
         **kwargs,
     ):
         super().__init__(
             num_classes=num_classes,
+            spectrogram_shape=spectrogram_shape,
             base_channels=base_channels,
             channels_multiplier=channels_multiplier,
             expansion_rate=expansion_rate,
@@ -63,13 +57,10 @@ class MofleNet(_MobileNetwork):
             block_strides={"2": (2, 2), "3": (2, 1), "4": (2, 1)} if block_strides is None else block_strides,
             use_grn=use_grn,
             pointwise_groups=pointwise_groups,
-            include_frontend=include_frontend,
-            num_samples=num_samples,
-            frontend_config={"hop_length": 500} if frontend_config is None else frontend_config,
-            spectrogram_augmentations=spectrogram_augmentations,
             name=name,
             **kwargs,
         )
+        self.pointwise_groups = pointwise_groups
 
     def get_config(self):
         return {**super().get_config(), "pointwise_groups": self.pointwise_groups}
