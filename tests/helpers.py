@@ -28,20 +28,22 @@ def randomize_state(model, seed=0):
 
 
 def _all_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
+    from keras_asc.layers import leaf_layers
+
+    return leaf_layers(model)
+
+
+def _json(config):
+    return json.loads(json.dumps(config))
 
 
 def run_model_checks(model, inputs, tmp_path, fit=True):
     """Config JSON round-trip, save/load equality, tf.data predict, one fit step."""
     import tensorflow as tf
 
-    config = json.loads(json.dumps(model.get_config()))
+    config = _json(model.get_config())
     clone = type(model).from_config(config)
-    assert clone.get_config() == model.get_config()
+    assert _json(clone.get_config()) == config
     assert clone.count_params() == model.count_params()
 
     expected = keras.ops.convert_to_numpy(model(inputs, training=False))
@@ -66,3 +68,55 @@ def run_model_checks(model, inputs, tmp_path, fit=True):
         history = model.fit(inputs, labels, batch_size=len(inputs), epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"][0])
     return expected
+
+
+def run_layer_test(layer_class, init_kwargs, input_shape, expected_output_shape, tmp_path, *,
+                   expected_num_trainable_weights=None, trains=True, seed=0):
+    """keras-hub-style check of one public layer on the current backend (the suite runs once
+    per backend): ``get_config`` is exactly the constructor arguments (JSON round trip),
+    ``compute_output_shape`` agrees with a real call, the layer works inside a user's
+    ``keras.Sequential`` model, saves and loads to the same outputs, predicts on tf.data, and
+    one training step gives a finite loss and (``trains``) changes the layer's weights.
+
+    Returns the Sequential model.
+    """
+    import tensorflow as tf
+
+    import keras_asc
+
+    layer = layer_class(**init_kwargs)
+    config = _json(layer.get_config())
+    clone = layer_class.from_config(config)
+    assert _json(clone.get_config()) == config
+    for key, value in init_kwargs.items():
+        assert config[key] == _json(value), f"get_config()[{key!r}] = {config[key]!r}, constructed with {value!r}"
+
+    model = keras.Sequential([keras.Input(input_shape[1:]), layer])
+    assert tuple(model.output_shape) == tuple(expected_output_shape)
+    assert tuple(layer.compute_output_shape(tuple(input_shape))) == tuple(expected_output_shape)
+    if expected_num_trainable_weights is not None:
+        assert len(layer.trainable_weights) == expected_num_trainable_weights
+    randomize_state(model, seed)
+    x = np.random.default_rng(seed).normal(size=(2, *input_shape[1:])).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    assert expected.shape == (2, *expected_output_shape[1:])
+
+    path = str(tmp_path / f"{layer.name}.keras")
+    model.save(path)
+    restored = keras_asc.load_model(path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(restored(x, training=False)), expected, atol=1e-5)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(2)
+    np.testing.assert_allclose(model.predict(dataset, verbose=0), expected, atol=1e-4)
+
+    before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
+    if not trains:  # a layer without weights: train a scalar after it, to run a real step
+        model.add(keras.layers.Rescaling(1.0))
+        model.add(keras.layers.Dense(1))
+        expected = keras.ops.convert_to_numpy(model(x, training=False))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    history = model.fit(x, np.ones_like(expected), batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights[: len(before)]]
+    changed = any(not np.allclose(b, a) for b, a in zip(before, after, strict=True))
+    assert changed == trains, "a training step changed no weight" if trains else "weights changed"
+    return model

@@ -56,7 +56,8 @@ def _waveforms(batch=2, seed=0):
 
 
 def _layer_shapes(model):
-    return {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    """Output shape of every layer, block sub-layers included, by layer name."""
+    return {row.name.split("/")[-1]: tuple(row.output_shape[1:]) for row in complexity.profile(model).layers}
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def _layer_shapes(model):
     [("moflenet57", MOFLENET57_SHAPES), ("cp_resnet59", CP_RESNET59_SHAPES)],
 )
 def test_feature_map_shapes_match_spec_tables(preset, expected):
-    model = keras_asc.build(preset, include_frontend=False)
+    model = keras_asc.build(preset).backbone
     assert tuple(model.input_shape[1:]) == INPUT_SHAPES[preset]
     shapes = _layer_shapes(model)
     for suffix, shape in expected.items():
@@ -130,15 +131,15 @@ def test_ensemble_fits_budget_and_sums_member_logits(preset):
 
 
 def test_ensemble_rejects_mismatched_members():
-    spectrogram_member = keras_asc.build("moflenet57", include_frontend=False)
-    with pytest.raises(ValueError, match="include_frontend=True"):
+    spectrogram_member = keras_asc.build("moflenet57").backbone
+    with pytest.raises(ValueError, match="not a backbone"):
         keras_asc.models.Ensemble([spectrogram_member, keras_asc.build("cp_resnet59")], [0.5, 0.5])
     with pytest.raises(ValueError, match="one weight per member"):
         keras_asc.models.Ensemble([keras_asc.build("moflenet57"), keras_asc.build("cp_resnet59")], [1.0])
 
 
 def test_budget_check_says_by_how_much():
-    big = keras_asc.models.MofleNet(channels_multiplier=3.0, expansion_rate=4.0, name="big")
+    big = keras_asc.models.MofleNetBackbone(channels_multiplier=3.0, expansion_rate=4.0, name="big")
     report = complexity.check_budget(big)
     assert not report.ok
     assert report.bytes_over == report.param_bytes - 128_000 > 0

@@ -46,8 +46,8 @@ class Ensemble(keras.Model):
     """Weighted sum of the logits of members that share one waveform input.
 
     Each member keeps its own front-end (for example hop 500 for MofleNet57 and hop 750 for
-    CP-ResNet59), so every member must be built with ``include_frontend=True`` and the same
-    ``num_samples`` and ``num_classes``.
+    CP-ResNet59), so every member must be a waveform-input classifier (``AudioClassifier``, or a
+    plugin model with its own front-end), all with the same ``num_samples`` and ``num_classes``.
 
     Args:
         members: Keras models (trained or fresh) or their serialised configs.
@@ -79,7 +79,7 @@ class Ensemble(keras.Model):
             if shape is None or len(shape) != 2:
                 raise ValueError(
                     f"Ensemble member {member.name!r} must take (batch, num_samples) waveforms "
-                    f"(build it with include_frontend=True). Received input shape: {shape}"
+                    f"(a classifier with its own front-end, not a backbone). Received input shape: {shape}"
                 )
         num_samples = {tuple(m.input_shape)[1] for m in members}
         num_classes = {m.output_shape[-1] for m in members}

@@ -51,6 +51,10 @@ import re
 import keras
 import numpy as np
 
+from keras_asc.layers.blocks import leaf_layers
+from keras_asc.layers.frontend import LogMelSpectrogram
+from keras_asc.layers.normalization import GlobalResponseNormalization
+
 LAYOUTS = ("torch_reference", "dcase2024_baseline", "cpjku_cp_resnet")
 
 # A key that every state dict of the layout holds, and which fixes the module prefix in front
@@ -123,9 +127,9 @@ def load_torch_weights(model, source, *, layout="auto", strict=True, prefix=None
     first weight is written, so a failed load leaves the model unchanged.
 
     Args:
-        model: a model from ``keras_asc.build(preset)`` (waveform input; the front-end has no
-            weights to load) or ``keras_asc.build(preset, include_frontend=False)``. For an
-            ensemble, load each member.
+        model: a classifier from ``keras_asc.build(preset)`` (its front-end has no weights to
+            load; the weights go into its ``backbone``) or a backbone. For an ensemble, load
+            each member.
         source: path of a file written by ``torch.save`` (a ``state_dict``, or a
             PyTorch-Lightning checkpoint with the weights under ``"state_dict"``), or an
             in-memory mapping of torch tensors or NumPy arrays. Files are read with
@@ -152,7 +156,7 @@ def load_torch_weights(model, source, *, layout="auto", strict=True, prefix=None
     Example:
         >>> import keras_asc
         >>> from keras_asc.models.torch_weights import load_torch_weights
-        >>> model = keras_asc.build("cp_resnet59", include_frontend=False)
+        >>> model = keras_asc.build("cp_resnet59")
         >>> report = load_torch_weights(model, "cp_resnet59.pt")
         >>> print(report)  # Loaded 60 tensors (torch_reference layout, prefix '') ...
     """
@@ -164,6 +168,8 @@ def load_torch_weights(model, source, *, layout="auto", strict=True, prefix=None
         )
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a Keras model. Received: {type(model).__name__}")
+    if isinstance(getattr(model, "backbone", None), keras.Model):
+        model = model.backbone
     nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
     if nested:
         raise ValueError(
@@ -190,7 +196,7 @@ def load_torch_weights(model, source, *, layout="auto", strict=True, prefix=None
     layer_prefix = _keras_layer_prefix(model)
 
     mapped, missing, assignments, used = [], [], [], set()
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         if not layer.weights or _is_frontend(layer):
             continue
         suffix = (
@@ -356,17 +362,15 @@ def _resolve_layout(tensors, description, layout, prefix):
 
 def _keras_layer_prefix(model):
     prefix = f"{model.name}_"
-    if any(layer.name.startswith(prefix) for layer in model.layers):
+    if any(layer.name.startswith(prefix) for layer in leaf_layers(model)):
         return prefix
-    for layer in model.layers:  # the model was renamed after it was built
+    for layer in leaf_layers(model):  # the model was renamed after it was built
         if layer.name.endswith("_head_conv"):
             return layer.name[: -len("head_conv")]
     return prefix
 
 
 def _is_frontend(layer):
-    from keras_asc.layers.frontend import LogMelSpectrogram
-
     return isinstance(layer, LogMelSpectrogram)
 
 
@@ -376,8 +380,6 @@ def _layer_variables(layer):
     The parameter name is None for layer types this loader does not know, so their weights
     are reported as missing rather than filled by guesswork.
     """
-    from keras_asc.layers.normalization import GlobalResponseNormalization
-
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         variables = [(layer.kernel, "weight", "depthwise")]
         if layer.use_bias:
@@ -456,7 +458,7 @@ def _cp_resnet_block_map(model, relative, description):
     """Keras block name -> CP-JKU block path, both in order of appearance."""
     layer_prefix = _keras_layer_prefix(model)
     keras_blocks = set()
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         match = re.fullmatch(re.escape(layer_prefix) + _BLOCK + "_conv1_conv", layer.name)
         if match:
             keras_blocks.add(match.group(1))

@@ -443,8 +443,8 @@ class _KerasPredictor:
         shape = tuple(model.input_shape) if hasattr(model, "input_shape") else ()
         if len(shape) != 2:
             raise ValueError(
-                f"Model {model.name!r} must take (batch, num_samples) waveforms (build it with "
-                f"include_frontend=True). Received input shape: {shape}"
+                f"Model {model.name!r} must take (batch, num_samples) waveforms (a classifier "
+                f"with its own front-end, not a backbone). Received input shape: {shape}"
             )
         self.num_samples = shape[1] or DEFAULT_NUM_SAMPLES
         self._batch_size = 0

@@ -41,6 +41,7 @@ import tempfile
 
 import keras
 
+from keras_asc.models.classifier import AudioClassifier
 from keras_asc.training.recipes import DEVICE_IMPULSE_RESPONSE, get_recipe
 
 DISTRIBUTIONS = ("mirrored", "data_parallel")
@@ -210,11 +211,13 @@ class _ResumableCSVLogger(keras.callbacks.CSVLogger):
 
 
 class _RunCheckpoint(keras.callbacks.Callback):
-    """Saves ``last.keras`` after every epoch and ``best.keras`` when ``monitor`` improves,
-    atomically; the best value survives a resume (``best.json``)."""
+    """Saves the classifier (never the training model, which holds the spectrogram
+    augmentations) as ``last.keras`` after every epoch and ``best.keras`` when ``monitor``
+    improves, atomically; the best value survives a resume (``best.json``)."""
 
-    def __init__(self, directory, monitor, mode):
+    def __init__(self, directory, monitor, mode, classifier):
         super().__init__()
+        self.classifier = classifier
         self.directory = directory
         self.monitor = monitor
         self.mode = mode
@@ -234,13 +237,13 @@ class _RunCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        save_model_atomically(self.model, os.path.join(self.directory, "last.keras"))
+        save_model_atomically(self.classifier, os.path.join(self.directory, "last.keras"))
         if self.monitor not in logs:
             return
         value = float(logs[self.monitor])
         if math.isfinite(value) and self._improved(value):
             self.best = value
-            save_model_atomically(self.model, os.path.join(self.directory, "best.keras"))
+            save_model_atomically(self.classifier, os.path.join(self.directory, "best.keras"))
             _atomic_write_text(
                 self.state_path,
                 json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch}, indent=2),
@@ -353,28 +356,40 @@ def _distribution_scope(distribution, batch_size):
 
 
 def _build_model(model_name, recipe, spectrogram_factories, seed):
+    """``(classifier, training_model)``: the model that is saved, and the one that is fitted.
+
+    A model with a ``frontend`` (``LogMelSpectrogram``) and a ``backbone`` gets the recipe's
+    training front-end settings, and the training model runs the spectrogram augmentations
+    between the two, sharing the classifier's layers and weights; the classifier itself holds
+    only inference. Any other waveform model is fitted as it is, without spectrogram
+    augmentations (a note says so).
+    """
     from keras_asc import registry
 
-    entry = registry.get_model(model_name)
-    # The presets leave the front-end's hop length etc. to the family's defaults; build once to
-    # read them, then again with the recipe's training front-end settings on top.
-    probe = entry.build()
-    if not hasattr(probe, "frontend_config"):
-        raise TypeError(
-            f"Model {model_name!r} ({type(probe).__name__}) has no `frontend_config`: keras_asc.train "
-            "needs a waveform-input model that accepts `frontend_config` and "
-            "`spectrogram_augmentations` like the built-in families."
+    classifier = registry.get_model(model_name).build()
+    if not (hasattr(classifier, "frontend") and hasattr(classifier, "backbone")):
+        if spectrogram_factories:
+            _note(
+                f"model {model_name!r} ({type(classifier).__name__}) has no `frontend` and "
+                "`backbone` attributes: its spectrogram augmentations and the recipe's "
+                "front-end settings are skipped."
+            )
+        return classifier, classifier
+    if isinstance(classifier, AudioClassifier):
+        classifier = classifier.with_frontend(**recipe.frontend, seed=seed + _FRONTEND_SEED_OFFSET)
+    elif recipe.frontend:
+        _note(
+            f"model {model_name!r} is not an AudioClassifier: the recipe's front-end settings "
+            f"{sorted(recipe.frontend)} are skipped; its own front-end is used."
         )
-    frontend_config = {
-        **probe.frontend_config,
-        **recipe.frontend,
-        "seed": seed + _FRONTEND_SEED_OFFSET,
-    }
-    del probe
-    return entry.build(
-        frontend_config=frontend_config,
-        spectrogram_augmentations=[make_layer() for make_layer in spectrogram_factories],
-    )
+    if not spectrogram_factories:
+        return classifier, classifier
+    inputs = keras.Input(shape=tuple(classifier.input_shape[1:]), name="waveform")
+    x = classifier.frontend(inputs)
+    for make_layer in spectrogram_factories:
+        x = make_layer()(x)
+    training_model = keras.Model(inputs, classifier.backbone(x), name=f"{classifier.name}_training")
+    return classifier, training_model
 
 
 def _steps_per_epoch(dataset, split, batch_size):
@@ -584,8 +599,8 @@ def train(
         _atomic_write_text(os.path.join(run_dir, RUN_CONFIG), json.dumps(config, indent=2) + "\n")
 
     with scope:
-        network = _build_model(model, recipe, spectrogram_factories, seed)
-        network.compile(
+        network, training_network = _build_model(model, recipe, spectrogram_factories, seed)
+        training_network.compile(
             optimizer=recipe.make_optimizer(steps),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -605,10 +620,10 @@ def train(
             _LogLearningRate(),
             _ResumableCSVLogger(log_path, backup),
             *_tensorboard_callbacks(tensorboard, os.path.join(run_dir, "tensorboard")),
-            _RunCheckpoint(os.path.join(run_dir, "checkpoints"), monitor, mode),
+            _RunCheckpoint(os.path.join(run_dir, "checkpoints"), monitor, mode, network),
             *(callbacks or ()),
         ]
-        network.fit(
+        training_network.fit(
             dataset,
             epochs=recipe.epochs,
             steps_per_epoch=steps_per_epoch,
