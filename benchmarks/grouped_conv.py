@@ -21,7 +21,7 @@ INPUTS = {"moflenet57": (256, 64, 1), "cp_resnet59": (256, 43, 1)}
 
 
 def _compiled(name, x, y):
-    model = keras_asc.build(name, include_frontend=False)
+    model = keras_asc.build(name).backbone
     model.compile(
         optimizer="adam",
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

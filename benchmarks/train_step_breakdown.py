@@ -58,7 +58,7 @@ def main(argv=None):
         _, spectrogram_layers, _ = _resolve_augmentations(recipe, [], None, seed=0)
         full = compiled(_build_model(name, recipe, spectrogram_layers, seed=0))
         no_augmentation = compiled(_build_model(name, recipe, [], seed=0))
-        network = compiled(keras_asc.build(name, include_frontend=False))
+        network = compiled(keras_asc.build(name).backbone)
         spectrograms = keras.ops.convert_to_numpy(full.frontend(waveforms, training=False))
         parts = {
             "network training step": (network, spectrograms),

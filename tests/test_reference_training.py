@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import keras_asc
-from keras_asc.layers import GlobalResponseNormalization
+from keras_asc.layers import GlobalResponseNormalization, leaf_layers
 from keras_asc.training import AdamL2, get_recipe
 
 
@@ -39,9 +39,9 @@ def _expected_cp_resnet_variance(name, kernel, num_blocks):
 )
 def test_initial_kernel_std_follows_the_reference(preset):
     keras.utils.set_random_seed(3)
-    model = keras_asc.build(preset, include_frontend=False)
+    model = keras_asc.build(preset).backbone
     convolutions = [
-        layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+        layer for layer in leaf_layers(model) if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     ]
     num_blocks = sum(layer.name.endswith("_conv1_conv") for layer in convolutions)
     checked = 0
@@ -63,8 +63,8 @@ def test_initial_kernel_std_follows_the_reference(preset):
 
 def test_depthwise_kernels_no_longer_start_sqrt_c_times_too_large():
     keras.utils.set_random_seed(0)
-    model = keras_asc.build("moflenet57", include_frontend=False)
-    layer = model.get_layer("moflenet57_stage3_block6_depthwise_conv")
+    model = keras_asc.build("moflenet57").backbone
+    layer = {layer.name: layer for layer in leaf_layers(model)}["moflenet57_stage3_block6_depthwise_conv"]
     kernel = keras.ops.convert_to_numpy(layer.weights[0])
     channels = kernel.shape[2]
     assert channels == 144
@@ -74,7 +74,7 @@ def test_depthwise_kernels_no_longer_start_sqrt_c_times_too_large():
 
 
 def test_fixup_network_starts_with_zero_logits():
-    model = keras_asc.build("cp_resnet59", include_frontend=False)
+    model = keras_asc.build("cp_resnet59").backbone
     x = np.random.default_rng(0).normal(size=(2, 256, 43, 1)).astype("float32")
     logits = keras.ops.convert_to_numpy(model(x, training=False))
     np.testing.assert_array_equal(logits, 0.0)

@@ -7,6 +7,7 @@ MofleNet57's time.
 """
 
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -19,6 +20,8 @@ import pytest
 
 import keras_asc
 from keras_asc import plugins
+from keras_asc.layers import leaf_layers
+from keras_asc.models import AudioClassifier
 from keras_asc.training import (
     DEFAULT_RECIPE,
     RECIPES,
@@ -40,14 +43,16 @@ TINY_CONFIG = {
 
 # The same plugin, as source for the subprocess tests.
 PLUGIN_SOURCE = f"""
+import functools
 import keras_asc
 from keras_asc import plugins
-from keras_asc.models import MofleNet
+from keras_asc.models import AudioClassifier
 
 class TinyPlugin:
     @keras_asc.hookimpl
     def register_models(self, register):
-        register("tiny_mofle", MofleNet, config={TINY_CONFIG!r}, description="test model")
+        builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
+        register("tiny_mofle", builder, config={TINY_CONFIG!r}, description="test model")
 
 plugins.register_plugin(TinyPlugin(), name="tiny-mofle-plugin")
 """
@@ -56,9 +61,8 @@ plugins.register_plugin(TinyPlugin(), name="tiny-mofle-plugin")
 class TinyPlugin:
     @keras_asc.hookimpl
     def register_models(self, register):
-        from keras_asc.models import MofleNet
-
-        register("tiny_mofle", MofleNet, config=TINY_CONFIG, description="test model")
+        builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
+        register("tiny_mofle", builder, config=TINY_CONFIG, description="test model")
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +221,7 @@ def test_train_one_epoch(synthetic_root, impulse_dir, tiny_model, tmp_path, caps
     assert 0.0 <= history["accuracy"][0] <= 1.0
     assert "val_loss" not in history  # no validation: the CSV's NA columns are dropped
     # Two steps make the whole (scaled) 1-epoch schedule: the end is the final factor.
-    assert int(keras.ops.convert_to_numpy(result.model.optimizer.iterations)) == 2
+    assert int(keras.ops.convert_to_numpy(result.training_model.optimizer.iterations)) == 2
     assert history["learning_rate"][0] == pytest.approx(0.0009 * 0.005, rel=1e-5)
     assert float(four_phase_factor(1.0, *(x / 150 for x in (14, 36, 84)))) == pytest.approx(0.005)
 
@@ -241,14 +245,17 @@ def test_train_one_epoch(synthetic_root, impulse_dir, tiny_model, tmp_path, caps
     assert config["recipe"]["schedule"]["max_learning_rate"] == 0.0009
     assert len(_read_csv(out / "log.csv")) == 1
 
-    # The model carries the recipe's training front-end and Freq-MixStyle, and reloads.
+    # The model carries the recipe's training front-end, not Freq-MixStyle (applied by the
+    # training code only), and reloads.
     frontend = result.model.frontend.get_config()
     assert frontend["freq_mask_bins"] == 48 and tuple(frontend["max_frequency_jitter"]) == (
         15001.0,
         16000.0,
     )
     assert frontend["hop_length"] == 500  # the family's own front-end setting is kept
-    assert [type(layer).__name__ for layer in result.model.augmentation_layers] == ["FreqMixStyle"]
+    assert type(result.model).__name__ == "AudioClassifier"
+    saved_layers = [type(layer).__name__ for layer in leaf_layers(result.model)]
+    assert "FreqMixStyle" not in saved_layers and "LogMelSpectrogram" in saved_layers
     waveforms = np.random.default_rng(0).normal(scale=0.1, size=(2, 32000)).astype("float32")
     expected = keras.ops.convert_to_numpy(result.model(waveforms, training=False))
     restored = keras_asc.load_model(str(out / "model.keras"))
@@ -368,7 +375,7 @@ RUN_SOURCE = PLUGIN_SOURCE + textwrap.dedent(
     result = train(callbacks=[Kill()] if kill_at else None, **options)
     print("RESULT", json.dumps({
         "epochs": result.history["epoch"],
-        "iterations": int(keras.ops.convert_to_numpy(result.model.optimizer.iterations)),
+        "iterations": int(keras.ops.convert_to_numpy(result.training_model.optimizer.iterations)),
     }))
     """
 )

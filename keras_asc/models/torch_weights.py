@@ -204,7 +204,7 @@ def load_torch_weights(model, source, *, layout="auto", strict=True, prefix=None
         )
         module = _torch_module(layout, suffix, block_map)
         for variable, param, kind in _layer_variables(layer):
-            path = _variable_path(variable)
+            path = _variable_path(layer, variable)
             if module is None or param is None:
                 missing.append((path, None))
                 continue
@@ -404,8 +404,9 @@ def _layer_variables(layer):
     return [(variable, None, None) for variable in layer.weights]
 
 
-def _variable_path(variable):
-    return getattr(variable, "path", None) or variable.name
+def _variable_path(layer, variable):
+    # "layer/weight": layer names are unique in a keras-asc network, block sub-layers included.
+    return f"{layer.name}/{variable.name}"
 
 
 def _numpy_dtype(variable):

@@ -76,12 +76,16 @@ class TrainResult:
             before a resume, read from ``log.csv``; ``history["epoch"]`` holds the 0-based
             epoch numbers.
         recipe: the effective :class:`~keras_asc.training.recipes.Recipe` (after overrides).
+        training_model: the compiled model that was fitted (with its optimiser): the classifier
+            itself, or a wrapper that also runs the spectrogram augmentations and shares the
+            classifier's layers; ``None`` when a complete run was loaded from disk.
     """
 
     model: object
     run_dir: str
     history: dict
     recipe: object
+    training_model: object = None
 
     @property
     def model_path(self):
@@ -638,4 +642,4 @@ def train(
     backup_dir = os.path.join(run_dir, "backup")
     if os.path.isdir(backup_dir):
         shutil.rmtree(backup_dir)
-    return TrainResult(network, run_dir, read_history(log_path), recipe)
+    return TrainResult(network, run_dir, read_history(log_path), recipe, training_network)
