@@ -17,8 +17,27 @@ def register_models(register):
     """Register model presets.
 
     Call ``register(name, builder, config=None, description="")`` once per preset: ``builder`` is
-    a callable (usually a ``keras.Model`` subclass) called as ``builder(**config, **overrides)``.
-    A model that takes the 1-s waveform and has its own front-end can be an ensemble member.
+    a callable called as ``builder(**config, **overrides)`` that returns a fresh model.
+
+    What a registered model must provide:
+
+    - it is a built ``keras.Model`` from (batch, num_samples) waveforms at 32 kHz to
+      (batch, num_classes) logits, with its own front-end; ``builder`` accepts ``num_classes``
+      as an override;
+    - every layer class it uses is registered with
+      ``keras.saving.register_keras_serializable`` and the model's ``get_config`` /
+      ``from_config`` round-trip, so ``keras_asc.load_model`` reopens it in a fresh process;
+    - its layers have DCASE counting rules (Keras convolutions, BN, pooling, ... or a
+      ``dcase_complexity`` method) and, for int8 export, tf_keras twins
+      (``keras_asc.quantization.register_twin`` for custom ones).
+
+    Build it as a ``keras_asc.models.AudioClassifier`` (a ``LogMelSpectrogram`` front-end and a
+    ``keras_asc.models.Backbone`` from spectrograms to logits), as the built-in presets and the
+    example plugin ``keras-asc-tinymobile`` do, and it gets everything the built-in models get:
+    the recipe's training front-end settings and spectrogram augmentations in
+    ``keras_asc.train`` (applied by the training code, never saved in the model), ensembles,
+    QAT and int8 export. Another waveform model trains without spectrogram augmentations (a
+    note says so) and must hold one ``LogMelSpectrogram`` layer for int8 export.
     """
 
 

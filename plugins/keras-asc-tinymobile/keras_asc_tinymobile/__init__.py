@@ -10,6 +10,7 @@ import keras
 
 import keras_asc
 from keras_asc.layers import LogMelSpectrogram
+from keras_asc.models import AudioClassifier, Backbone
 
 
 def _conv_bn_relu(x, filters, kernel_size, strides, name, groups=1, relu=True):
@@ -24,59 +25,55 @@ def _conv_bn_relu(x, filters, kernel_size, strides, name, groups=1, relu=True):
 
 
 @keras.saving.register_keras_serializable(package="keras_asc_tinymobile")
-class TinyMobile(keras.Model):
-    """A tiny CNN on coarse log-mels (64 bands, hop 1000): two strided convolutions, one
-    depthwise-separable block and a 1x1 head.
+class TinyMobileBackbone(Backbone):
+    """A tiny CNN on coarse log-mels: two strided convolutions, one depthwise-separable block
+    and a 1x1 head.
 
     Args:
         num_classes: number of scenes.
+        spectrogram_shape: (mel bins, frames, 1) of its input.
         width: channels after the stem (the block doubles them).
-        num_mel_bins: mel bands of its own front-end.
-        hop_length: front-end hop in samples at 32 kHz.
-        num_samples: waveform length.
 
     Example:
-        >>> model = keras_asc.build("tiny_mobile")
+        >>> backbone = TinyMobileBackbone(spectrogram_shape=(64, 32, 1))
     """
 
-    def __init__(self, num_classes=10, width=16, num_mel_bins=64, hop_length=1000, num_samples=32000, name="tiny_mobile", **kwargs):
-        inputs = keras.Input((num_samples,), name="waveform")
-        x = LogMelSpectrogram(num_mel_bins=num_mel_bins, hop_length=hop_length, name=f"{name}_frontend")(inputs)
-        x = _conv_bn_relu(x, width // 2, 3, 2, f"{name}_stem1")
+    def __init__(self, num_classes=10, spectrogram_shape=(64, 32, 1), width=16, name="tiny_mobile", **kwargs):
+        inputs = keras.Input(tuple(spectrogram_shape), name="spectrogram")
+        x = _conv_bn_relu(inputs, width // 2, 3, 2, f"{name}_stem1")
         x = _conv_bn_relu(x, width, 3, 2, f"{name}_stem2")
         x = _conv_bn_relu(x, width, 3, 1, f"{name}_depthwise", groups="depthwise")
         x = _conv_bn_relu(x, 2 * width, 1, 1, f"{name}_pointwise")
         x = _conv_bn_relu(x, num_classes, 1, 1, f"{name}_head", relu=False)
         outputs = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(x)
-        super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
-        self.num_classes = num_classes
+        super().__init__(
+            inputs=inputs, outputs=outputs, num_classes=num_classes, spectrogram_shape=spectrogram_shape,
+            name=name, **kwargs,
+        )
         self.width = width
-        self.num_mel_bins = num_mel_bins
-        self.hop_length = hop_length
-        self.num_samples = num_samples
 
     def get_config(self):
-        return {
-            "num_classes": self.num_classes,
-            "width": self.width,
-            "num_mel_bins": self.num_mel_bins,
-            "hop_length": self.hop_length,
-            "num_samples": self.num_samples,
-            "name": self.name,
-            "trainable": self.trainable,
-        }
+        return {**super().get_config(), "width": self.width}
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+
+def tiny_mobile(num_classes=10, width=16, num_mel_bins=64, hop_length=1000, num_samples=32000, name="tiny_mobile"):
+    """TinyMobile as a keras-asc classifier: its own 64-band, hop-1000 front-end before
+    ``TinyMobileBackbone``.
+
+    Example:
+        >>> model = keras_asc.build("tiny_mobile")  # the same, through the plugin registry
+    """
+    frontend = LogMelSpectrogram(num_mel_bins=num_mel_bins, hop_length=hop_length, name=f"{name}_frontend")
+    spectrogram_shape = frontend.compute_output_shape((None, num_samples))[1:]
+    backbone = TinyMobileBackbone(num_classes, spectrogram_shape, width, name=name)
+    return AudioClassifier(backbone, frontend, num_samples=num_samples, name=name)
 
 
 @keras_asc.hookimpl
 def register_models(register):
     register(
         "tiny_mobile",
-        TinyMobile,
-        config={"name": "tiny_mobile"},
+        tiny_mobile,
         description="TinyMobile: 2,364 params, 0.31M MACs; joins MofleNet57 + CP-ResNet59 within budget.",
     )
 

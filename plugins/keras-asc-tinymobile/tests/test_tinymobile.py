@@ -1,6 +1,6 @@
 import keras
 import numpy as np
-from keras_asc_tinymobile import TinyMobile
+from keras_asc_tinymobile import TinyMobileBackbone
 
 import keras_asc
 from keras_asc import complexity
@@ -8,7 +8,8 @@ from keras_asc import complexity
 
 def test_tiny_mobile_counts_and_shapes():
     model = keras_asc.build("tiny_mobile")
-    assert isinstance(model, TinyMobile)
+    assert isinstance(model.backbone, TinyMobileBackbone)
+    assert type(model).__name__ == "AudioClassifier"
     assert tuple(model.input_shape) == (None, 32000)
     assert tuple(model.output_shape) == (None, 10)
     counted = complexity.profile(model)
