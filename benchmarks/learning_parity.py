@@ -219,7 +219,9 @@ def _keras_0_1_initialisation():
             initializer = keras.initializers.VarianceScaling(
                 2.0, mode="fan_out", distribution="untruncated_normal", seed=0
             )
-            for layer in self.model.layers:
+            from keras_asc.layers import leaf_layers
+
+            for layer in leaf_layers(self.model):
                 if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
                     kernel = layer.weights[0]
                     kernel.assign(initializer(kernel.shape))

@@ -8,7 +8,7 @@ preset and batch size, this times
 * train: ``model.train_on_batch(x, y)``, one Adam step on SparseCategoricalCrossentropy from
   logits (forward, backward and update);
 
-on spectrogram input (the network only, ``include_frontend=False``) and optionally on waveform
+on spectrogram input (the backbone only) and optionally on waveform
 input (the ``LogMelSpectrogram`` front-end included), and the same two figures for the plain
 PyTorch reference of ``benchmarks/torch_reference.py`` (NCHW ``nn.Module``, Adam,
 ``CrossEntropyLoss``). Throughput is clips/s from the median of the timed iterations; the first
@@ -229,7 +229,9 @@ def keras_worker(args):
         for input_kind in args.inputs:
             for label, jit_compile, split in _keras_variants(backend, args.variants):
                 keras.utils.set_random_seed(0)
-                model = keras_asc.build(preset, include_frontend=input_kind == "waveform")
+                model = keras_asc.build(preset)
+                if input_kind != "waveform":
+                    model = model.backbone
                 if split:
                     model = _split_grouped_convolutions(keras, model)
                 model.compile(

@@ -551,10 +551,12 @@ def load_keras_weights(module, keras_model):
     scalars. Every Keras layer with trainable weights must find its target and vice versa,
     else ValueError.
     """
+    from keras_asc.layers import leaf_layers
+
     prefix = keras_model.name + "_"
     keras_layers = {
         layer.name.removeprefix(prefix): layer
-        for layer in keras_model.layers
+        for layer in leaf_layers(keras_model)
         if layer.trainable_weights
     }
     used = set()
@@ -611,11 +613,14 @@ def check_against_keras(preset, waveform=False, batch_size=2, seed=0):
     import keras
 
     import keras_asc
+    from keras_asc.layers import leaf_layers
 
     keras.utils.set_random_seed(seed)
-    keras_model = keras_asc.build(preset, include_frontend=waveform)
+    keras_model = keras_asc.build(preset)
+    if not waveform:
+        keras_model = keras_model.backbone
     rng = np.random.default_rng(seed)
-    for layer in keras_model.layers:
+    for layer in leaf_layers(keras_model):
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
             layer.set_weights(

@@ -29,7 +29,7 @@ def test_tiny_mobile_trains_evaluates_ensembles_and_exports(tmp_path, data, caps
     runs = []
     for seed in (0, 1):
         run = tmp_path / f"tiny{seed}"
-        _cli(capsys, "train", "tiny_mobile", "--data", data, "--split", 100, "--epochs", 1,
+        _cli(capsys, "train", "--model", "tiny_mobile", "--data", data, "--split", 100, "--epochs", 1,
              "--steps-per-epoch", 2, "--batch-size", 16, "--seed", seed, "--out", run, "--verbose", 0)  # fmt: skip
         assert (run / "model.keras").is_file() and (run / "checkpoints" / "last.keras").is_file()
         runs.append(run)
