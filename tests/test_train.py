@@ -262,6 +262,22 @@ def test_train_one_epoch(synthetic_root, impulse_dir, tiny_model, tmp_path, caps
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(restored(waveforms, training=False)), expected, atol=1e-5
     )
+    # The final model and both checkpoints open in a fresh process (which knows neither the
+    # test plugin nor the optimiser and schedule classes until keras_asc.load_model loads them),
+    # and none holds a training-only layer.
+    files = [out / "model.keras", out / "checkpoints" / "last.keras", out / "checkpoints" / "best.keras"]
+    code = (
+        "import sys, keras_asc\n"
+        "from keras_asc.layers import leaf_layers\n"
+        "for path in sys.argv[1:]:\n"
+        "    model = keras_asc.load_model(path)\n"
+        "    print(type(model).__name__, sorted({type(l).__name__ for l in leaf_layers(model)}))\n"
+    )
+    fresh = subprocess.run([sys.executable, "-c", code, *map(str, files)], capture_output=True, text=True, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    lines = fresh.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("AudioClassifier [") for line in lines), lines
+    assert not any("FreqMixStyle" in line for line in lines) and "LogMelSpectrogram" in lines[0]
 
     # Same settings again: the run is complete, nothing is retrained.
     capsys.readouterr()
