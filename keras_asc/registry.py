@@ -49,15 +49,22 @@ class AugmentationEntry:
 
 _tables = {}
 registration_errors = []
+# The plugins.generation the tables were built for: register_plugin and unregister_plugin bump
+# it, and the next lookup starts afresh.
+_generation = None
 
 
 def reset():
     """Forget the tables; the next lookup calls the hooks again."""
+    global _generation
     _tables.clear()
     registration_errors.clear()
+    _generation = plugins.generation
 
 
 def _collect(hook_name, make_entry):
+    if _generation != plugins.generation:
+        reset()
     if hook_name in _tables:
         return _tables[hook_name]
     manager = plugins.load_plugins()
