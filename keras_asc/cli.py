@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from keras_asc import __version__
+
 COMMANDS = (
     "list",
     "summary",
@@ -26,8 +28,6 @@ def build_parser():
         prog="keras-asc",
         description="Low-complexity acoustic scene classification (DCASE Task 1) with Keras 3.",
     )
-    from keras_asc import __version__
-
     parser.add_argument("--version", action="version", version=f"keras-asc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

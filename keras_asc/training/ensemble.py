@@ -21,14 +21,19 @@ import json
 import os
 import tempfile
 
+import keras
+
+from keras_asc import complexity, registry
+from keras_asc.models.ensemble import Ensemble
 from keras_asc.training.evaluation import (
     MODEL_FILENAME,
     RUN_CONFIG_FILENAME,
     atomic_write_text,
-    load_keras_model,
     resolve_model_path,
     run_model_name,
 )
+from keras_asc.training.saving import load_keras_model
+from keras_asc.version import __version__
 
 # Short names for the built-in presets of keras_asc.models.presets.ENSEMBLE_PRESETS.
 PRESET_ALIASES = {
@@ -47,8 +52,6 @@ def preset_weights(preset):
         >>> preset_weights("v2")
         {'cp_resnet59': 0.6, 'moflenet57': 0.4}
     """
-    from keras_asc import registry
-
     name = PRESET_ALIASES.get(preset, preset)
     table = registry.ensembles()
     if name not in table:
@@ -61,8 +64,6 @@ class _Member:
     """One ensemble member: where it comes from and the model name it is matched by."""
 
     def __init__(self, member):
-        import keras
-
         self.model = None
         self.source = None
         if isinstance(member, keras.Model):
@@ -155,9 +156,6 @@ def build_ensemble(
     Example:
         >>> ensemble = build_ensemble([cp_resnet, moflenet], weights=[0.6, 0.4], name="v2")
     """
-    from keras_asc import complexity
-    from keras_asc.models.ensemble import Ensemble
-
     members = list(members)
     if len(members) < 2:
         raise ValueError(f"An ensemble needs two or more members. Received {len(members)}.")
@@ -193,10 +191,6 @@ def build_ensemble(
         complexity.assert_within_budget(ensemble)
 
     if out_dir is not None:
-        import keras
-
-        import keras_asc
-
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         _save_keras_atomically(ensemble, os.path.join(out_dir, MODEL_FILENAME))
@@ -221,7 +215,7 @@ def build_ensemble(
                 "within_budget": report.ok,
             },
             "keras_backend": keras.backend.backend(),
-            "keras_asc_version": keras_asc.__version__,
+            "keras_asc_version": __version__,
         }
         atomic_write_text(
             os.path.join(out_dir, RUN_CONFIG_FILENAME), json.dumps(run_config, indent=2) + "\n"

@@ -27,9 +27,12 @@ import json
 import os
 import tempfile
 
+import keras
 import numpy as np
 
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
+from keras_asc.training import plots as plots_module
+from keras_asc.training.saving import load_keras_model
 
 METRICS_JSON = "metrics.json"
 METRICS_TEXT = "metrics.txt"
@@ -143,8 +146,6 @@ class EvaluationResult:
             The list of written paths. When ``plots`` is true but matplotlib is missing, the
             PNGs are skipped (check ``keras_asc.training.plots.matplotlib_available()``).
         """
-        from keras_asc.training import plots as plots_module
-
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         json_path = os.path.join(out_dir, METRICS_JSON)
@@ -507,22 +508,6 @@ def resolve_model_path(path):
     return path, None
 
 
-def load_keras_model(path):
-    """``keras_asc.load_model`` after every registry is filled.
-
-    A trained model holds its training-only spectrogram augmentation layers (for example
-    ``FreqMixStyle``); their Keras classes are registered when the module defining them is
-    imported, which for built-in and plugin augmentations happens through the registration
-    hooks. Filling the registries first lets a fresh process load any trained model.
-    """
-    import keras_asc
-    from keras_asc import registry
-
-    registry.models()
-    registry.augmentations()
-    return keras_asc.load_model(path)
-
-
 def load_predictor(model_or_path):
     """Turn a model or a path into an object with ``predict(waveforms) -> logits``.
 
@@ -535,14 +520,13 @@ def load_predictor(model_or_path):
     Returns:
         An object with ``predict``, ``name`` and ``num_samples`` attributes.
     """
-    import keras
-
     if isinstance(model_or_path, keras.Model):
         return _KerasPredictor(model_or_path)
     if isinstance(model_or_path, (str, os.PathLike)):
         model_path, run_dir = resolve_model_path(model_or_path)
         if model_path.endswith(".tflite"):
             try:
+                # TensorFlow-only (TFLite): loaded for .tflite files alone.
                 from keras_asc.quantization import TFLiteClassifier
             except ImportError as error:
                 raise ImportError(
@@ -617,6 +601,7 @@ def evaluate(
             f"batch_size must be a positive integer. Received: batch_size={batch_size}"
         )
     predictor = load_predictor(model_or_path)
+    # tf.data: TensorFlow loads with the first pipeline, not with keras_asc.training.
     from keras_asc.data.pipeline import make_dataset
 
     dataset = make_dataset(
