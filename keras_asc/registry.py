@@ -153,6 +153,8 @@ def build(name, **overrides):
     """
     ensemble_table = ensembles()
     if name in ensemble_table:
+        # Keras: imported on use, since `import keras_asc` (which imports this module) stays
+        # free of Keras and TensorFlow.
         from keras_asc.models.ensemble import Ensemble
 
         entry = ensemble_table[name]

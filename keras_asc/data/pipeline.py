@@ -43,6 +43,7 @@ import sys
 import threading
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -444,8 +445,6 @@ def _build_cache(
     num_workers,
     verbose,
 ):
-    import keras
-
     root = os.fspath(data_dir)
     os.makedirs(cache_dir, exist_ok=True)
     array_path, manifest_path = cache_paths(cache_dir, split, sampling_rate, clip_seconds)
