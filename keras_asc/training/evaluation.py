@@ -30,6 +30,7 @@ import tempfile
 import keras
 import numpy as np
 
+from keras_asc import registry
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
 from keras_asc.training import plots as plots_module
 from keras_asc.training.saving import load_keras_model
@@ -546,6 +547,26 @@ def load_predictor(model_or_path):
     )
 
 
+def load_or_build_model(name_or_path):
+    """A Keras model from a saved run or file, else built from the registry by name.
+
+    Args:
+        name_or_path: an existing run directory or ``.keras`` file (loaded with
+            :func:`~keras_asc.training.saving.load_keras_model`), otherwise a registered model
+            or ensemble name (``keras_asc.build``).
+
+    Raises:
+        FileNotFoundError: a folder without ``model.keras``.
+        ValueError: a path that is not a ``.keras`` model, or an unknown name.
+    """
+    if os.path.exists(name_or_path):
+        model_path, _ = resolve_model_path(name_or_path)
+        if not model_path.endswith(".keras"):
+            raise ValueError(f"summary reads Keras models; {model_path!r} is not a .keras file.")
+        return load_keras_model(model_path)
+    return registry.build(name_or_path)
+
+
 def predictor_num_samples(predictor):
     """The waveform length a predictor takes (``num_samples``, else its ``input_shape``)."""
     num_samples = getattr(predictor, "num_samples", None)
@@ -637,14 +658,72 @@ def evaluate(
     )
 
 
+def default_out_dir(model, split):
+    """``<run dir>/eval-<split>``, or ``<folder of the model file>/eval-<split>``."""
+    folder = model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model))
+    return os.path.join(folder, f"eval-{split}")
+
+
+def report_result(result, out_dir, plots=True, command="evaluate"):
+    """Print a result's table, save it in ``out_dir`` and print what was written.
+
+    Args:
+        result: an :class:`EvaluationResult`.
+        out_dir: folder for ``metrics.json``, ``metrics.txt`` and the PNG plots.
+        plots: write the PNG plots (skipped, with a note, when matplotlib is missing).
+        command: the ``keras-asc`` command named in that note.
+
+    Returns:
+        The written paths.
+    """
+    print(result.format())
+    written = result.save(out_dir, plots=plots)
+    if plots and not plots_module.matplotlib_available():
+        print(
+            f"keras-asc {command}: matplotlib is not installed, PNG plots skipped "
+            "(pip install 'keras-asc[plot]')"
+        )
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def evaluate_and_report(
+    model, data_dir, split="test", *, out_dir=None, batch_size=64, cache_dir=None, plots=True
+):
+    """:func:`evaluate`, then :func:`report_result`: what ``keras-asc evaluate`` does.
+
+    Args:
+        model: a run directory, ``.keras`` or ``.tflite`` file (anything :func:`evaluate`
+            takes).
+        data_dir: TAU22-layout dataset root.
+        split: the split to evaluate.
+        out_dir: folder for the metrics and plots (default :func:`default_out_dir`: eval-<split>
+            inside the run directory, or beside the model file).
+        batch_size: clips per prediction batch.
+        cache_dir: optional folder for the decoded-audio cache.
+        plots: write PNG plots.
+
+    Returns:
+        The :class:`EvaluationResult`.
+    """
+    result = evaluate(model, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir)
+    report_result(result, out_dir or default_out_dir(model, split), plots=plots)
+    return result
+
+
 __all__ = [
     "EvaluationResult",
     "atomic_write_text",
+    "default_out_dir",
     "evaluate",
+    "evaluate_and_report",
     "evaluate_predictions",
     "format_comparison",
     "format_result",
+    "load_or_build_model",
     "load_predictor",
     "log_loss",
+    "report_result",
     "softmax",
 ]
