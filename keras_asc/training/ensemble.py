@@ -29,6 +29,9 @@ from keras_asc.training.evaluation import (
     MODEL_FILENAME,
     RUN_CONFIG_FILENAME,
     atomic_write_text,
+    evaluate,
+    format_comparison,
+    report_result,
     resolve_model_path,
     run_model_name,
 )
@@ -221,3 +224,65 @@ def build_ensemble(
             os.path.join(out_dir, RUN_CONFIG_FILENAME), json.dumps(run_config, indent=2) + "\n"
         )
     return ensemble
+
+
+def ensemble_and_report(
+    members,
+    weights=None,
+    *,
+    preset=None,
+    name=None,
+    out_dir,
+    data_dir=None,
+    split="test",
+    compare=False,
+    batch_size=64,
+    cache_dir=None,
+):
+    """:func:`build_ensemble` into ``out_dir``, print it and its budget, and optionally
+    evaluate it: what ``keras-asc ensemble`` does.
+
+    Args:
+        members, weights, preset, name: as for :func:`build_ensemble` (the budget is enforced).
+        out_dir: folder for ``model.keras`` and ``run_config.json``.
+        data_dir: when given, evaluate the ensemble on this TAU22-layout dataset and save the
+            metrics in ``out_dir/eval-<split>``.
+        split: the split to evaluate.
+        compare: with ``data_dir``, also evaluate every member and print a comparison table.
+        batch_size: clips per prediction batch.
+        cache_dir: optional folder for the decoded-audio cache.
+
+    Returns:
+        ``(ensemble, results)``: ``results`` maps names to
+        :class:`~keras_asc.training.evaluation.EvaluationResult` (empty without ``data_dir``;
+        the members too with ``compare``).
+    """
+    ensemble = build_ensemble(members, weights, preset=preset, name=name, out_dir=out_dir)
+    described = ", ".join(
+        f"{m.name} {w:g}" for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)
+    )
+    print(f"Ensemble {ensemble.name}: {described}")
+    print(complexity.check_budget(ensemble))
+    print(f"wrote {os.path.join(out_dir, MODEL_FILENAME)}")
+    if not data_dir:
+        return ensemble, {}
+    result = evaluate(
+        ensemble, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir
+    )
+    results = {}
+    if compare:
+        for source, member in zip(members, ensemble.members, strict=True):
+            results[f"{member.name} ({source})"] = evaluate(
+                member,
+                data_dir,
+                split=split,
+                batch_size=batch_size,
+                cache_dir=cache_dir,
+                verbose=False,
+            )
+    report_result(result, os.path.join(out_dir, f"eval-{split}"), command="ensemble")
+    results[ensemble.name] = result
+    if len(results) > 1:
+        print()
+        print(format_comparison(results))
+    return ensemble, results
