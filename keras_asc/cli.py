@@ -1,5 +1,9 @@
 """The ``keras-asc`` command. Each subcommand lives in ``keras_asc/commands/<name>.py`` and
-exposes ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else global."""
+exposes ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else global.
+
+A command parses its arguments and calls one public library function. It imports the library
+inside its ``run`` (only the light ``keras_asc`` root, registry and plugins at module top), so
+that ``keras-asc --help`` and argument errors load neither Keras nor TensorFlow."""
 
 import argparse
 import importlib
