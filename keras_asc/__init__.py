@@ -6,15 +6,31 @@ Example:
     >>> print(keras_asc.complexity.summary(model))
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from keras_asc import complexity  # noqa: E402
-from keras_asc.hookspecs import hookimpl  # noqa: E402
-from keras_asc.registry import (  # noqa: E402
+from keras_asc.hookspecs import hookimpl
+from keras_asc.registry import (
     build,
     list_augmentations,
     list_models,
 )
+from keras_asc.version import __version__
+
+# The package root is the public facade and sits above the library (see [tool.importlinter] in
+# pyproject.toml): no keras_asc module imports it. `import keras_asc` stays light (no Keras, no
+# TensorFlow; `keras-asc --help` imports it), so the wrappers below import the training layer
+# when called, and `keras_asc.complexity` (which imports Keras) loads on first access.
+_LAZY_SUBMODULES = ("complexity",)
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"keras_asc.{name}")
+    raise AttributeError(f"module 'keras_asc' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
 
 
 def train(*args, **kwargs):
@@ -47,18 +63,9 @@ def load_model(filepath, **kwargs):
         filepath: path of a ``.keras`` archive written by ``model.save``.
         **kwargs: passed to ``keras.saving.load_model``.
     """
-    import os
+    from keras_asc.training.saving import load_model as _load_model
 
-    import keras
-
-    from keras_asc import augment, layers, models  # noqa: F401 - registers the built-in Keras classes
-    from keras_asc.plugins import load_plugins
-    from keras_asc.training import optimizers, schedule  # noqa: F401 - the saved optimiser's classes
-
-    if not os.path.exists(filepath):
-        raise FileNotFoundError(f"No saved model at {filepath!r}.")
-    load_plugins()
-    return keras.saving.load_model(filepath, **kwargs)
+    return _load_model(filepath, **kwargs)
 
 
 __all__ = [

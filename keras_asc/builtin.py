@@ -4,26 +4,26 @@ through the same hooks as third-party plugins."""
 import functools
 
 from keras_asc.hookspecs import hookimpl
+from keras_asc.models.classifier import AudioClassifier
+from keras_asc.models.presets import ENSEMBLE_PRESETS, MODEL_PRESETS
 
 
 @hookimpl
 def register_models(register):
-    from keras_asc.models import MODEL_PRESETS, AudioClassifier
-
     for name, preset in MODEL_PRESETS.items():
         register(name, functools.partial(AudioClassifier.from_preset, name), description=preset["description"])
 
 
 @hookimpl
 def register_ensembles(register):
-    from keras_asc.models.presets import ENSEMBLE_PRESETS
-
     for name, preset in ENSEMBLE_PRESETS.items():
         register(name, preset["members"], description=preset["description"])
 
 
 @hookimpl
 def register_augmentations(register):
+    # keras_asc.augment imports TensorFlow (tf.data waveform ops): looked up when augmentations
+    # are, so listing or building models does not load TensorFlow on the JAX/PyTorch backends.
     from keras_asc import augment
 
     register(

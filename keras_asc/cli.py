@@ -1,9 +1,15 @@
 """The ``keras-asc`` command. Each subcommand lives in ``keras_asc/commands/<name>.py`` and
-exposes ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else global."""
+exposes ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else global.
+
+A command parses its arguments and calls one public library function. It imports the library
+inside its ``run`` (only the light ``keras_asc`` root, registry and plugins at module top), so
+that ``keras-asc --help`` and argument errors load neither Keras nor TensorFlow."""
 
 import argparse
 import importlib
 import sys
+
+from keras_asc import __version__
 
 COMMANDS = (
     "list",
@@ -26,8 +32,6 @@ def build_parser():
         prog="keras-asc",
         description="Low-complexity acoustic scene classification (DCASE Task 1) with Keras 3.",
     )
-    from keras_asc import __version__
-
     parser.add_argument("--version", action="version", version=f"keras-asc {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

@@ -25,6 +25,10 @@ _loaded = False
 plugin_sources = {}
 # (plugin name, error message) for plugins that failed to import; they do not break the rest.
 load_errors = []
+# Bumped whenever the set of registered plugins changes at runtime; keras_asc.registry rebuilds
+# its tables when it sees a new value. (The registry sits above this module and reads it; this
+# module never imports the registry, so the two do not import each other.)
+generation = 0
 
 
 def _allowed_names():
@@ -69,22 +73,23 @@ def load_plugins():
     return pm
 
 
+def _changed():
+    global generation
+    generation += 1
+
+
 def register_plugin(module_or_object, name=None, source=None):
     """Register a plugin object at runtime (tests, notebooks) and refresh the registries."""
-    from keras_asc import registry
-
     load_plugins()
     name = pm.register(module_or_object, name=name)
     plugin_sources[name] = source or name
     pm.check_pending()
-    registry.reset()
+    _changed()
     return name
 
 
 def unregister_plugin(name):
     """Remove a runtime-registered plugin and refresh the registries."""
-    from keras_asc import registry
-
     pm.unregister(name=name)
     plugin_sources.pop(name, None)
-    registry.reset()
+    _changed()

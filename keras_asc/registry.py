@@ -49,15 +49,22 @@ class AugmentationEntry:
 
 _tables = {}
 registration_errors = []
+# The plugins.generation the tables were built for: register_plugin and unregister_plugin bump
+# it, and the next lookup starts afresh.
+_generation = None
 
 
 def reset():
     """Forget the tables; the next lookup calls the hooks again."""
+    global _generation
     _tables.clear()
     registration_errors.clear()
+    _generation = plugins.generation
 
 
 def _collect(hook_name, make_entry):
+    if _generation != plugins.generation:
+        reset()
     if hook_name in _tables:
         return _tables[hook_name]
     manager = plugins.load_plugins()
@@ -146,6 +153,8 @@ def build(name, **overrides):
     """
     ensemble_table = ensembles()
     if name in ensemble_table:
+        # Keras: imported on use, since `import keras_asc` (which imports this module) stays
+        # free of Keras and TensorFlow.
         from keras_asc.models.ensemble import Ensemble
 
         entry = ensemble_table[name]
@@ -162,3 +171,86 @@ def list_models():
 def list_augmentations(stage=None):
     """Names of registered augmentations, optionally of one stage."""
     return sorted(n for n, e in augmentations().items() if stage is None or e.stage == stage)
+
+
+def _source(plugin_name):
+    distribution = plugins.plugin_sources.get(plugin_name, plugin_name)
+    if distribution == "keras_asc":
+        return "built-in"
+    return distribution if distribution == plugin_name else f"{plugin_name} ({distribution})"
+
+
+def describe():
+    """Every registry entry as plain (JSON-ready) data, and the plugin problems.
+
+    Returns:
+        ``{"models": [...], "ensembles": [...], "augmentations": [...], "problems": [...]}``:
+        one dict per entry (name, plugin, description; the members of an ensemble, the stage of
+        an augmentation), sorted by name; ``problems`` lists the plugins that failed to load or
+        raised while registering. ``keras-asc list --json`` prints it.
+    """
+    models_ = [
+        {"name": e.name, "plugin": _source(e.plugin), "description": e.description}
+        for e in sorted(models().values(), key=lambda e: e.name)
+    ]
+    ensembles_ = [
+        {
+            "name": e.name,
+            "members": dict(e.members),
+            "plugin": _source(e.plugin),
+            "description": e.description,
+        }
+        for e in sorted(ensembles().values(), key=lambda e: e.name)
+    ]
+    augmentations_ = [
+        {
+            "name": e.name,
+            "stage": e.stage,
+            "plugin": _source(e.plugin),
+            "description": e.description,
+        }
+        for e in sorted(augmentations().values(), key=lambda e: e.name)
+    ]
+    problems = [f"plugin {name!r} failed to load: {error}" for name, error in plugins.load_errors]
+    problems += list(registration_errors)
+    return {
+        "models": models_,
+        "ensembles": ensembles_,
+        "augmentations": augmentations_,
+        "problems": problems,
+    }
+
+
+def _table(header, rows):
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(header, widths, strict=True))]
+    lines.append("-" * len(lines[0]))
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return [line.rstrip() for line in lines]
+
+
+def format_description(description):
+    """The models, ensembles and augmentations of :func:`describe` as text tables (what
+    ``keras-asc list`` prints; the problems are left to the caller)."""
+    lines = ["Models"]
+    lines += _table(
+        ("name", "plugin", "description"),
+        [(e["name"], e["plugin"], e["description"]) for e in description["models"]],
+    )
+    lines += ["", "Ensembles"]
+    lines += _table(
+        ("name", "members (logit weights)", "plugin"),
+        [
+            (e["name"], ", ".join(f"{m} {w:g}" for m, w in e["members"].items()), e["plugin"])
+            for e in description["ensembles"]
+        ],
+    )
+    lines += ["", "Augmentations"]
+    lines += _table(
+        ("name", "stage", "plugin", "description"),
+        [
+            (e["name"], e["stage"], e["plugin"], e["description"])
+            for e in description["augmentations"]
+        ],
+    )
+    return "\n".join(lines)

@@ -340,16 +340,16 @@ def test_demo_checks_its_arguments(capsys, tmp_path):
 
 
 def test_demo_reuses_a_folder_with_the_same_settings(tmp_path):
-    from keras_asc.commands.demo import DEMO_MARKER, _prepare_out_dir
+    from keras_asc.training.demo import DEMO_MARKER, prepare_demo_dir
 
     settings = {"epochs": 2, "seed": 0}
-    assert _prepare_out_dir(str(tmp_path / "d"), settings, overwrite=False) == "new"
+    assert prepare_demo_dir(str(tmp_path / "d"), settings, overwrite=False) == "new"
     (tmp_path / "d" / "runs").mkdir()
-    assert _prepare_out_dir(str(tmp_path / "d"), settings, overwrite=False) == "reuse"
+    assert prepare_demo_dir(str(tmp_path / "d"), settings, overwrite=False) == "reuse"
     assert (tmp_path / "d" / "runs").is_dir()
     # Other settings with --overwrite: only what the demo wrote is removed.
     (tmp_path / "d" / "mine.txt").write_text("kept")
-    assert _prepare_out_dir(str(tmp_path / "d"), {"epochs": 3}, overwrite=True) == "new"
+    assert prepare_demo_dir(str(tmp_path / "d"), {"epochs": 3}, overwrite=True) == "new"
     assert sorted(os.listdir(tmp_path / "d")) == [DEMO_MARKER, "mine.txt"]
     assert json.loads((tmp_path / "d" / DEMO_MARKER).read_text()) == {"epochs": 3}
 

@@ -7,7 +7,7 @@ import pytest
 
 from keras_asc.cli import main
 
-# Small enough for a CPU test, large enough to learn: see DEFAULT_* in keras_asc/commands/demo.py
+# Small enough for a CPU test, large enough to learn: see DEFAULT_* in keras_asc/training/demo.py
 # for the demo's own (larger) settings.
 EPOCHS = 6
 CLIPS_PER_CLASS = 40

@@ -3,6 +3,8 @@
 import abc
 import numbers
 
+import tensorflow as tf
+
 
 class WaveformAugmentation(abc.ABC):
     """A random transformation of batched waveforms, applied in the tf.data training pipeline.
@@ -62,8 +64,6 @@ def check_probability(p, name="p"):
 
 def check_waveforms(waveforms, augmentation):
     """Convert to a tensor and raise a ValueError unless it is a (batch, num_samples) batch."""
-    import tensorflow as tf
-
     waveforms = tf.convert_to_tensor(waveforms)
     if waveforms.shape.rank != 2:
         raise ValueError(

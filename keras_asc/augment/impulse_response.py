@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_asc.augment.base import WaveformAugmentation, check_probability, check_waveforms
+from keras_asc.data.audio import load_audio
 
 
 class DeviceImpulseResponse(WaveformAugmentation):
@@ -149,8 +150,6 @@ def _convolve_head(signals, kernels):
 
 
 def _load_impulse_responses(directory, sampling_rate):
-    from keras_asc.data.audio import load_audio
-
     if not os.path.isdir(directory):
         raise FileNotFoundError(
             f"Impulse response directory {directory!r} does not exist or is not a directory."

@@ -48,25 +48,14 @@ def run(args):
     from keras_asc.data import download
 
     try:
-        manifest = (
-            download.load_manifest(args.manifest) if args.manifest else download.tau22_manifest()
-        )
-        groups = download.parse_groups(args.only)
+        manifest = download.load_manifest(args.manifest) if args.manifest else None
         if args.dry_run:
-            for entry in manifest:
-                if entry.group in groups:
-                    checksum = (
-                        f"md5 {entry.md5}"
-                        if entry.md5
-                        else f"sha256 {entry.sha256}"
-                        if entry.sha256
-                        else "no published checksum"
-                    )
-                    print(f"{entry.group:7s} {entry.name}  {entry.url}  ({checksum})")
+            for line in download.describe_manifest(manifest, only=args.only):
+                print(line)
             return 0
         results = download.download_tau22(
             args.data_dir,
-            only=groups,
+            only=args.only,
             manifest=manifest,
             keep_archives=args.keep_archives,
             retries=args.retries,

@@ -52,58 +52,23 @@ def _parse_weights(text):
 
 
 def run(args):
-    import os
-
-    from keras_asc import complexity
-    from keras_asc.commands.evaluate import report
-    from keras_asc.training.ensemble import build_ensemble
-    from keras_asc.training.evaluation import evaluate, format_comparison
+    from keras_asc.training.ensemble import ensemble_and_report
 
     try:
-        ensemble = build_ensemble(
+        ensemble_and_report(
             args.members,
             weights=_parse_weights(args.weights) if args.weights else None,
             preset=args.preset,
             name=args.name,
             out_dir=args.out,
+            data_dir=args.data,
+            split=args.split,
+            compare=args.compare,
+            batch_size=args.batch_size,
+            cache_dir=args.cache,
         )
     except (FileNotFoundError, ValueError, TypeError) as error:
         # BudgetExceededError is a ValueError: its message says by how much.
         print(f"keras-asc ensemble: error: {error}", file=sys.stderr)
         return 2
-    members = ", ".join(
-        f"{m.name} {w:g}" for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)
-    )
-    print(f"Ensemble {ensemble.name}: {members}")
-    print(complexity.check_budget(ensemble))
-    print(f"wrote {os.path.join(args.out, 'model.keras')}")
-    if not args.data:
-        return 0
-    try:
-        result = evaluate(
-            ensemble,
-            args.data,
-            split=args.split,
-            batch_size=args.batch_size,
-            cache_dir=args.cache,
-        )
-        results = {}
-        if args.compare:
-            for source, member in zip(args.members, ensemble.members, strict=True):
-                results[f"{member.name} ({source})"] = evaluate(
-                    member,
-                    args.data,
-                    split=args.split,
-                    batch_size=args.batch_size,
-                    cache_dir=args.cache,
-                    verbose=False,
-                )
-    except (FileNotFoundError, ValueError) as error:
-        print(f"keras-asc ensemble: error: {error}", file=sys.stderr)
-        return 2
-    report(result, os.path.join(args.out, f"eval-{args.split}"), command="ensemble")
-    if results:
-        results[ensemble.name] = result
-        print()
-        print(format_comparison(results))
     return 0

@@ -1,6 +1,5 @@
 """``keras-asc evaluate MODEL --data DIR``: DCASE metrics, a text table, metrics.json and PNGs."""
 
-import os
 import sys
 
 
@@ -33,41 +32,20 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def default_out_dir(model, split):
-    """``<run dir>/eval-<split>``, or ``<folder of the model file>/eval-<split>``."""
-    folder = model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model))
-    return os.path.join(folder, f"eval-{split}")
-
-
-def report(result, out_dir, plots=True, command="evaluate"):
-    """Print a result and save it; shared by the evaluate, ensemble and demo commands."""
-    from keras_asc.training import plots as plots_module
-
-    print(result.format())
-    written = result.save(out_dir, plots=plots)
-    if plots and not plots_module.matplotlib_available():
-        print(
-            f"keras-asc {command}: matplotlib is not installed, PNG plots skipped "
-            "(pip install 'keras-asc[plot]')"
-        )
-    for path in written:
-        print(f"wrote {path}")
-    return written
-
-
 def run(args):
-    from keras_asc.training.evaluation import evaluate
+    from keras_asc.training.evaluation import evaluate_and_report
 
     try:
-        result = evaluate(
+        evaluate_and_report(
             args.model,
             args.data,
             split=args.split,
+            out_dir=args.out,
             batch_size=args.batch_size,
             cache_dir=args.cache,
+            plots=not args.no_plots,
         )
     except (FileNotFoundError, ValueError, ImportError) as error:
         print(f"keras-asc evaluate: error: {error}", file=sys.stderr)
         return 2
-    report(result, args.out or default_out_dir(args.model, args.split), plots=not args.no_plots)
     return 0

@@ -27,10 +27,6 @@ def add_parser(subparsers):
 
 
 def run(args):
-    import keras_asc
-    from keras_asc.models.torch_weights import load_torch_weights
-    from keras_asc.training.train import save_model_atomically
-
     if not args.out.endswith(".keras"):
         print(f"keras-asc import-torch: error: --out must end in .keras. Received: {args.out!r}", file=sys.stderr)
         return 2
@@ -38,13 +34,14 @@ def run(args):
     if not os.path.isdir(out_dir):
         print(f"keras-asc import-torch: error: folder {out_dir!r} of --out does not exist.", file=sys.stderr)
         return 2
+
+    from keras_asc.training.torch_import import import_torch_model
+
     try:
-        model = keras_asc.build(args.preset)
-        report = load_torch_weights(model, args.weights, layout=args.layout)
+        report = import_torch_model(args.preset, args.weights, args.out, layout=args.layout)
     except (FileNotFoundError, ValueError, ImportError) as error:
         print(f"keras-asc import-torch: error: {error}", file=sys.stderr)
         return 2
-    save_model_atomically(model, args.out)
     print(f"keras-asc import-torch: {report}")
     print(f"keras-asc import-torch: wrote {args.out}")
     return 0

@@ -1,6 +1,5 @@
 """``keras-asc summary MODEL``: per-layer parameters and MACs and the DCASE budget check."""
 
-import os
 import sys
 
 
@@ -22,21 +21,13 @@ def add_parser(subparsers):
 
 
 def run(args):
-    import keras_asc
-    from keras_asc.training.evaluation import load_keras_model, resolve_model_path
+    from keras_asc import complexity
+    from keras_asc.training.evaluation import load_or_build_model
 
     try:
-        if os.path.exists(args.model):
-            model_path, _ = resolve_model_path(args.model)
-            if not model_path.endswith(".keras"):
-                raise ValueError(
-                    f"summary reads Keras models; {model_path!r} is not a .keras file."
-                )
-            model = load_keras_model(model_path)
-        else:
-            model = keras_asc.build(args.model)
+        model = load_or_build_model(args.model)
     except (FileNotFoundError, ValueError) as error:
         print(f"keras-asc summary: error: {error}", file=sys.stderr)
         return 2
-    print(keras_asc.complexity.summary(model, bits=args.bits))
+    print(complexity.summary(model, bits=args.bits))
     return 0

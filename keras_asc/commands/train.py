@@ -2,6 +2,8 @@
 
 import sys
 
+from keras_asc import registry
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -81,7 +83,6 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_asc import registry
     from keras_asc.data.tau22 import normalize_split
     from keras_asc.training import get_recipe, train
 

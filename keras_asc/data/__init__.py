@@ -1,3 +1,5 @@
+import importlib
+
 from keras_asc.data.download import download_tau22
 from keras_asc.data.synthetic import make_synthetic_tau22, write_wav
 from keras_asc.data.tau22 import (
@@ -12,8 +14,8 @@ from keras_asc.data.tau22 import (
     split_summary,
 )
 
-# Audio decoding (soundfile, scipy.signal) and the tf.data pipelines (TensorFlow) load on first
-# use: `import keras_asc.data.tau22` stays light.
+# The tf.data pipelines (TensorFlow) and audio decoding load on first use: `import keras_asc.data`
+# does not import TensorFlow.
 _TENSORFLOW_EXPORTS = {
     "AudioDecodeError": "keras_asc.data.audio",
     "load_audio": "keras_asc.data.audio",
@@ -27,7 +29,5 @@ _TENSORFLOW_EXPORTS = {
 
 def __getattr__(name):
     if name in _TENSORFLOW_EXPORTS:
-        import importlib
-
         return getattr(importlib.import_module(_TENSORFLOW_EXPORTS[name]), name)
     raise AttributeError(f"module 'keras_asc.data' has no attribute {name!r}")

@@ -48,6 +48,7 @@ import re
 
 import numpy as np
 import soundfile
+from scipy.signal import firwin, resample_poly
 
 __all__ = [
     "AudioDecodeError",
@@ -124,8 +125,6 @@ def _ratio(orig_rate, target_rate):
 @functools.cache
 def _lowpass(up, down):
     """The filter ``resample_poly(x, up, down)`` designs by default (before its gain ``up``)."""
-    from scipy.signal import firwin
-
     max_rate = max(up, down)
     taps = firwin(
         2 * _ZERO_CROSSINGS * max_rate + 1, 1.0 / max_rate, window=("kaiser", _KAISER_BETA)
@@ -201,8 +200,6 @@ def resample(waveform, orig_rate, target_rate=32000, axis=-1):
         >>> resample(np.zeros((2, 44100)), 44100).shape
         (2, 32000)
     """
-    from scipy.signal import resample_poly
-
     orig_rate = _positive_int(orig_rate, "orig_rate")
     target_rate = _positive_int(target_rate, "target_rate")
     samples = np.asarray(waveform, dtype=np.float64)

@@ -594,6 +594,34 @@ def _write_record(record_path, entry, digests, detail):
     os.replace(temporary, record_path)
 
 
+def describe_manifest(manifest=None, only=None):
+    """One line per file that :func:`download_tau22` would fetch: group, name, URL and checksum
+    (what ``keras-asc download --dry-run`` prints).
+
+    Args:
+        manifest: the files, default :func:`tau22_manifest`.
+        only: groups to list, as for :func:`download_tau22`.
+
+    Example:
+        >>> describe_manifest(only="splits")[0]  # doctest: +ELLIPSIS
+        'splits  split5.csv  https://...'
+    """
+    groups = parse_groups(only)
+    manifest = tau22_manifest() if manifest is None else tuple(manifest)
+    lines = []
+    for entry in manifest:
+        if entry.group in groups:
+            checksum = (
+                f"md5 {entry.md5}"
+                if entry.md5
+                else f"sha256 {entry.sha256}"
+                if entry.sha256
+                else "no published checksum"
+            )
+            lines.append(f"{entry.group:7s} {entry.name}  {entry.url}  ({checksum})")
+    return lines
+
+
 def download_tau22(
     data_dir,
     only=None,

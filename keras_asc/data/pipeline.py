@@ -43,6 +43,7 @@ import sys
 import threading
 import warnings
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -294,7 +295,7 @@ def _pool_context():
 
     The workers run libsndfile, scipy and numpy only, never TensorFlow (or JAX, PyTorch), so
     forking a process that has their threads is safe for them; "spawn" and "forkserver" would
-    import TensorFlow again in every worker (``import keras_asc`` does) and re-run the
+    import TensorFlow again in every worker (this module does) and re-run the
     caller's main script, which would then need an ``if __name__ == "__main__":`` guard.
     """
     if sys.platform.startswith("linux"):
@@ -444,8 +445,6 @@ def _build_cache(
     num_workers,
     verbose,
 ):
-    import keras
-
     root = os.fspath(data_dir)
     os.makedirs(cache_dir, exist_ok=True)
     array_path, manifest_path = cache_paths(cache_dir, split, sampling_rate, clip_seconds)

@@ -32,6 +32,7 @@ import zlib
 
 import numpy as np
 import scipy.signal
+import soundfile
 
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS, SPLIT_PERCENTAGES
 
@@ -261,8 +262,6 @@ def write_wav(path, data, sampling_rate, bits=24):
         >>> write_wav("/tmp/tone.wav", np.sin(np.arange(44100) * 0.06) * 0.5, 44100)
         '/tmp/tone.wav'
     """
-    import soundfile
-
     if bits not in (16, 24, 32):
         raise ValueError(f"bits must be 16, 24 or 32. Received: bits={bits!r}")
     if int(sampling_rate) != sampling_rate or sampling_rate <= 0:

@@ -21,14 +21,22 @@ import json
 import os
 import tempfile
 
+import keras
+
+from keras_asc import complexity, registry
+from keras_asc.models.ensemble import Ensemble
 from keras_asc.training.evaluation import (
     MODEL_FILENAME,
     RUN_CONFIG_FILENAME,
     atomic_write_text,
-    load_keras_model,
+    evaluate,
+    format_comparison,
+    report_result,
     resolve_model_path,
     run_model_name,
 )
+from keras_asc.training.saving import load_keras_model
+from keras_asc.version import __version__
 
 # Short names for the built-in presets of keras_asc.models.presets.ENSEMBLE_PRESETS.
 PRESET_ALIASES = {
@@ -47,8 +55,6 @@ def preset_weights(preset):
         >>> preset_weights("v2")
         {'cp_resnet59': 0.6, 'moflenet57': 0.4}
     """
-    from keras_asc import registry
-
     name = PRESET_ALIASES.get(preset, preset)
     table = registry.ensembles()
     if name not in table:
@@ -61,8 +67,6 @@ class _Member:
     """One ensemble member: where it comes from and the model name it is matched by."""
 
     def __init__(self, member):
-        import keras
-
         self.model = None
         self.source = None
         if isinstance(member, keras.Model):
@@ -155,9 +159,6 @@ def build_ensemble(
     Example:
         >>> ensemble = build_ensemble([cp_resnet, moflenet], weights=[0.6, 0.4], name="v2")
     """
-    from keras_asc import complexity
-    from keras_asc.models.ensemble import Ensemble
-
     members = list(members)
     if len(members) < 2:
         raise ValueError(f"An ensemble needs two or more members. Received {len(members)}.")
@@ -193,10 +194,6 @@ def build_ensemble(
         complexity.assert_within_budget(ensemble)
 
     if out_dir is not None:
-        import keras
-
-        import keras_asc
-
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         _save_keras_atomically(ensemble, os.path.join(out_dir, MODEL_FILENAME))
@@ -221,9 +218,71 @@ def build_ensemble(
                 "within_budget": report.ok,
             },
             "keras_backend": keras.backend.backend(),
-            "keras_asc_version": keras_asc.__version__,
+            "keras_asc_version": __version__,
         }
         atomic_write_text(
             os.path.join(out_dir, RUN_CONFIG_FILENAME), json.dumps(run_config, indent=2) + "\n"
         )
     return ensemble
+
+
+def ensemble_and_report(
+    members,
+    weights=None,
+    *,
+    preset=None,
+    name=None,
+    out_dir,
+    data_dir=None,
+    split="test",
+    compare=False,
+    batch_size=64,
+    cache_dir=None,
+):
+    """:func:`build_ensemble` into ``out_dir``, print it and its budget, and optionally
+    evaluate it: what ``keras-asc ensemble`` does.
+
+    Args:
+        members, weights, preset, name: as for :func:`build_ensemble` (the budget is enforced).
+        out_dir: folder for ``model.keras`` and ``run_config.json``.
+        data_dir: when given, evaluate the ensemble on this TAU22-layout dataset and save the
+            metrics in ``out_dir/eval-<split>``.
+        split: the split to evaluate.
+        compare: with ``data_dir``, also evaluate every member and print a comparison table.
+        batch_size: clips per prediction batch.
+        cache_dir: optional folder for the decoded-audio cache.
+
+    Returns:
+        ``(ensemble, results)``: ``results`` maps names to
+        :class:`~keras_asc.training.evaluation.EvaluationResult` (empty without ``data_dir``;
+        the members too with ``compare``).
+    """
+    ensemble = build_ensemble(members, weights, preset=preset, name=name, out_dir=out_dir)
+    described = ", ".join(
+        f"{m.name} {w:g}" for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)
+    )
+    print(f"Ensemble {ensemble.name}: {described}")
+    print(complexity.check_budget(ensemble))
+    print(f"wrote {os.path.join(out_dir, MODEL_FILENAME)}")
+    if not data_dir:
+        return ensemble, {}
+    result = evaluate(
+        ensemble, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir
+    )
+    results = {}
+    if compare:
+        for source, member in zip(members, ensemble.members, strict=True):
+            results[f"{member.name} ({source})"] = evaluate(
+                member,
+                data_dir,
+                split=split,
+                batch_size=batch_size,
+                cache_dir=cache_dir,
+                verbose=False,
+            )
+    report_result(result, os.path.join(out_dir, f"eval-{split}"), command="ensemble")
+    results[ensemble.name] = result
+    if len(results) > 1:
+        print()
+        print(format_comparison(results))
+    return ensemble, results

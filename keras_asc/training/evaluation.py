@@ -27,9 +27,13 @@ import json
 import os
 import tempfile
 
+import keras
 import numpy as np
 
+from keras_asc import registry
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
+from keras_asc.training import plots as plots_module
+from keras_asc.training.saving import load_keras_model
 
 METRICS_JSON = "metrics.json"
 METRICS_TEXT = "metrics.txt"
@@ -143,8 +147,6 @@ class EvaluationResult:
             The list of written paths. When ``plots`` is true but matplotlib is missing, the
             PNGs are skipped (check ``keras_asc.training.plots.matplotlib_available()``).
         """
-        from keras_asc.training import plots as plots_module
-
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         json_path = os.path.join(out_dir, METRICS_JSON)
@@ -507,22 +509,6 @@ def resolve_model_path(path):
     return path, None
 
 
-def load_keras_model(path):
-    """``keras_asc.load_model`` after every registry is filled.
-
-    A trained model holds its training-only spectrogram augmentation layers (for example
-    ``FreqMixStyle``); their Keras classes are registered when the module defining them is
-    imported, which for built-in and plugin augmentations happens through the registration
-    hooks. Filling the registries first lets a fresh process load any trained model.
-    """
-    import keras_asc
-    from keras_asc import registry
-
-    registry.models()
-    registry.augmentations()
-    return keras_asc.load_model(path)
-
-
 def load_predictor(model_or_path):
     """Turn a model or a path into an object with ``predict(waveforms) -> logits``.
 
@@ -535,14 +521,13 @@ def load_predictor(model_or_path):
     Returns:
         An object with ``predict``, ``name`` and ``num_samples`` attributes.
     """
-    import keras
-
     if isinstance(model_or_path, keras.Model):
         return _KerasPredictor(model_or_path)
     if isinstance(model_or_path, (str, os.PathLike)):
         model_path, run_dir = resolve_model_path(model_or_path)
         if model_path.endswith(".tflite"):
             try:
+                # TensorFlow-only (TFLite): loaded for .tflite files alone.
                 from keras_asc.quantization import TFLiteClassifier
             except ImportError as error:
                 raise ImportError(
@@ -560,6 +545,26 @@ def load_predictor(model_or_path):
         "model_or_path must be a Keras model, a run directory, a .keras or .tflite path, or an "
         f"object with a predict(waveforms) -> logits method. Received: {model_or_path!r}"
     )
+
+
+def load_or_build_model(name_or_path):
+    """A Keras model from a saved run or file, else built from the registry by name.
+
+    Args:
+        name_or_path: an existing run directory or ``.keras`` file (loaded with
+            :func:`~keras_asc.training.saving.load_keras_model`), otherwise a registered model
+            or ensemble name (``keras_asc.build``).
+
+    Raises:
+        FileNotFoundError: a folder without ``model.keras``.
+        ValueError: a path that is not a ``.keras`` model, or an unknown name.
+    """
+    if os.path.exists(name_or_path):
+        model_path, _ = resolve_model_path(name_or_path)
+        if not model_path.endswith(".keras"):
+            raise ValueError(f"summary reads Keras models; {model_path!r} is not a .keras file.")
+        return load_keras_model(model_path)
+    return registry.build(name_or_path)
 
 
 def predictor_num_samples(predictor):
@@ -617,6 +622,7 @@ def evaluate(
             f"batch_size must be a positive integer. Received: batch_size={batch_size}"
         )
     predictor = load_predictor(model_or_path)
+    # tf.data: TensorFlow loads with the first pipeline, not with keras_asc.training.
     from keras_asc.data.pipeline import make_dataset
 
     dataset = make_dataset(
@@ -652,14 +658,72 @@ def evaluate(
     )
 
 
+def default_out_dir(model, split):
+    """``<run dir>/eval-<split>``, or ``<folder of the model file>/eval-<split>``."""
+    folder = model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model))
+    return os.path.join(folder, f"eval-{split}")
+
+
+def report_result(result, out_dir, plots=True, command="evaluate"):
+    """Print a result's table, save it in ``out_dir`` and print what was written.
+
+    Args:
+        result: an :class:`EvaluationResult`.
+        out_dir: folder for ``metrics.json``, ``metrics.txt`` and the PNG plots.
+        plots: write the PNG plots (skipped, with a note, when matplotlib is missing).
+        command: the ``keras-asc`` command named in that note.
+
+    Returns:
+        The written paths.
+    """
+    print(result.format())
+    written = result.save(out_dir, plots=plots)
+    if plots and not plots_module.matplotlib_available():
+        print(
+            f"keras-asc {command}: matplotlib is not installed, PNG plots skipped "
+            "(pip install 'keras-asc[plot]')"
+        )
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def evaluate_and_report(
+    model, data_dir, split="test", *, out_dir=None, batch_size=64, cache_dir=None, plots=True
+):
+    """:func:`evaluate`, then :func:`report_result`: what ``keras-asc evaluate`` does.
+
+    Args:
+        model: a run directory, ``.keras`` or ``.tflite`` file (anything :func:`evaluate`
+            takes).
+        data_dir: TAU22-layout dataset root.
+        split: the split to evaluate.
+        out_dir: folder for the metrics and plots (default :func:`default_out_dir`: eval-<split>
+            inside the run directory, or beside the model file).
+        batch_size: clips per prediction batch.
+        cache_dir: optional folder for the decoded-audio cache.
+        plots: write PNG plots.
+
+    Returns:
+        The :class:`EvaluationResult`.
+    """
+    result = evaluate(model, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir)
+    report_result(result, out_dir or default_out_dir(model, split), plots=plots)
+    return result
+
+
 __all__ = [
     "EvaluationResult",
     "atomic_write_text",
+    "default_out_dir",
     "evaluate",
+    "evaluate_and_report",
     "evaluate_predictions",
     "format_comparison",
     "format_result",
+    "load_or_build_model",
     "load_predictor",
     "log_loss",
+    "report_result",
     "softmax",
 ]

@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from keras_asc.data.audio import AudioDecodeError, load_audio
 from keras_asc.data.tau22 import SCENE_LABELS
 from keras_asc.training.evaluation import (
     load_predictor,
@@ -174,8 +175,6 @@ def predict_files(model, paths, top=3, *, batch_size=64, class_names=SCENE_LABEL
         >>> for p in predict_files("runs/ensemble_v2", ["a.wav"]):
         ...     print(p.path, p.top_scenes)
     """
-    from keras_asc.data.audio import AudioDecodeError, load_audio
-
     if int(top) != top or top < 1:
         raise ValueError(f"top must be a positive integer. Received: top={top}")
     if isinstance(paths, (str, os.PathLike)):

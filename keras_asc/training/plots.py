@@ -16,6 +16,8 @@ import tempfile
 
 import numpy as np
 
+from keras_asc.data.tau22 import DEVICE_GROUPS
+
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 DEVICE_ACCURACY_PNG = "device_accuracy.png"
 COMPARISON_PNG = "model_comparison.png"
@@ -34,6 +36,7 @@ def _new_figure(width, height):
         raise ImportError(
             "Plotting needs matplotlib, which is not installed: pip install 'keras-asc[plot]'."
         )
+    # matplotlib is optional (keras-asc[plot]) and slow to import: only when a plot is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -132,8 +135,6 @@ def plot_device_accuracy(result, path):
     Raises:
         ValueError: the result has no per-device accuracy (evaluated without devices).
     """
-    from keras_asc.data.tau22 import DEVICE_GROUPS
-
     if not result.device_accuracy:
         raise ValueError(
             "This result has no per-device accuracy (it was computed without devices); "

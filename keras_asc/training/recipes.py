@@ -22,6 +22,8 @@ import copy
 import dataclasses
 import numbers
 
+from keras_asc import registry
+from keras_asc.training.optimizers import AdamL2
 from keras_asc.training.schedule import (
     SCHEDULE_PRESETS,
     FourPhaseSettings,
@@ -150,8 +152,6 @@ class Recipe:
         """A fresh :class:`~keras_asc.training.optimizers.AdamL2` driven by the recipe's
         per-step schedule, with the recipe's weight decay coupled (``"adam"``) or decoupled
         (``"adamw"``)."""
-        from keras_asc.training.optimizers import AdamL2
-
         decay = {}
         if self.weight_decay:
             key = "l2_weight_decay" if self.optimizer == "adam" else "weight_decay"
@@ -349,8 +349,6 @@ def get_recipe(model_name):
     Raises:
         ValueError: unknown model (the message lists the known ones) or an ensemble.
     """
-    from keras_asc import registry
-
     if model_name in RECIPES:
         return RECIPES[model_name]
     ensembles = registry.ensembles()

@@ -27,9 +27,11 @@ Example:
     >>> result.history["accuracy"][-1]
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
+import importlib.util
 import inspect
 import json
 import math
@@ -41,8 +43,11 @@ import tempfile
 
 import keras
 
+from keras_asc import registry
+from keras_asc.data import tau22
 from keras_asc.models.classifier import AudioClassifier
 from keras_asc.training.recipes import DEVICE_IMPULSE_RESPONSE, get_recipe
+from keras_asc.training.saving import load_model
 
 DISTRIBUTIONS = ("mirrored", "data_parallel")
 RUN_CONFIG = "run_config.json"
@@ -255,8 +260,6 @@ class _RunCheckpoint(keras.callbacks.Callback):
 
 
 def _tensorboard_callbacks(tensorboard, log_dir):
-    import importlib.util
-
     if tensorboard is False:
         return []
     if importlib.util.find_spec("tensorboard") is None:
@@ -270,8 +273,6 @@ def _tensorboard_callbacks(tensorboard, log_dir):
 
 
 def _check_split(split):
-    from keras_asc.data import tau22
-
     return tau22.normalize_split(split)
 
 
@@ -282,8 +283,6 @@ def _resolve_augmentations(recipe, augment, dirs_dir, seed):
     Spectrogram layers are returned as factories because they own variables (seed state),
     which must be created inside the distribution scope, with the model.
     """
-    from keras_asc import registry
-
     requested = list(recipe.augmentations)
     for name in augment:
         if not isinstance(name, str):
@@ -326,8 +325,6 @@ def _resolve_augmentations(recipe, augment, dirs_dir, seed):
 
 def _distribution_scope(distribution, batch_size):
     """A context manager for model creation and fit, and the number of replicas."""
-    import contextlib
-
     backend = keras.backend.backend()
     if distribution is None:
         return contextlib.nullcontext(), 1
@@ -368,8 +365,6 @@ def _build_model(model_name, recipe, spectrogram_factories, seed):
     only inference. Any other waveform model is fitted as it is, without spectrogram
     augmentations (a note says so).
     """
-    from keras_asc import registry
-
     classifier = registry.get_model(model_name).build()
     if not (hasattr(classifier, "frontend") and hasattr(classifier, "backbone")):
         if spectrogram_factories:
@@ -595,8 +590,6 @@ def train(
     log_path = os.path.join(run_dir, LOG_FILE)
     if resuming and os.path.exists(final_path):
         _note(f"run in {run_dir} is already complete; loading {FINAL_MODEL}.")
-        from keras_asc import load_model
-
         return TrainResult(load_model(final_path), run_dir, read_history(log_path), recipe)
     os.makedirs(run_dir, exist_ok=True)
     if not resuming:

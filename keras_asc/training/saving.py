@@ -1,0 +1,46 @@
+"""Load saved keras-asc models: ``keras_asc.load_model`` and :func:`load_keras_model`.
+
+Loading lives here, in the training layer, because deserialising a saved run needs the classes
+of every layer below it (layers, models, augmentations, plugins) and of the saved optimiser and
+schedule (``keras_asc.training.optimizers``, ``keras_asc.training.schedule``). The package root
+re-exports :func:`load_model`; nothing in the library imports the root.
+"""
+
+import os
+
+import keras
+
+from keras_asc import layers, models, registry  # noqa: F401 - layers, models: their Keras classes
+from keras_asc.plugins import load_plugins
+from keras_asc.training import optimizers, schedule  # noqa: F401 - the saved optimiser's classes
+
+
+def load_model(filepath, **kwargs):
+    """Load a saved ``.keras`` model after loading plugins, so plugin layers deserialise.
+
+    Args:
+        filepath: path of a ``.keras`` archive written by ``model.save``.
+        **kwargs: passed to ``keras.saving.load_model``.
+    """
+    # The augmentation layers' classes. keras_asc.augment imports TensorFlow (its waveform
+    # augmentations are tf ops), so it loads here rather than with keras_asc.training, which
+    # stays free of TensorFlow on the JAX and PyTorch backends until a tf.data pipeline is built.
+    from keras_asc import augment  # noqa: F401
+
+    if not os.path.exists(filepath):
+        raise FileNotFoundError(f"No saved model at {filepath!r}.")
+    load_plugins()
+    return keras.saving.load_model(filepath, **kwargs)
+
+
+def load_keras_model(path):
+    """:func:`load_model` after every registry is filled.
+
+    A trained model holds its training-only spectrogram augmentation layers (for example
+    ``FreqMixStyle``); their Keras classes are registered when the module defining them is
+    imported, which for built-in and plugin augmentations happens through the registration
+    hooks. Filling the registries first lets a fresh process load any trained model.
+    """
+    registry.models()
+    registry.augmentations()
+    return load_model(path)
