@@ -36,13 +36,13 @@ import shutil
 import stat
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
 
 from keras_asc.data.tau22 import OFFICIAL_SPLIT_ROWS
+from keras_asc.files import atomic_path, write_text_atomic
 
 GROUPS = ("meta", "splits", "dirs", "audio")
 DOWNLOADS_FOLDER = "downloads"
@@ -531,17 +531,9 @@ def safe_extract(archive, target_dir, strip_prefix=None, stream=None):
             else:
                 os.makedirs(os.path.dirname(destination), exist_ok=True)
                 source = handle.open(member) if kind == "zip" else handle.extractfile(member)
-                descriptor, temporary = tempfile.mkstemp(
-                    dir=os.path.dirname(destination), prefix=".extract-"
-                )
-                try:
-                    with source, os.fdopen(descriptor, "wb") as output:
+                with source, atomic_path(destination, suffix=".extract") as temporary:
+                    with open(temporary, "wb") as output:
                         shutil.copyfileobj(source, output, _CHUNK)
-                    os.replace(temporary, destination)
-                except BaseException:
-                    if os.path.exists(temporary):
-                        os.remove(temporary)
-                    raise
                 written += 1
             progress.update(1)
         progress.close()
@@ -587,11 +579,7 @@ def _record_matches(record_path, entry):
 
 def _write_record(record_path, entry, digests, detail):
     record = dict(name=entry.name, url=entry.url, **digests, **detail)
-    temporary = record_path + ".tmp"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(temporary, record_path)
+    write_text_atomic(record_path, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def describe_manifest(manifest=None, only=None):

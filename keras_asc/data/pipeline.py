@@ -48,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_asc.data import audio, tau22
+from keras_asc.files import write_text_atomic
 
 __all__ = ["SkippedClips", "cache_paths", "make_dataset", "prepare_cache"]
 
@@ -187,10 +188,7 @@ def _file_list_digest(filenames):
 
 
 def _write_json(path, payload):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle)
-    os.replace(temporary, path)
+    write_text_atomic(path, json.dumps(payload))
 
 
 def _read_manifest(path):

@@ -35,6 +35,7 @@ import scipy.signal
 import soundfile
 
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS, SPLIT_PERCENTAGES
+from keras_asc.files import atomic_path
 
 SAMPLING_RATE = 44100
 CLIP_SECONDS = 1.0
@@ -298,18 +299,8 @@ def write_wav(path, data, sampling_rate, bits=24):
     else:
         integers = (integers << (32 - bits)).astype(np.int32)
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".wav-", suffix=".tmp")
-    os.close(handle)
-    try:
-        soundfile.write(
-            temporary, integers, int(sampling_rate), subtype=f"PCM_{bits}", format="WAV"
-        )
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_path(path, suffix=".tmp") as temporary:
+        soundfile.write(temporary, integers, int(sampling_rate), subtype=f"PCM_{bits}", format="WAV")
     return path
 
 

@@ -18,10 +18,10 @@ import time
 
 from keras_asc import complexity
 from keras_asc.data.synthetic import make_synthetic_tau22
+from keras_asc.files import write_text_atomic
 from keras_asc.training import plots
 from keras_asc.training.ensemble import build_ensemble
 from keras_asc.training.evaluation import (
-    atomic_write_text,
     evaluate,
     format_comparison,
     report_result,
@@ -78,7 +78,7 @@ def prepare_demo_dir(out, settings, overwrite):
             "new --out."
         )
     os.makedirs(out, exist_ok=True)
-    atomic_write_text(marker, json.dumps(settings, indent=2) + "\n")
+    write_text_atomic(marker, json.dumps(settings, indent=2) + "\n")
     return "new"
 
 

@@ -19,16 +19,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import keras
 
 from keras_asc import complexity, registry
+from keras_asc.files import FINAL_MODEL, RUN_CONFIG, save_model_atomic, write_text_atomic
 from keras_asc.models.ensemble import Ensemble
 from keras_asc.training.evaluation import (
-    MODEL_FILENAME,
-    RUN_CONFIG_FILENAME,
-    atomic_write_text,
     evaluate,
     format_comparison,
     report_result,
@@ -115,20 +112,6 @@ def _match_preset(preset, member_names):
     return [mapping[name] for name in member_names]
 
 
-def _save_keras_atomically(model, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    # Keras wants the .keras suffix on the file it writes, so the temporary name keeps it.
-    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".model.", suffix=".keras")
-    os.close(descriptor)
-    try:
-        model.save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
 def build_ensemble(
     members,
     weights=None,
@@ -196,7 +179,7 @@ def build_ensemble(
     if out_dir is not None:
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
-        _save_keras_atomically(ensemble, os.path.join(out_dir, MODEL_FILENAME))
+        save_model_atomic(ensemble, os.path.join(out_dir, FINAL_MODEL))
         run_config = {
             "kind": "ensemble",
             "model": ensemble.name,
@@ -220,8 +203,8 @@ def build_ensemble(
             "keras_backend": keras.backend.backend(),
             "keras_asc_version": __version__,
         }
-        atomic_write_text(
-            os.path.join(out_dir, RUN_CONFIG_FILENAME), json.dumps(run_config, indent=2) + "\n"
+        write_text_atomic(
+            os.path.join(out_dir, RUN_CONFIG), json.dumps(run_config, indent=2) + "\n"
         )
     return ensemble
 
@@ -263,7 +246,7 @@ def ensemble_and_report(
     )
     print(f"Ensemble {ensemble.name}: {described}")
     print(complexity.check_budget(ensemble))
-    print(f"wrote {os.path.join(out_dir, MODEL_FILENAME)}")
+    print(f"wrote {os.path.join(out_dir, FINAL_MODEL)}")
     if not data_dir:
         return ensemble, {}
     result = evaluate(

@@ -25,20 +25,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
 
 from keras_asc import registry
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
+from keras_asc.files import FINAL_MODEL, METRICS_JSON, RUN_CONFIG, write_text_atomic
 from keras_asc.training import plots as plots_module
 from keras_asc.training.saving import load_keras_model
 
-METRICS_JSON = "metrics.json"
 METRICS_TEXT = "metrics.txt"
-MODEL_FILENAME = "model.keras"
-RUN_CONFIG_FILENAME = "run_config.json"
 # Waveform length every keras-asc model takes: one 1-s clip at 32 kHz.
 DEFAULT_NUM_SAMPLES = 32000
 
@@ -151,30 +148,12 @@ class EvaluationResult:
         os.makedirs(out_dir, exist_ok=True)
         json_path = os.path.join(out_dir, METRICS_JSON)
         text_path = os.path.join(out_dir, METRICS_TEXT)
-        atomic_write_text(json_path, json.dumps(self.to_dict(), indent=2) + "\n")
-        atomic_write_text(text_path, self.format() + "\n")
+        write_text_atomic(json_path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomic(text_path, self.format() + "\n")
         written = [json_path, text_path]
         if plots and plots_module.matplotlib_available():
             written += plots_module.save_evaluation_plots(self, out_dir)
         return written
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so
-    a reader never sees a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
 
 
 # === Metrics ===
@@ -466,7 +445,7 @@ class _KerasPredictor:
 
 def read_run_config(run_dir):
     """The ``run_config.json`` of a run directory as a dict, or ``None`` when it has none."""
-    path = os.path.join(os.fspath(run_dir), RUN_CONFIG_FILENAME)
+    path = os.path.join(os.fspath(run_dir), RUN_CONFIG)
     if not os.path.isfile(path):
         return None
     with open(path, encoding="utf-8") as handle:
@@ -490,10 +469,10 @@ def resolve_model_path(path):
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        model_path = os.path.join(path, MODEL_FILENAME)
+        model_path = os.path.join(path, FINAL_MODEL)
         if not os.path.isfile(model_path):
             raise FileNotFoundError(
-                f"{path!r} is a folder without {MODEL_FILENAME}: expected a run directory "
+                f"{path!r} is a folder without {FINAL_MODEL}: expected a run directory "
                 f"written by `keras-asc train` or `keras-asc ensemble`."
             )
         return model_path, path
@@ -504,7 +483,7 @@ def resolve_model_path(path):
     if not path.endswith((".keras", ".tflite")):
         raise ValueError(
             f"Cannot load a model from {path!r}: accepted are a run directory (with "
-            f"{MODEL_FILENAME}), a .keras file or a .tflite file."
+            f"{FINAL_MODEL}), a .keras file or a .tflite file."
         )
     return path, None
 
@@ -714,7 +693,6 @@ def evaluate_and_report(
 
 __all__ = [
     "EvaluationResult",
-    "atomic_write_text",
     "default_out_dir",
     "evaluate",
     "evaluate_and_report",

@@ -12,11 +12,11 @@ Example:
 
 import importlib.util
 import os
-import tempfile
 
 import numpy as np
 
 from keras_asc.data.tau22 import DEVICE_GROUPS
+from keras_asc.files import atomic_path
 
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 DEVICE_ACCURACY_PNG = "device_accuracy.png"
@@ -50,17 +50,8 @@ def _save(figure, path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".png"
-    )
-    os.close(descriptor)
-    try:
+    with atomic_path(path, suffix=".png") as temporary:
         figure.savefig(temporary, format="png", bbox_inches="tight")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
     return path
 
 

@@ -6,8 +6,8 @@ Example:
 """
 
 from keras_asc import registry
+from keras_asc.files import save_model_atomic
 from keras_asc.models.torch_weights import load_torch_weights
-from keras_asc.training.train import save_model_atomically
 
 
 def import_torch_model(preset, weights_path, out_path, *, layout="auto"):
@@ -31,5 +31,5 @@ def import_torch_model(preset, weights_path, out_path, *, layout="auto"):
     """
     model = registry.build(preset)
     report = load_torch_weights(model, weights_path, layout=layout)
-    save_model_atomically(model, out_path)
+    save_model_atomic(model, out_path)
     return report

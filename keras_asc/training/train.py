@@ -39,20 +39,27 @@ import numbers
 import os
 import shutil
 import sys
-import tempfile
 
 import keras
 
 from keras_asc import registry
 from keras_asc.data import tau22
+from keras_asc.files import (
+    BACKUP_DIR,
+    BEST_CHECKPOINT,
+    CHECKPOINT_DIR,
+    FINAL_MODEL,
+    LAST_CHECKPOINT,
+    LOG_FILE,
+    RUN_CONFIG,
+    save_model_atomic,
+    write_text_atomic,
+)
 from keras_asc.models.classifier import AudioClassifier
 from keras_asc.training.recipes import DEVICE_IMPULSE_RESPONSE, get_recipe
 from keras_asc.training.saving import load_model
 
 DISTRIBUTIONS = ("mirrored", "data_parallel")
-RUN_CONFIG = "run_config.json"
-FINAL_MODEL = "model.keras"
-LOG_FILE = "log.csv"
 # Fields of run_config.json that must match for a run directory to be continued.
 _RESUME_KEYS = (
     "model",
@@ -99,34 +106,6 @@ class TrainResult:
 
 def _note(message):
     print(f"keras-asc train: note: {message}", file=sys.stderr, flush=True)
-
-
-def _atomic_write_text(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def save_model_atomically(model, path):
-    """``model.save(path)`` through a temporary file in the same folder and ``os.replace``,
-    so that ``path`` never holds a half-written archive."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".keras")
-    os.close(fd)
-    try:
-        model.save(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_history(log_path):
@@ -213,7 +192,7 @@ class _ResumableCSVLogger(keras.callbacks.CSVLogger):
             if len(kept) != len(body):
                 if kept:
                     lines = [",".join(header)] + [",".join(row) for row in kept]
-                    _atomic_write_text(self.filename, "\n".join(lines) + "\n")
+                    write_text_atomic(self.filename, "\n".join(lines) + "\n")
                 else:
                     os.remove(self.filename)
         super().on_train_begin(logs)
@@ -246,14 +225,14 @@ class _RunCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        save_model_atomically(self.classifier, os.path.join(self.directory, "last.keras"))
+        save_model_atomic(self.classifier, os.path.join(self.directory, LAST_CHECKPOINT))
         if self.monitor not in logs:
             return
         value = float(logs[self.monitor])
         if math.isfinite(value) and self._improved(value):
             self.best = value
-            save_model_atomically(self.classifier, os.path.join(self.directory, "best.keras"))
-            _atomic_write_text(
+            save_model_atomic(self.classifier, os.path.join(self.directory, BEST_CHECKPOINT))
+            write_text_atomic(
                 self.state_path,
                 json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch}, indent=2),
             )
@@ -593,7 +572,7 @@ def train(
         return TrainResult(load_model(final_path), run_dir, read_history(log_path), recipe)
     os.makedirs(run_dir, exist_ok=True)
     if not resuming:
-        _atomic_write_text(os.path.join(run_dir, RUN_CONFIG), json.dumps(config, indent=2) + "\n")
+        write_text_atomic(os.path.join(run_dir, RUN_CONFIG), json.dumps(config, indent=2) + "\n")
 
     with scope:
         network, training_network = _build_model(model, recipe, spectrogram_factories, seed)
@@ -610,14 +589,14 @@ def train(
                 + (" [resuming]" if resuming else ""),
                 flush=True,
             )
-        backup = _RunBackup(os.path.join(run_dir, "backup"), backup_every_steps, steps)
+        backup = _RunBackup(os.path.join(run_dir, BACKUP_DIR), backup_every_steps, steps)
         monitor, mode = ("val_accuracy", "max") if validation is not None else ("loss", "min")
         run_callbacks = [
             backup,
             _LogLearningRate(),
             _ResumableCSVLogger(log_path, backup),
             *_tensorboard_callbacks(tensorboard, os.path.join(run_dir, "tensorboard")),
-            _RunCheckpoint(os.path.join(run_dir, "checkpoints"), monitor, mode, network),
+            _RunCheckpoint(os.path.join(run_dir, CHECKPOINT_DIR), monitor, mode, network),
             *(callbacks or ()),
         ]
         training_network.fit(
@@ -630,9 +609,9 @@ def train(
             callbacks=run_callbacks,
             verbose=verbose,
         )
-    save_model_atomically(network, final_path)
+    save_model_atomic(network, final_path)
     # The final model is the completion mark; only now is the backup no longer needed.
-    backup_dir = os.path.join(run_dir, "backup")
+    backup_dir = os.path.join(run_dir, BACKUP_DIR)
     if os.path.isdir(backup_dir):
         shutil.rmtree(backup_dir)
     return TrainResult(network, run_dir, read_history(log_path), recipe, training_network)
