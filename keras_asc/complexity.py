@@ -21,6 +21,7 @@ import keras
 
 from keras_asc.layers.blocks import Block
 from keras_asc.layers.frontend import LogMelSpectrogram
+from keras_asc.text import format_table
 
 MAX_PARAM_BYTES = 128_000
 MAX_MACS = 30_000_000
@@ -250,7 +251,7 @@ def summary(model, bits=8):
         >>> print(summary(keras_asc.build("cp_resnet59")))
     """
     counted = model if isinstance(model, ModelComplexity) else profile(model)
-    rows = [("layer", "type", "output", "params", "MACs")]
+    rows = []
     for layer in counted.layers:
         rows.append(
             (
@@ -261,18 +262,8 @@ def summary(model, bits=8):
                 "" if layer.note else f"{layer.macs:,}",
             )
         )
-    widths = [max(len(str(row[i])) for row in rows) for i in range(5)]
-    lines = [f"Model: {counted.name}"]
-    for index, row in enumerate(rows):
-        lines.append(
-            "  ".join(
-                str(cell).ljust(width) if column < 3 else str(cell).rjust(width)
-                for column, (cell, width) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-        if index == 0:
-            lines.append("-" * (sum(widths) + 8))
-    lines.append("-" * (sum(widths) + 8))
+    table = format_table(("layer", "type", "output", "params", "MACs"), rows, left_columns=3)
+    lines = [f"Model: {counted.name}", *table, table[1]]
     lines.append(f"Total parameters: {counted.params:,}")
     lines.append(f"Total MACs: {counted.macs:,}")
     lines.append(str(check_budget(counted, bits)))

@@ -10,6 +10,7 @@ import sys
 import warnings
 
 from keras_asc import plugins
+from keras_asc.text import format_table
 
 AUGMENTATION_STAGES = ("waveform", "spectrogram")
 
@@ -221,24 +222,20 @@ def describe():
     }
 
 
-def _table(header, rows):
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(header, widths, strict=True))]
-    lines.append("-" * len(lines[0]))
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return [line.rstrip() for line in lines]
+def _left_aligned(header, rows):
+    return format_table(header, rows, left_columns=len(header))
 
 
 def format_description(description):
     """The models, ensembles and augmentations of :func:`describe` as text tables (what
     ``keras-asc list`` prints; the problems are left to the caller)."""
     lines = ["Models"]
-    lines += _table(
+    lines += _left_aligned(
         ("name", "plugin", "description"),
         [(e["name"], e["plugin"], e["description"]) for e in description["models"]],
     )
     lines += ["", "Ensembles"]
-    lines += _table(
+    lines += _left_aligned(
         ("name", "members (logit weights)", "plugin"),
         [
             (e["name"], ", ".join(f"{m} {w:g}" for m, w in e["members"].items()), e["plugin"])
@@ -246,7 +243,7 @@ def format_description(description):
         ],
     )
     lines += ["", "Augmentations"]
-    lines += _table(
+    lines += _left_aligned(
         ("name", "stage", "plugin", "description"),
         [
             (e["name"], e["stage"], e["plugin"], e["description"])

@@ -32,6 +32,7 @@ import numpy as np
 from keras_asc import registry
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
 from keras_asc.files import FINAL_MODEL, METRICS_JSON, RUN_CONFIG, write_text_atomic
+from keras_asc.text import format_table
 from keras_asc.training import plots as plots_module
 from keras_asc.training.saving import load_keras_model
 
@@ -316,25 +317,6 @@ def _percent(value):
     return "    -" if value is None else f"{100 * value:6.2f}"
 
 
-def _table(header, rows):
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
-            for i, (cell, w) in enumerate(zip(header, widths, strict=True))
-        )
-    ]
-    lines.append("-" * len(lines[0]))
-    for row in rows:
-        lines.append(
-            "  ".join(
-                str(cell).ljust(w) if i == 0 else str(cell).rjust(w)
-                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-    return lines
-
-
 def format_result(result):
     """Render an :class:`EvaluationResult` as text: headline metrics, per class, per device
     and group, and the confusion matrix (rows true class, columns predicted)."""
@@ -349,7 +331,7 @@ def format_result(result):
         f"log loss:                  {result.log_loss:8.4f}",
         "",
     ]
-    lines += _table(
+    lines += format_table(
         ("class", "clips", "accuracy %"),
         [
             (name, result.class_counts[name], _percent(result.class_accuracy[name]))
@@ -370,7 +352,7 @@ def format_result(result):
             )
             for g in result.group_accuracy
         ]
-        lines += _table(("device / group", "clips", "accuracy %"), rows)
+        lines += format_table(("device / group", "clips", "accuracy %"), rows)
     lines.append("")
     lines.append("confusion matrix (rows: true class, columns: predicted; column k = class k)")
     confusion = np.asarray(result.confusion_matrix)
@@ -409,7 +391,7 @@ def format_comparison(results):
         )
         for name, r in results.items()
     ]
-    return "\n".join(_table(header, rows))
+    return "\n".join(format_table(header, rows))
 
 
 # === Models ===
