@@ -5,7 +5,11 @@ weight_decay=wd)``, which adds ``wd * param`` to the gradient before the moment 
 regularisation), and the DCASE 2024 baseline with ``torch.optim.AdamW``, which shrinks the
 weights by ``lr * wd * param`` apart from the moments (decoupled). Keras' ``Adam`` and ``AdamW``
 offer only the decoupled form, and place epsilon before the bias correction, so this small
-subclass is hand-written: it is ``keras.optimizers.Adam`` with PyTorch's arithmetic.
+subclass is hand-written: it is ``keras.optimizers.Adam`` with PyTorch's arithmetic, reached
+through Adam's public ``update_step``: the L2 term is added to the gradient, and Keras'
+epsilon (added to sqrt(v) after the step is scaled by sqrt(1 - beta_2^t)) is set for each step
+to ``epsilon * sqrt(1 - beta_2^t)``, which is PyTorch's epsilon (added to the bias-corrected
+sqrt(v / (1 - beta_2^t))).
 """
 
 import numbers
@@ -81,21 +85,16 @@ class AdamL2(keras.optimizers.Adam):
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
-        lr = ops.cast(learning_rate, dtype)
         gradient = ops.cast(gradient, dtype)
         if self.l2_weight_decay:
             gradient = gradient + ops.cast(self.l2_weight_decay, dtype) * variable
         step = ops.cast(self.iterations + 1, dtype)
-        bias_correction_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), step)
-        bias_correction_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), step)
-
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
-        v = self._velocities[index]
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        denominator = ops.sqrt(v) / ops.sqrt(bias_correction_2) + self.epsilon
-        self.assign_sub(variable, (lr / bias_correction_1) * m / denominator)
+        torch_epsilon = self.epsilon
+        self.epsilon = torch_epsilon * ops.sqrt(1 - ops.power(ops.cast(self.beta_2, dtype), step))
+        try:
+            super().update_step(gradient, variable, learning_rate)
+        finally:
+            self.epsilon = torch_epsilon
 
     def get_config(self):
         config = super().get_config()
