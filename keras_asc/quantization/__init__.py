@@ -5,9 +5,11 @@ TensorFlow-only. Nothing heavy is imported with the package: each name below loa
 
 Example:
     >>> from keras_asc.quantization import quantize_aware_train, export_int8, TFLiteClassifier
+    >>> from keras_asc.quantization import quantize_run
     >>> qat_model = quantize_aware_train(model, train_dataset)
     >>> export_int8(qat_model, None, "out/moflenet57.tflite", qat=True)
     >>> TFLiteClassifier("out/moflenet57.tflite").predict(waveforms)
+    >>> print(quantize_run("runs/moflenet57", "/data/tau22").summary())  # what the CLI does
 """
 
 import importlib
