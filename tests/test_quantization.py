@@ -301,6 +301,36 @@ def _spectrogram_model(network):
     return network
 
 
+def test_registered_twin_gets_its_weights_by_name():
+    import tf_keras
+
+    from keras_asc.quantization import register_twin, to_tf_keras
+
+    class Gain(keras.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight(shape=(), initializer="ones", name="gain")
+
+        def call(self, inputs):
+            return inputs * self.gain
+
+    class GainTwin(tf_keras.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight(shape=(), initializer="ones", name="gain")
+
+        def call(self, inputs):
+            return inputs * self.gain
+
+    inputs = keras.Input((4, 3, 1))
+    model = _spectrogram_model(keras.Model(inputs, Gain(name="gain")(inputs)))
+    model.get_layer("gain").gain.assign(2.5)
+    register_twin(Gain, lambda layer: GainTwin())
+    with pytest.raises(ValueError, match="name the tf_keras layer like the Keras one"):
+        to_tf_keras(model)
+    register_twin(Gain, lambda layer: GainTwin(name=layer.name))
+    x = np.ones((1, 4, 3, 1), "float32")
+    np.testing.assert_allclose(to_tf_keras(model)(x).numpy(), 2.5 * x)
+
+
 def test_unknown_layer_is_an_error_naming_it():
     from keras_asc.quantization import UnsupportedTwinLayerError, to_tf_keras
 

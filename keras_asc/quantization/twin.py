@@ -286,8 +286,9 @@ def register_twin(keras_class, factory):
 
     Args:
         keras_class: the Keras 3 layer class.
-        factory: ``factory(keras_layer) -> tf_keras layer`` with the same computation and the
-            same ``get_weights()`` order; the weights are copied after it is called.
+        factory: ``factory(keras_layer) -> tf_keras layer`` with the same computation, the
+            same name and the same ``get_weights()`` order; the weights are copied after it
+            is called, to the twin layer of the Keras layer's name.
 
     Example:
         >>> register_twin(MyGain, lambda layer: MyGainTwin(gain_db=layer.gain_db))
@@ -307,7 +308,14 @@ def twin_layer(layer):
     """A fresh tf_keras layer with the configuration (not yet the weights) of ``layer``."""
     for keras_class, factory in _EXTRA_FACTORIES:
         if isinstance(layer, keras_class):
-            return factory(layer)
+            twin = factory(layer)
+            if getattr(twin, "name", None) != layer.name:
+                raise ValueError(
+                    f"The twin factory of {type(layer).__name__} must name the tf_keras layer "
+                    f"like the Keras one (weights are copied by name). Received: "
+                    f"{getattr(twin, 'name', None)!r}, expected: {layer.name!r}"
+                )
+            return twin
     for keras_class, twin_class, names in _twin_table():
         if isinstance(layer, keras_class):
             return twin_class(**_layer_args(layer, names), name=layer.name)
@@ -529,8 +537,9 @@ def _twin_functional(model, builder, *, logits, frontend=None, augmentations=())
         sources = _as_list(layer.input)
         if any(id(t) not in tensors for t in sources):
             raise ValueError(
-                f"Model {model.name!r}: layer {layer.name!r} takes a tensor produced outside the "
-                f"graph's first use of each layer; shared layers have no twin."
+                f"Model {model.name!r}: layer {layer.name!r} takes a tensor that no earlier "
+                f"layer's first call produced (a layer called twice?); twins support layers "
+                f"called once."
             )
         values = [tensors[id(t)] for t in sources]
         waveform = any(isinstance(v, _Waveform) for v in values)
