@@ -118,14 +118,24 @@ def exported_tiny(qat_tiny, tmp_path_factory):
 @pytest.mark.parametrize("preset", ["moflenet57", "cp_resnet59", "dcase24_baseline"])
 def test_twin_matches_keras_model(preset):
     from keras_asc.quantization import to_tf_keras, twin_spec
+    from keras_asc.quantization.twin import Subsample
 
+    keras.utils.set_random_seed(0)  # unseeded, the logit scale check below failed now and then
     model = keras_asc.build(preset)
     randomize_state(model, seed=1)
     twin = to_tf_keras(model)
     assert twin.input_shape == model.frontend.compute_output_shape((None, 32000))
-    assert [layer.name for layer in twin.layers[1:]] == [
+    assert [layer.name for layer in twin.layers[1:] if not isinstance(layer, Subsample)] == [
         layer.name for layer in model.layers[2:]
     ]  # same layers, same names, front-end left out
+    # One Subsample per depthwise layer with unequal strides (MofleNet57's (2, 1) ones).
+    unequal = [
+        layer.name
+        for layer in model.layers
+        if isinstance(layer, keras.layers.DepthwiseConv2D) and len(set(layer.strides)) > 1
+    ]
+    assert [layer.depthwise for layer in twin.layers if isinstance(layer, Subsample)] == unequal
+    assert len(unequal) == (0 if preset == "cp_resnet59" else 2)
     waveforms = np.random.default_rng(0).normal(0, 0.1, (3, 32000)).astype("float32")
     expected = keras.ops.convert_to_numpy(model(waveforms, training=False))
     spectrograms = keras.ops.convert_to_numpy(model.frontend(waveforms))
@@ -164,14 +174,124 @@ def test_twin_layers_match_their_keras_layers():
     x = np.random.default_rng(4).normal(size=(2, 9, 7, 12)).astype("float32")
     expected = keras.ops.convert_to_numpy(ChannelShuffle(3)(x))
     np.testing.assert_array_equal(twin.ChannelShuffle(3)(x).numpy(), expected)
-    # (2, 1) depthwise strides: TensorFlow's CPU kernel rejects them; the twin runs them.
-    inputs = keras.Input((9, 7, 12))
-    outputs = keras_asc.layers.DepthwiseConv2D(3, strides=(2, 1), use_bias=True)(inputs)
-    model = _spectrogram_model(keras.Model(inputs, outputs))
-    model.set_weights([np.random.default_rng(5).normal(size=w.shape) for w in model.get_weights()])
+    # (2, 1) depthwise strides: TensorFlow's CPU kernel rejects them; the twin runs the
+    # depthwise layer at stride 1 and subsamples after its BN and ReLU.
+    model = _strided_depthwise_model()
     expected = keras.ops.convert_to_numpy(model(x))
     assert expected.shape == (2, 4, 5, 12)
-    np.testing.assert_allclose(to_tf_keras(model)(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    runnable = to_tf_keras(model)
+    assert [type(layer).__name__ for layer in runnable.layers[1:]] == [
+        "DepthwiseConv2D",
+        "BatchNormalization",
+        "ReLU",
+        "Subsample",
+    ]
+    assert runnable.get_layer("dw").strides == (1, 1)
+    np.testing.assert_allclose(runnable(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    # The converter's twin: the strided op itself, no Subsample, the same weights.
+    native = to_tf_keras(model, native_strides=True)
+    assert [layer.name for layer in native.layers[1:]] == ["dw", "bn", "relu"]
+    assert native.get_layer("dw").strides == (2, 1)
+    folded = twin.with_native_strides(runnable)
+    assert folded.get_config() == native.get_config()
+    for a, b in zip(folded.get_weights(), native.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _strided_depthwise_model(after=("bn", "relu")):
+    """Depthwise (3x3, stride (2, 1), bias) followed by the named layers, random weights."""
+    inputs = keras.Input((9, 7, 12))
+    x = keras_asc.layers.DepthwiseConv2D(3, strides=(2, 1), use_bias=True, name="dw")(inputs)
+    layers = {"bn": keras.layers.BatchNormalization, "relu": keras.layers.ReLU}
+    for name in after:
+        x = layers[name](name=name)(x)
+    model = _spectrogram_model(keras.Model(inputs, x))
+    rng = np.random.default_rng(5)
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in model.get_weights()])
+    return model
+
+
+@pytest.mark.parametrize("after", [(), ("bn",), ("relu",), ("relu", "bn")])
+def test_unequal_depthwise_strides_need_bn_then_relu(after):
+    from keras_asc.quantization import to_tf_keras
+
+    with pytest.raises(ValueError, match="'dw' has unequal strides \\(2, 1\\)"):
+        to_tf_keras(_strided_depthwise_model(after))
+
+
+class _StridedBlock(keras.layers.Layer):
+    """Stands in for a keras_asc block layer: ordered ``sublayers`` and ``apply_sublayers``.
+
+    Depthwise (2, 1) -> BN -> ReLU, then two 1x1 convolutions added.
+    """
+
+    def __init__(self, name):
+        super().__init__(name=name)
+        self.sublayers = [
+            keras.layers.DepthwiseConv2D(3, strides=(2, 1), name=f"{name}_dw"),
+            keras.layers.BatchNormalization(name=f"{name}_bn"),
+            keras.layers.ReLU(name=f"{name}_relu"),
+            keras.layers.Conv2D(10, 1, name=f"{name}_conv_a"),
+            keras.layers.Conv2D(10, 1, name=f"{name}_conv_b"),
+            keras.layers.Add(name=f"{name}_add"),
+        ]
+
+    def apply_sublayers(self, inputs, layer_fn):
+        dw, bn, relu, conv_a, conv_b, add = self.sublayers
+        x = layer_fn(relu)(layer_fn(bn)(layer_fn(dw)(inputs)))
+        return layer_fn(add)([layer_fn(conv_a)(x), layer_fn(conv_b)(x)])
+
+    def call(self, inputs):
+        return self.apply_sublayers(inputs, lambda layer: layer)
+
+
+class _AudioClassifier(keras.Model):
+    """Stands in for keras_asc's AudioClassifier: ``frontend``, then a functional ``backbone``."""
+
+    def __init__(self, frontend, backbone):
+        super().__init__(name="classifier")
+        self.frontend = frontend
+        self.backbone = backbone
+
+    def call(self, waveforms):
+        return self.backbone(self.frontend(waveforms))
+
+
+def test_twin_of_block_layers_and_backbone_models():
+    from keras_asc.quantization import to_tf_keras, twin_spec
+
+    keras.utils.set_random_seed(6)
+    frontend = keras_asc.layers.LogMelSpectrogram(hop_length=1000, name="frontend")
+    inputs = keras.Input(frontend.compute_output_shape((None, 32000))[1:])
+    x = _StridedBlock("block1")(inputs)
+    outputs = keras.layers.GlobalAveragePooling2D(name="pool")(_StridedBlock("block2")(x))
+    classifier = _AudioClassifier(frontend, keras.Model(inputs, outputs, name="backbone"))
+    randomize_state(classifier.backbone, seed=6)
+    for layer in classifier.backbone.layers[1:3]:
+        layer.sublayers[1].moving_mean.assign(np.full(layer.sublayers[1].moving_mean.shape, 0.2))
+    waveforms = np.random.default_rng(6).normal(0, 0.1, (2, 32000)).astype("float32")
+    expected = keras.ops.convert_to_numpy(classifier(waveforms, training=False))
+    twin = to_tf_keras(classifier)
+    # A flat graph of the sublayers (their names), a Subsample per block, the logit pooling.
+    names = [layer.name for layer in twin.layers]
+    assert names[:8] == [
+        "spectrogram",
+        "block1_dw",
+        "block1_bn",
+        "block1_relu",
+        "block1_dw_subsample",
+        "block1_conv_a",
+        "block1_conv_b",
+        "block1_add",
+    ]
+    assert type(twin.get_layer("pool")).__name__ == "LogitPooling"
+    spectrograms = keras.ops.convert_to_numpy(frontend(waveforms))
+    np.testing.assert_allclose(twin(spectrograms).numpy(), expected, rtol=1e-5, atol=1e-5)
+    spec = twin_spec(twin)
+    assert spec.name == "classifier" and spec.frontends[0]["hop_length"] == 1000
+    native = to_tf_keras(classifier, native_strides=True)
+    assert native.get_layer("block2_dw").strides == (2, 1)
+    assert not any("subsample" in layer.name for layer in native.layers)
 
 
 def _spectrogram_model(network):
@@ -179,6 +299,36 @@ def _spectrogram_model(network):
     network.frontend = keras_asc.layers.LogMelSpectrogram()
     network.augmentation_layers = []
     return network
+
+
+def test_registered_twin_gets_its_weights_by_name():
+    import tf_keras
+
+    from keras_asc.quantization import register_twin, to_tf_keras
+
+    class Gain(keras.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight(shape=(), initializer="ones", name="gain")
+
+        def call(self, inputs):
+            return inputs * self.gain
+
+    class GainTwin(tf_keras.layers.Layer):
+        def build(self, input_shape):
+            self.gain = self.add_weight(shape=(), initializer="ones", name="gain")
+
+        def call(self, inputs):
+            return inputs * self.gain
+
+    inputs = keras.Input((4, 3, 1))
+    model = _spectrogram_model(keras.Model(inputs, Gain(name="gain")(inputs)))
+    model.get_layer("gain").gain.assign(2.5)
+    register_twin(Gain, lambda layer: GainTwin())
+    with pytest.raises(ValueError, match="name the tf_keras layer like the Keras one"):
+        to_tf_keras(model)
+    register_twin(Gain, lambda layer: GainTwin(name=layer.name))
+    x = np.ones((1, 4, 3, 1), "float32")
+    np.testing.assert_allclose(to_tf_keras(model)(x).numpy(), 2.5 * x)
 
 
 def test_unknown_layer_is_an_error_naming_it():
@@ -317,13 +467,15 @@ def test_qat_int8_export_agrees_with_qat_model(exported_tiny, qat_tiny, all_wave
 
 
 def test_int8_file_layout(exported_tiny, trained_tiny):
+    from keras_asc.quantization import read_graph
     from keras_asc.quantization.export import make_interpreter
 
     interpreter = make_interpreter(model_path=exported_tiny.path)
     (detail,) = interpreter.get_input_details()
     assert detail["dtype"] == np.float32 and list(detail["shape_signature"]) == [-1, 256, 64, 1]
     assert interpreter.get_output_details()[0]["dtype"] == np.float32
-    ops = [op["op_name"] for op in interpreter._get_ops_details()]
+    graph = read_graph(exported_tiny.path)
+    ops = graph.op_names
     # BN folded: no batch-norm arithmetic, one conv op per Keras conv layer.
     keras_convs = [layer for layer in trained_tiny.layers if isinstance(layer, keras.layers.Conv2D)]
     keras_depthwise = [
@@ -335,10 +487,17 @@ def test_int8_file_layout(exported_tiny, trained_tiny):
     assert ops.count("GATHER") == 4  # one shuffle per block
     # The strided shortcut pools the padded block input on its own int8 scale: no QUANTIZE
     # in between, which would clip the inputs to the (narrower) range of their average.
-    details = interpreter._get_ops_details()
-    producers = {int(t): op["op_name"] for op in details for t in op["outputs"]}
-    pools = [op for op in details if op["op_name"] == "AVERAGE_POOL_2D"]
-    assert len(pools) == 1 and producers[int(pools[0]["inputs"][0])] == "PAD"
+    producers = {t: op.name for op in graph.ops for t in op.outputs}
+    pools = [op for op in graph.ops if op.name == "AVERAGE_POOL_2D"]
+    assert len(pools) == 1 and producers[pools[0].inputs[0]] == "PAD"
+    # The (2, 1) depthwise layers are strided ops of their own.
+    shapes = [
+        (graph.tensors[op.inputs[0]].shape, graph.tensors[op.outputs[0]].shape)
+        for op in graph.ops
+        if op.name == "DEPTHWISE_CONV_2D"
+    ]
+    strided = [o[1] == (i[1] - 3) // 2 + 1 and o[2] == i[2] - 2 for i, o in shapes]
+    assert sum(strided) == sum(layer.strides == (2, 1) for layer in keras_depthwise) > 0
     # float32 in, QUANTIZE; int8 up to the head; the logits pooled in float (sum x 1/N).
     assert ops[0] == "QUANTIZE" and ops[-3:] == ["DEQUANTIZE", "SUM", "MUL"]
     # GRN in float: one DEQUANTIZE ... QUANTIZE island per block, with SQRT inside.
@@ -362,16 +521,14 @@ def test_int8_file_layout(exported_tiny, trained_tiny):
 
 
 def test_grouped_convolutions_stay_grouped_and_run_on_reference_kernels(exported_tiny, datasets):
-    from keras_asc.quantization import TFLiteClassifier
-    from keras_asc.quantization.export import make_interpreter
+    from keras_asc.quantization import TFLiteClassifier, read_graph
 
-    interpreter = make_interpreter(model_path=exported_tiny.path)
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    graph = read_graph(exported_tiny.path)
     grouped = [
         op
-        for op in interpreter._get_ops_details()
-        if op["op_name"] == "CONV_2D"
-        and details[op["inputs"][1]]["shape"][-1] * 2 == details[op["inputs"][0]]["shape"][-1]
+        for op in graph.ops
+        if op.name == "CONV_2D"
+        and graph.tensors[op.inputs[1]].shape[-1] * 2 == graph.tensors[op.inputs[0]].shape[-1]
     ]
     assert len(grouped) == 4  # every Mofle expansion: one CONV_2D with groups = 2
     # TFLite's reference kernels (no XNNPACK) run the grouped int8 convolutions too.
@@ -506,6 +663,32 @@ def test_quantize_command_ptq(trained_tiny, synthetic_root, tmp_path, capsys):
         assert (run_dir / "int8" / name).is_file()
     assert main(["quantize", str(tmp_path / "missing"), "--data", str(synthetic_root)]) == 2
     assert "no run directory" in capsys.readouterr().err.lower()
+    assert main(["quantize", str(run_dir), "--data", "x", "--batch-size", "0"]) == 2
+    assert "--batch-size must be a positive integer" in capsys.readouterr().err
+
+
+def test_quantize_run_is_a_library_function(trained_tiny, synthetic_root, tmp_path):
+    from keras_asc.quantization import quantize_run
+
+    trained_tiny.save(tmp_path / "tiny.keras")
+    result = quantize_run(
+        tmp_path / "tiny.keras",
+        synthetic_root,
+        ptq=True,
+        batch_size=10,
+        calibration_clips=20,
+        out_dir=tmp_path / "out",
+        evaluate_split="test",
+    )
+    ((twin, export),) = result.exports
+    assert twin.name == "tiny_mofle" and export.path == str(tmp_path / "out" / "tiny_mofle.tflite")
+    assert result.quantization == "ptq" and "tiny_mofle.tflite" in result.summary()
+    assert [r.model_name for r in result.evaluations] == ["tiny_mofle", "tiny_mofle_int8"]
+    ((name, agreement, clips),) = result.agreements
+    assert clips == 180 and agreement >= 0.9
+    assert "same class as the float model" in result.evaluation_report()
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        quantize_run(tmp_path / "tiny.keras", synthetic_root, ptq=True, batch_size=0)
 
 
 # === Presets (slow) ===

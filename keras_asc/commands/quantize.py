@@ -1,6 +1,5 @@
 """``keras-asc quantize RUN_DIR --data DIR``: QAT fine-tuning and int8 TFLite export."""
 
-import os
 import sys
 
 
@@ -62,57 +61,14 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def resolve_run(path):
-    """``(model_path, default_out_dir)`` for a run directory or a ``.keras`` file."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        model_path = os.path.join(path, "model.keras")
-        if not os.path.isfile(model_path):
-            raise FileNotFoundError(
-                f"{path!r} has no model.keras: expected a run directory written by "
-                f"`keras-asc train` or `keras-asc ensemble`, or a .keras file."
-            )
-        return model_path, os.path.join(path, "int8")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"No run directory or .keras file at {path!r}.")
-    if not path.endswith(".keras"):
-        raise ValueError(f"Expected a run directory or a .keras file. Received: {path!r}")
-    return path, os.path.join(os.path.dirname(os.path.abspath(path)), "int8")
-
-
-def load_float_model(model_path):
-    """Load a trained ``.keras`` model for quantisation (without its training state)."""
-    import keras_asc
-
-    # Classes that saved runs reference but keras_asc.load_model does not import (yet): the
-    # spectrogram augmentations and, inside ensemble members, the training schedule.
-    import keras_asc.augment  # noqa: F401
-    import keras_asc.training.schedule  # noqa: F401
-
-    # The optimizer state is not needed: QAT compiles its own.
-    return keras_asc.load_model(model_path, compile=False)
-
-
 def _check_positive(name, value):
     if value is not None and value < 1:
         raise ValueError(f"{name} must be a positive integer. Received: {value}")
 
 
-def quantize_run(args):
-    """Do the work of the command.
-
-    Returns:
-        ``(model, exports)``: the float Keras model and a list of (tf_keras model exported,
-        ``ExportResult``): the model or ensemble first, then each ensemble member.
-    """
-    import itertools
-
+def _check_args(args):
+    """The command's own checks, so that its messages name its flags."""
     import keras
-
-    from keras_asc.data.pipeline import make_dataset
-    from keras_asc.data.tau22 import normalize_split
-    from keras_asc.quantization import export_int8, member_models, quantize_aware_train
-    from keras_asc.quantization.twin import to_tf_keras
 
     for name in ("epochs", "batch_size", "steps_per_epoch", "calibration_clips"):
         _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
@@ -121,108 +77,48 @@ def quantize_run(args):
             "quantisation-aware training needs KERAS_BACKEND=tensorflow (received "
             f"{keras.backend.backend()!r}); --ptq works on any backend."
         )
-    model_path, default_out = resolve_run(args.run)
-    out_dir = args.out or default_out
-    model = load_float_model(model_path)
-    split = normalize_split(args.split)
-
-    if args.ptq:
-        calibration = make_dataset(
-            args.data,
-            split,
-            batch_size=args.batch_size,
-            training=False,
-            shuffle=True,
-            seed=args.seed,
-            cache_dir=args.cache,
-        )
-        batches = -(-args.calibration_clips // args.batch_size)
-        calibration = [
-            waveforms
-            for waveforms, *_ in itertools.islice(calibration.as_numpy_iterator(), batches)
-        ]
-        quantized = to_tf_keras(model)
-    else:
-        train_dataset = make_dataset(
-            args.data,
-            split,
-            batch_size=args.batch_size,
-            training=True,
-            seed=args.seed,
-            cache_dir=args.cache,
-        )
-        quantized = quantize_aware_train(
-            model,
-            train_dataset,
-            epochs=args.epochs,
-            peak_learning_rate=args.learning_rate,
-            steps_per_epoch=args.steps_per_epoch,
-            verbose=args.verbose,
-        )
-        calibration = None
-    members = member_models(quantized)
-    targets = [quantized] + (members if len(members) > 1 else [])
-    exports = []
-    for target in targets:
-        path = os.path.join(out_dir, f"{target.name}.tflite")
-        result = export_int8(
-            target,
-            calibration,
-            path,
-            qat=not args.ptq,
-            max_calibration_samples=args.calibration_clips,
-        )
-        exports.append((target, result))
-    return model, exports
-
-
-def _evaluate(args, model, exports):
-    from keras_asc.data.pipeline import make_dataset
-    from keras_asc.data.tau22 import normalize_split
-    from keras_asc.quantization import TFLiteClassifier
-    from keras_asc.quantization.interpreter import prediction_agreement
-    from keras_asc.training.evaluation import evaluate, format_comparison
-
-    split = normalize_split(args.evaluate)
-    floats = [model, *getattr(model, "members", [])]
-    classifiers = [TFLiteClassifier(result.path) for _, result in exports]
-    results = [
-        evaluate(predictor, args.data, split, cache_dir=args.cache, verbose=False)
-        for predictor in floats + classifiers
-    ]
-    print(format_comparison(results))
-    dataset = make_dataset(args.data, split, batch_size=64, training=False, cache_dir=args.cache)
-    reference = "float" if args.ptq else "QAT"
-    for (target, _), classifier in zip(exports, classifiers, strict=True):
-        agreement, clips = prediction_agreement(classifier, target, dataset.as_numpy_iterator())
-        print(
-            f"{classifier.name}: same class as the {reference} model on {100 * agreement:.2f} % "
-            f"of {clips} clips"
-        )
 
 
 def run(args):
     from keras_asc.complexity import BudgetExceededError
+    from keras_asc.quantization import evaluate_exports, quantize_run
 
     try:
-        model, exports = quantize_run(args)
+        _check_args(args)
+        result = quantize_run(
+            args.run,
+            args.data,
+            split=args.split,
+            epochs=args.epochs,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            steps_per_epoch=args.steps_per_epoch,
+            ptq=args.ptq,
+            calibration_clips=args.calibration_clips,
+            out_dir=args.out,
+            seed=args.seed,
+            cache_dir=args.cache,
+            verbose=args.verbose,
+        )
     except BudgetExceededError as error:
         print(f"keras-asc quantize: over budget: {error}", file=sys.stderr)
         return 1
     except (FileNotFoundError, ValueError) as error:
         print(f"keras-asc quantize: error: {error}", file=sys.stderr)
         return 2
-    print(f"{'file':<40} {'parameter bytes':>16} {'file bytes':>11}  quantisation")
-    for _, result in exports:
-        print(
-            f"{os.path.basename(result.path):<40} {result.parameters.total:>16,} "
-            f"{result.file_bytes:>11,}  {result.quantization}"
-        )
-    for _, result in exports:
-        print(
-            f"wrote {result.path} (+ {os.path.basename(result.json_path)}, "
-            f"{os.path.basename(result.frontend_path)})"
-        )
+    print(result.summary())
     if args.evaluate:
-        _evaluate(args, model, exports)
+        # Evaluated after the summary is printed, so the files are listed before the wait.
+        result = evaluate_exports(result, args.data, args.evaluate, cache_dir=args.cache)
+        print(result.evaluation_report())
     return 0
+
+
+def __getattr__(name):
+    # resolve_run and load_float_model moved to keras_asc.quantization.workflow; loaded on
+    # first use so that the CLI does not import TensorFlow to parse its arguments.
+    if name in ("resolve_run", "load_float_model"):
+        from keras_asc.quantization import workflow
+
+        return getattr(workflow, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,9 +5,11 @@ TensorFlow-only. Nothing heavy is imported with the package: each name below loa
 
 Example:
     >>> from keras_asc.quantization import quantize_aware_train, export_int8, TFLiteClassifier
+    >>> from keras_asc.quantization import quantize_run
     >>> qat_model = quantize_aware_train(model, train_dataset)
     >>> export_int8(qat_model, None, "out/moflenet57.tflite", qat=True)
     >>> TFLiteClassifier("out/moflenet57.tflite").predict(waveforms)
+    >>> print(quantize_run("runs/moflenet57", "/data/tau22").summary())  # what the CLI does
 """
 
 import importlib
@@ -16,7 +18,8 @@ _EXPORTS = {
     "to_tf_keras": "twin",
     "twin_spec": "twin",
     "register_twin": "twin",
-    "native_depthwise_strides": "twin",
+    "with_native_strides": "twin",
+    "copy_weights_by_name": "twin",
     "UnsupportedTwinLayerError": "twin",
     "quantize_model": "qat",
     "quantize_aware_train": "qat",
@@ -28,10 +31,14 @@ _EXPORTS = {
     "export_int8": "export",
     "convert_int8": "export",
     "parameter_bytes": "export",
+    "read_graph": "export",
     "ExportResult": "export",
     "frontend_params": "frontend",
     "frontend_numpy": "frontend",
     "load_frontend_params": "frontend",
+    "quantize_run": "workflow",
+    "evaluate_exports": "workflow",
+    "QuantizeRunResult": "workflow",
     "TFLiteClassifier": "interpreter",
     "prediction_agreement": "interpreter",
 }

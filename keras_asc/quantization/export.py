@@ -16,7 +16,7 @@
 - ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
   and weights, parameter bytes, file size.
 
-Parameter memory is read back from the flatbuffer with the TFLite interpreter: the constant
+Parameter memory is read back from the flatbuffer (LiteRT's schema module): the constant
 input tensors of the ops (not produced by an op, not a model input) are the parameters. The
 checked figure follows the DCASE rule (parameters times bytes per parameter at the model's
 precision): int8 weights 1 byte per element, the int32 bias inputs of CONV_2D /
@@ -34,13 +34,16 @@ import dataclasses
 import json
 import os
 import tempfile
-import warnings
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from ai_edge_litert import schema_py_generated as tflite_schema
+from ai_edge_litert.interpreter import Interpreter
+from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_asc.complexity import MAX_PARAM_BYTES, BudgetExceededError
+from keras_asc.quantization import qat
 from keras_asc.quantization import twin as twin_module
 from keras_asc.quantization.frontend import (
     frontend_numpy,
@@ -48,7 +51,7 @@ from keras_asc.quantization.frontend import (
     save_frontend_params,
     scalar_params,
 )
-from keras_asc.quantization.twin import to_tf_keras, twin_spec
+from keras_asc.quantization.twin import layers_deep, to_tf_keras, twin_spec, with_native_strides
 
 EXPORT_FORMAT = "keras_asc.int8/1"
 DEFAULT_CALIBRATION_SAMPLES = 256
@@ -60,17 +63,100 @@ _BYTES = {"int8": 1, "uint8": 1, "int16": 2, "float16": 2, "int32": 4, "float32"
 
 
 def make_interpreter(model_path=None, model_content=None, num_threads=None):
-    """A TFLite interpreter: LiteRT's (``ai_edge_litert``) when installed, else ``tf.lite``'s."""
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        # tf.lite.Interpreter warns on every construction that LiteRT replaces it.
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        return Interpreter(
-            model_path=model_path, model_content=model_content, num_threads=num_threads
+    """A LiteRT (``ai_edge_litert``) interpreter of a ``.tflite`` path or flatbuffer bytes.
+
+    Example:
+        >>> interpreter = make_interpreter(model_path="out/moflenet57.tflite")
+    """
+    return Interpreter(model_path=model_path, model_content=model_content, num_threads=num_threads)
+
+
+# === The flatbuffer's graph ===
+
+_OP_NAMES = {
+    code: name for name, code in vars(tflite_schema.BuiltinOperator).items() if name.isupper()
+}
+_TENSOR_TYPES = {
+    code: name.lower() for name, code in vars(tflite_schema.TensorType).items() if name.isupper()
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphOp:
+    """One operator of a TFLite graph: builtin name and tensor indices (-1: optional, absent)."""
+
+    name: str
+    inputs: tuple
+    outputs: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphTensor:
+    """One tensor of a TFLite graph, as the flatbuffer declares it."""
+
+    name: str
+    dtype: str
+    shape: tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteGraph:
+    """Operators (in execution order) and tensors of the main subgraph of a TFLite model."""
+
+    ops: tuple
+    tensors: tuple
+    inputs: tuple
+    outputs: tuple
+
+    @property
+    def op_names(self):
+        return [op.name for op in self.ops]
+
+
+def read_graph(model):
+    """The main subgraph of a ``.tflite`` file or flatbuffer, read with LiteRT's schema module.
+
+    Args:
+        model: ``.tflite`` path or the flatbuffer bytes.
+
+    Returns:
+        ``TFLiteGraph``; tensor indices are those of the interpreter's tensor details.
+
+    Example:
+        >>> read_graph("out/moflenet57.tflite").op_names[:2]
+        ['QUANTIZE', 'PAD']
+    """
+    if isinstance(model, (bytes, bytearray)):
+        content = bytes(model)
+    else:
+        with open(os.fspath(model), "rb") as stream:
+            content = stream.read()
+    flatbuffer = tflite_schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    # Operator codes above 127 live in builtinCode only; older files set only the deprecated
+    # one-byte field: the larger of the two is the operator.
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in flatbuffer.operatorCodes]
+    subgraph = flatbuffer.subgraphs[0]
+
+    def indices(values):
+        return tuple(int(i) for i in (values if values is not None else ()))
+
+    ops = tuple(
+        GraphOp(
+            _OP_NAMES.get(codes[op.opcodeIndex], str(codes[op.opcodeIndex])),
+            indices(op.inputs),
+            indices(op.outputs),
         )
+        for op in subgraph.operators
+    )
+    tensors = tuple(
+        GraphTensor(
+            (tensor.name or b"").decode(),
+            _TENSOR_TYPES.get(tensor.type, str(tensor.type)),
+            indices(tensor.shape),
+        )
+        for tensor in subgraph.tensors
+    )
+    return TFLiteGraph(ops, tensors, indices(subgraph.inputs), indices(subgraph.outputs))
 
 
 # === Parameter memory ===
@@ -156,23 +242,18 @@ def parameter_bytes(model):
     Example:
         >>> print(parameter_bytes("moflenet57.tflite"))
     """
-    if isinstance(model, (bytes, bytearray)):
-        interpreter = make_interpreter(model_content=bytes(model))
-    else:
-        interpreter = make_interpreter(model_path=os.fspath(model))
-    details = {d["index"]: d for d in interpreter.get_tensor_details()}
-    ops = interpreter._get_ops_details()
-    produced = {int(i) for op in ops for i in op["outputs"]}
-    graph_inputs = {d["index"] for d in interpreter.get_input_details()}
+    graph = read_graph(model)
+    produced = {i for op in graph.ops for i in op.outputs}
+    graph_inputs = set(graph.inputs)
     roles = {}
-    for op in ops:
-        for position, index in enumerate(int(i) for i in op["inputs"]):
+    for op in graph.ops:
+        for position, index in enumerate(op.inputs):
             if index < 0 or index in produced or index in graph_inputs or index in roles:
                 continue
-            dtype = np.dtype(details[index]["dtype"]).name
+            dtype = graph.tensors[index].dtype
             if dtype in ("int8", "uint8"):
                 role = "weight"
-            elif dtype == "int32" and _BIAS_INPUT.get(op["op_name"]) == position:
+            elif dtype == "int32" and _BIAS_INPUT.get(op.name) == position:
                 role = "bias"
             elif dtype.startswith("float"):
                 role = "float"
@@ -180,12 +261,7 @@ def parameter_bytes(model):
                 role = "structure"
             roles[index] = role
     tensors = tuple(
-        ParameterTensor(
-            details[i]["name"],
-            np.dtype(details[i]["dtype"]).name,
-            tuple(int(d) for d in details[i]["shape"]),
-            role,
-        )
+        ParameterTensor(graph.tensors[i].name, graph.tensors[i].dtype, graph.tensors[i].shape, role)
         for i, role in sorted(roles.items())
     )
     return ParameterBytes(tensors)
@@ -205,9 +281,17 @@ def check_parameter_bytes(counted, name, max_param_bytes=MAX_PARAM_BYTES):
 
 
 def _is_quantized(model):
-    return any(
-        type(layer).__name__.startswith("Quantize") for layer in twin_module._layers_deep(model)
-    )
+    return any(type(layer).__name__.startswith("Quantize") for layer in layers_deep(model))
+
+
+def _traceable(model, quantized):
+    """The model the converter traces: depthwise strides native, no ``Subsample`` layers."""
+    if not quantized:
+        return with_native_strides(model)
+    # Rebuilding a QAT model from its config needs TF-MOT's classes and our configs in scope.
+    quantize_scope = qat.import_tfmot().quantization.keras.quantize_scope
+    with quantize_scope(qat.quantize_scope_objects()):
+        return with_native_strides(model)
 
 
 def _input_specs(model):
@@ -284,6 +368,7 @@ def convert_int8(
             f"representative_dataset of spectrogram or waveform batches."
         )
     spec = twin_spec(model)
+    model = _traceable(model, quantized)
     specs = _input_specs(model)
 
     @tf.function(autograph=False)
@@ -295,8 +380,7 @@ def convert_int8(
     holder = tf.Module()
     holder.model_variables = list(model.variables)
     holder.inference = function
-    with twin_module.native_depthwise_strides():
-        concrete = function.get_concrete_function(*specs)
+    concrete = function.get_concrete_function(*specs)
 
     def make_converter():
         converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], holder)
@@ -335,7 +419,7 @@ def _float_nodes(model, make_converter):
     """
     float_layers = [
         layer.name
-        for layer in twin_module._layers_deep(model)
+        for layer in layers_deep(model)
         if isinstance(
             layer,
             (
@@ -347,14 +431,12 @@ def _float_nodes(model, make_converter):
     ]
     converter = make_converter()
     converter.optimizations = []
-    interpreter = make_interpreter(model_content=converter.convert())
-    names = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
-    graph_outputs = {d["index"] for d in interpreter.get_output_details()}
+    graph = read_graph(converter.convert())
     nodes = []
-    for op in interpreter._get_ops_details():
-        for index in (int(i) for i in op["outputs"]):
-            name = names[index]
-            if index in graph_outputs or any(f"/{layer}/" in name for layer in float_layers):
+    for op in graph.ops:
+        for index in op.outputs:
+            name = graph.tensors[index].name
+            if index in graph.outputs or any(f"/{layer}/" in name for layer in float_layers):
                 nodes.append(name)
     return nodes
 
@@ -366,8 +448,6 @@ def compact_flatbuffer(content):
     MofleNet57); inputs and outputs keep their names, the others become ``t<index>``. Only the
     ``min_runtime_version`` metadata is kept. Weights, quantisation and ops are untouched.
     """
-    from tensorflow.lite.tools import flatbuffer_utils
-
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     for subgraph in model.subgraphs:
         keep = {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
@@ -427,22 +507,20 @@ def sidecar_paths(path):
     return f"{stem}.json", f"{stem}.frontend.npz"
 
 
-def _input_quantization(interpreter):
+def _input_quantization(interpreter, graph):
     """Scale and zero point of the QUANTIZE op that follows each float input."""
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     result = {}
-    for op in interpreter._get_ops_details():
-        if op["op_name"] == "QUANTIZE" and int(op["inputs"][0]) in {
-            d["index"] for d in interpreter.get_input_details()
-        }:
-            scale, zero_point = details[int(op["outputs"][0])]["quantization"]
-            result[int(op["inputs"][0])] = {"scale": float(scale), "zero_point": int(zero_point)}
+    for op in graph.ops:
+        if op.name == "QUANTIZE" and op.inputs[0] in graph.inputs:
+            scale, zero_point = details[op.outputs[0]]["quantization"]
+            result[op.inputs[0]] = {"scale": float(scale), "zero_point": int(zero_point)}
     return result
 
 
 def _describe(content, spec, frontends, counted, quantization):
     interpreter = make_interpreter(model_content=content)
-    quant = _input_quantization(interpreter)
+    quant = _input_quantization(interpreter, read_graph(content))
     inputs = []
     for detail in interpreter.get_input_details():
         inputs.append(

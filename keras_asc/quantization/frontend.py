@@ -17,6 +17,8 @@ import json
 
 import numpy as np
 
+from keras_asc.layers.frontend import LogMelSpectrogram
+
 FRONTEND_FORMAT = "keras_asc.logmel/1"
 _SCALARS = (
     "sampling_rate",
@@ -52,8 +54,6 @@ def frontend_params(frontend):
         window zero-padded to ``fft_length`` and centred, shape (fft_length,)) and
         ``"mel_filter_bank"`` (fft_length // 2 + 1, num_mel_bins), the layer's inference bank.
     """
-    from keras_asc.layers.frontend import LogMelSpectrogram
-
     if isinstance(frontend, dict):
         config = {k: v for k, v in frontend.items() if k not in ("name", "trainable", "dtype")}
         frontend = LogMelSpectrogram(**config)

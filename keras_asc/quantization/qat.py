@@ -29,6 +29,7 @@ for the process, which ``import_tfmot`` undoes after the import.
 
 import functools
 import os
+import weakref
 
 import keras
 import numpy as np
@@ -36,7 +37,7 @@ import tensorflow as tf
 import tf_keras
 
 from keras_asc.quantization import twin as twin_module
-from keras_asc.quantization.twin import to_tf_keras, twin_spec
+from keras_asc.quantization.twin import attach_spec, is_ensemble, to_tf_keras, twin_spec
 
 QAT_EPOCHS = 24
 QAT_PEAK_LEARNING_RATE = 5e-5
@@ -122,9 +123,10 @@ def quantize_configs():
 
     ``FloatQuantizeConfig`` (GRN; the pooling that produces the float logits) quantises
     nothing, so the layer runs in floating point between the int8 tensors before and after
-    it. ``PassThroughQuantizeConfig`` (channel shuffle, shortcut average pooling) quantises
-    nothing either; the TFLite converter keeps a permutation and an average pooling in int8
-    with their input's scale.
+    it. ``PassThroughQuantizeConfig`` (channel shuffle, shortcut average pooling, the twin's
+    ``Subsample``) quantises nothing either; the TFLite converter keeps a permutation and an
+    average pooling in int8 with their input's scale, and a ``Subsample`` is not converted
+    at all (the export folds it back into its depthwise layer's stride).
     """
     tfmot = import_tfmot()
     base = tfmot.quantization.keras.QuantizeConfig
@@ -166,7 +168,7 @@ def quantize_configs():
         """Keep a layer in floating point (GRN, the logit pooling)."""
 
     class PassThroughQuantizeConfig(_NothingQuantized):
-        """A layer that keeps its input's scale (channel shuffle, shortcut average pooling)."""
+        """A layer that keeps its input's scale (channel shuffle, average pooling, subsample)."""
 
     return {
         "FloatQuantizeConfig": FloatQuantizeConfig,
@@ -174,7 +176,8 @@ def quantize_configs():
     }
 
 
-def _quantize_scope_objects():
+def quantize_scope_objects():
+    """The classes a QAT model of a twin needs to be rebuilt from its config (with TF-MOT's)."""
     return {**twin_module.custom_objects(), **quantize_configs()}
 
 
@@ -182,7 +185,7 @@ def _custom_layer_config(layer):
     configs = quantize_configs()
     if isinstance(layer, twin_module.GlobalResponseNormalization):
         return configs["FloatQuantizeConfig"]()
-    if isinstance(layer, twin_module.ChannelShuffle):
+    if isinstance(layer, (twin_module.ChannelShuffle, twin_module.Subsample)):
         return configs["PassThroughQuantizeConfig"]()
     if isinstance(layer, tf_keras.layers.AveragePooling2D):
         return configs["PassThroughQuantizeConfig"]()
@@ -203,10 +206,8 @@ def _quantize_single(twin):
     # weights; quantize_annotate_model then annotates every layer not annotated yet.
     annotated = tf_keras.models.clone_model(twin, clone_function=annotate)
     annotated = qk.quantize_annotate_model(annotated)
-    with qk.quantize_scope(_quantize_scope_objects()):
-        quantized = qk.quantize_apply(annotated)
-    # TF-MOT rebuilt the layers from their configs: patch the unequal-stride depthwise again.
-    return twin_module.patch_unequal_strides(quantized)
+    with qk.quantize_scope(quantize_scope_objects()):
+        return qk.quantize_apply(annotated)
 
 
 def member_models(model):
@@ -230,8 +231,7 @@ def _ensemble_from_members(members, spec):
                 f"Ensemble member {member.name!r} must take exactly one spectrogram input."
             )
     summed = twin_module.WeightedSum(spec.member_weights, name=f"{spec.name}_weighted_sum")(outputs)
-    ensemble = tf_keras.Model(inputs, summed, name=spec.name)
-    return twin_module._attach_spec(ensemble, spec)
+    return attach_spec(tf_keras.Model(inputs, summed, name=spec.name), spec)
 
 
 def quantize_model(model):
@@ -252,7 +252,7 @@ def quantize_model(model):
     if spec.member_names:
         members = [quantize_model(member) for member in member_models(twin)]
         return _ensemble_from_members(members, spec)
-    return twin_module._attach_spec(_quantize_single(twin), spec)
+    return attach_spec(_quantize_single(twin), spec)
 
 
 def _check_tensorflow_backend():
@@ -266,9 +266,7 @@ def _check_tensorflow_backend():
 
 
 def _keras_members(model):
-    from keras_asc.models.ensemble import Ensemble
-
-    return list(model.members) if isinstance(model, Ensemble) else [model]
+    return list(model.members) if is_ensemble(model) else [model]
 
 
 def spectrogram_dataset(model, dataset, *, training=True):
@@ -357,6 +355,13 @@ def calibrate_activation_ranges(qat_model, twin, batches):
     Returns:
         The number of ranges set.
     """
+    # A ReLU followed by a Subsample (a deferred depthwise stride) is quantised at the strided
+    # positions in the int8 model: its range comes from the subsampled tensor.
+    subsampled = {
+        id(layer.input): layer.output
+        for layer in twin.layers
+        if isinstance(layer, twin_module.Subsample)
+    }
     targets = []
     for layer in qat_model.layers:
         variables = _range_variables(layer)
@@ -365,7 +370,8 @@ def calibrate_activation_ranges(qat_model, twin, batches):
         if type(layer).__name__ == "QuantizeLayer":
             targets.append((None, variables))
         else:
-            targets.append((twin.get_layer(layer.layer.name).output, variables))
+            output = twin.get_layer(layer.layer.name).output
+            targets.append((subsampled.get(id(output), output), variables))
     probe = tf_keras.Model(twin.inputs, [t for t, _ in targets if t is not None])
     lows, highs = [], []
     for batch in batches:
@@ -463,7 +469,7 @@ def quantize_aware_train(
     spec = twin_spec(twin)
     qat_members, histories = [], []
     for keras_member, member_twin in zip(_keras_members(model), member_models(twin), strict=True):
-        qat_member = twin_module._attach_spec(_quantize_single(member_twin), twin_spec(member_twin))
+        qat_member = attach_spec(_quantize_single(member_twin), twin_spec(member_twin))
         data = spectrogram_dataset(keras_member, train_dataset, training=True)
         if calibration_batches:
             calibration = (x for x, _ in data.take(int(calibration_batches)))
@@ -483,10 +489,14 @@ def quantize_aware_train(
         qat_members.append(qat_member)
         histories.append(history.history)
     result = _ensemble_from_members(qat_members, spec) if spec.member_names else qat_members[0]
-    object.__setattr__(result, "_keras_asc_histories", histories)
+    _HISTORIES[result] = histories
     return result
+
+
+# Kept beside the QAT models rather than set on them (tf_keras would track the attribute).
+_HISTORIES = weakref.WeakKeyDictionary()
 
 
 def qat_histories(qat_model):
     """The per-member ``fit`` histories recorded by ``quantize_aware_train``."""
-    return list(getattr(qat_model, "_keras_asc_histories", []))
+    return list(_HISTORIES.get(qat_model, []))

@@ -1,0 +1,276 @@
+"""Quantise a trained run: QAT fine-tuning (or post-training calibration) and int8 export.
+
+``quantize_run`` is what ``keras-asc quantize RUN_DIR --data DIR`` does, as a library
+function: load the run's float model, fine-tune it with quantisation-aware training (or, with
+``ptq=True``, calibrate it), export the int8 TFLite file of the model and, for an ensemble, of
+every member, and optionally evaluate the float models and the int8 files side by side.
+
+Example:
+    >>> from keras_asc.quantization import quantize_run
+    >>> result = quantize_run("runs/moflenet57", "/data/tau22", evaluate_split="test")
+    >>> print(result.summary())
+    >>> print(result.evaluation_report())
+"""
+
+import dataclasses
+import itertools
+import os
+
+import keras
+
+import keras_asc
+from keras_asc.data.pipeline import make_dataset
+from keras_asc.data.tau22 import normalize_split
+from keras_asc.quantization.export import export_int8
+from keras_asc.quantization.interpreter import TFLiteClassifier, prediction_agreement
+from keras_asc.quantization.qat import member_models, quantize_aware_train
+from keras_asc.quantization.twin import to_tf_keras
+from keras_asc.training.evaluation import evaluate, format_comparison
+
+
+def resolve_run(path):
+    """``(model_path, default_out_dir)`` for a run directory or a ``.keras`` file.
+
+    Example:
+        >>> resolve_run("runs/moflenet57")
+        ('runs/moflenet57/model.keras', 'runs/moflenet57/int8')
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        model_path = os.path.join(path, "model.keras")
+        if not os.path.isfile(model_path):
+            raise FileNotFoundError(
+                f"{path!r} has no model.keras: expected a run directory written by "
+                f"`keras-asc train` or `keras-asc ensemble`, or a .keras file."
+            )
+        return model_path, os.path.join(path, "int8")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No run directory or .keras file at {path!r}.")
+    if not path.endswith(".keras"):
+        raise ValueError(f"Expected a run directory or a .keras file. Received: {path!r}")
+    return path, os.path.join(os.path.dirname(os.path.abspath(path)), "int8")
+
+
+def load_float_model(model_path):
+    """Load a trained ``.keras`` model for quantisation (without its training state).
+
+    Example:
+        >>> model = load_float_model("runs/moflenet57/model.keras")
+    """
+    # keras_asc.load_model registers the classes saved runs reference (spectrogram
+    # augmentations, the training schedule inside ensemble members, plugins). The optimizer
+    # state is not needed: QAT compiles its own.
+    return keras_asc.load_model(model_path, compile=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeRunResult:
+    """What ``quantize_run`` produced.
+
+    Attributes:
+        model: the float Keras 3 model of the run.
+        exports: ``(tf_keras model exported, ExportResult)`` pairs: the model or ensemble
+            first, then each ensemble member.
+        quantization: ``"qat"`` or ``"ptq"``.
+        evaluations: with an evaluation split, the ``EvaluationResult`` of the float model
+            (and its members), then of every int8 file, in ``exports`` order; else empty.
+        agreements: with an evaluation split, ``(int8 file name, agreement, clips)`` per
+            export: the fraction of clips on which the int8 file predicts the class of the
+            model it was exported from.
+    """
+
+    model: object
+    exports: tuple
+    quantization: str
+    evaluations: tuple = ()
+    agreements: tuple = ()
+
+    def summary(self):
+        """The table of files with their parameter and file bytes, then the files written."""
+        lines = [f"{'file':<40} {'parameter bytes':>16} {'file bytes':>11}  quantisation"]
+        for _, result in self.exports:
+            lines.append(
+                f"{os.path.basename(result.path):<40} {result.parameters.total:>16,} "
+                f"{result.file_bytes:>11,}  {result.quantization}"
+            )
+        for _, result in self.exports:
+            lines.append(
+                f"wrote {result.path} (+ {os.path.basename(result.json_path)}, "
+                f"{os.path.basename(result.frontend_path)})"
+            )
+        return "\n".join(lines)
+
+    def evaluation_report(self):
+        """The float and int8 results side by side, then each file's agreement ('' if none)."""
+        if not self.evaluations:
+            return ""
+        reference = "float" if self.quantization == "ptq" else "QAT"
+        lines = [format_comparison(list(self.evaluations))]
+        for name, agreement, clips in self.agreements:
+            lines.append(
+                f"{name}: same class as the {reference} model on {100 * agreement:.2f} % "
+                f"of {clips} clips"
+            )
+        return "\n".join(lines)
+
+
+def _check_positive(name, value):
+    if value is not None and (int(value) != value or value < 1):
+        raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
+
+
+def quantize_run(
+    run,
+    data_dir,
+    *,
+    split=25,
+    epochs=24,
+    learning_rate=5e-5,
+    batch_size=256,
+    steps_per_epoch=None,
+    ptq=False,
+    calibration_clips=256,
+    out_dir=None,
+    seed=0,
+    cache_dir=None,
+    evaluate_split=None,
+    verbose=1,
+):
+    """Quantise a trained run and export its int8 TFLite files.
+
+    QAT (the default) fine-tunes the float model with ``quantize_aware_train`` (the report's
+    recipe: 24 epochs, peak learning rate 5e-5 decaying linearly to 10 % by epoch 16) on the
+    training split; ``ptq=True`` calibrates the float model on ``calibration_clips`` clips of
+    it instead. An ensemble is exported as one file and one file per member, each beside its
+    ``.json`` and ``.frontend.npz``.
+
+    Args:
+        run: a run directory (with ``model.keras``) or a ``.keras`` file.
+        data_dir: TAU22-layout dataset folder.
+        split: training split for QAT or calibration (5, 10, 25, 50, 100 or a spelling
+            ``normalize_split`` accepts).
+        epochs: QAT epochs.
+        learning_rate: peak QAT learning rate.
+        batch_size: clips per batch.
+        steps_per_epoch: QAT batches per epoch (``None``: the whole split).
+        ptq: post-training quantisation only (calibration, no QAT; any Keras backend).
+        calibration_clips: clips for post-training calibration.
+        out_dir: output folder (default: ``int8`` inside the run directory).
+        seed: seed of the data order.
+        cache_dir: cache decoded audio here (reused by later runs).
+        evaluate_split: afterwards, evaluate the float model and every int8 file on this
+            split (e.g. ``"test"``); see ``evaluate_exports``.
+        verbose: Keras progress output of the QAT fine-tuning (0, 1 or 2).
+
+    Returns:
+        ``QuantizeRunResult``.
+
+    Raises:
+        FileNotFoundError: no run directory or ``.keras`` file at ``run``.
+        BudgetExceededError: an int8 file would exceed 128,000 parameter bytes.
+
+    Example:
+        >>> result = quantize_run("runs/moflenet57", "/data/tau22", ptq=True)
+        >>> print(result.summary())
+    """
+    for name, value in (
+        ("epochs", epochs),
+        ("batch_size", batch_size),
+        ("steps_per_epoch", steps_per_epoch),
+        ("calibration_clips", calibration_clips),
+    ):
+        _check_positive(name, value)
+    if not ptq and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "quantisation-aware training needs KERAS_BACKEND=tensorflow (received "
+            f"{keras.backend.backend()!r}); ptq=True works on any backend."
+        )
+    model_path, default_out = resolve_run(run)
+    out_dir = out_dir or default_out
+    model = load_float_model(model_path)
+    split = normalize_split(split)
+
+    if ptq:
+        calibration = make_dataset(
+            data_dir,
+            split,
+            batch_size=batch_size,
+            training=False,
+            shuffle=True,
+            seed=seed,
+            cache_dir=cache_dir,
+        )
+        batches = -(-calibration_clips // batch_size)
+        calibration = [
+            waveforms
+            for waveforms, *_ in itertools.islice(calibration.as_numpy_iterator(), batches)
+        ]
+        quantized = to_tf_keras(model)
+    else:
+        train_dataset = make_dataset(
+            data_dir,
+            split,
+            batch_size=batch_size,
+            training=True,
+            seed=seed,
+            cache_dir=cache_dir,
+        )
+        quantized = quantize_aware_train(
+            model,
+            train_dataset,
+            epochs=epochs,
+            peak_learning_rate=learning_rate,
+            steps_per_epoch=steps_per_epoch,
+            verbose=verbose,
+        )
+        calibration = None
+    members = member_models(quantized)
+    targets = [quantized] + (members if len(members) > 1 else [])
+    exports = []
+    for target in targets:
+        path = os.path.join(out_dir, f"{target.name}.tflite")
+        result = export_int8(
+            target,
+            calibration,
+            path,
+            qat=not ptq,
+            max_calibration_samples=calibration_clips,
+        )
+        exports.append((target, result))
+    result = QuantizeRunResult(model, tuple(exports), "ptq" if ptq else "qat")
+    if evaluate_split is not None:
+        result = evaluate_exports(result, data_dir, evaluate_split, cache_dir=cache_dir)
+    return result
+
+
+def evaluate_exports(result, data_dir, split="test", *, cache_dir=None):
+    """Evaluate the float model and every int8 file of a ``quantize_run`` on a split.
+
+    Each int8 file is also compared clip by clip with the tf_keras model it was exported
+    from (the QAT model, or the float twin after post-training quantisation).
+
+    Args:
+        result: the ``QuantizeRunResult`` to evaluate.
+        data_dir: TAU22-layout dataset folder.
+        split: the split to evaluate on (e.g. ``"test"``).
+        cache_dir: cache decoded audio here.
+
+    Returns:
+        A copy of ``result`` with ``evaluations`` and ``agreements`` filled in.
+
+    Example:
+        >>> print(evaluate_exports(result, "/data/tau22", "test").evaluation_report())
+    """
+    split = normalize_split(split)
+    floats = [result.model, *getattr(result.model, "members", [])]
+    classifiers = [TFLiteClassifier(export.path) for _, export in result.exports]
+    evaluations = [
+        evaluate(predictor, data_dir, split, cache_dir=cache_dir, verbose=False)
+        for predictor in floats + classifiers
+    ]
+    dataset = make_dataset(data_dir, split, batch_size=64, training=False, cache_dir=cache_dir)
+    agreements = []
+    for (target, _), classifier in zip(result.exports, classifiers, strict=True):
+        agreement, clips = prediction_agreement(classifier, target, dataset.as_numpy_iterator())
+        agreements.append((classifier.name, agreement, clips))
+    return dataclasses.replace(result, evaluations=tuple(evaluations), agreements=tuple(agreements))
