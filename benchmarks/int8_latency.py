@@ -68,7 +68,7 @@ def time_call(function, seconds, warmup=2):
 def load_float_model(source):
     """``(Keras model, int8 folder or None)`` for a preset name, run directory or .keras file."""
     import keras_asc
-    from keras_asc.commands.quantize import load_float_model as load
+    from keras_asc.training.quantize import load_float_model as load
 
     if os.path.isdir(source):
         return load(os.path.join(source, "model.keras")), os.path.join(source, "int8")

@@ -16,7 +16,9 @@ from helpers import randomize_state
 
 import keras_asc
 from keras_asc.complexity import MAX_PARAM_BYTES, BudgetExceededError
-from keras_asc.models import MofleNet
+from keras_asc.layers import leaf_layers
+from keras_asc.models import AudioClassifier
+from keras_asc.training import QAT_RECIPE
 
 pytestmark = pytest.mark.tensorflow_only
 
@@ -26,7 +28,8 @@ tf = pytest.importorskip("tensorflow")
 def tiny_moflenet(name="tiny_mofle", hop_length=500, seed=0):
     """Every MofleNet block kind (S, D with (2, 1) stride, T) at a fraction of the cost."""
     keras.utils.set_random_seed(seed)
-    return MofleNet(
+    return AudioClassifier.from_preset(
+        "moflenet57",
         base_channels=16,
         channels_multiplier=1.5,
         expansion_rate=2.0,
@@ -100,7 +103,7 @@ def qat_tiny(trained_tiny, datasets):
     from keras_asc.quantization import quantize_aware_train
 
     train, _ = datasets
-    return quantize_aware_train(trained_tiny, train, epochs=1, verbose=0)
+    return quantize_aware_train(trained_tiny, train, epochs=1, verbose=0, **QAT_RECIPE.schedule_arguments())
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +128,14 @@ def test_twin_matches_keras_model(preset):
     randomize_state(model, seed=1)
     twin = to_tf_keras(model)
     assert twin.input_shape == model.frontend.compute_output_shape((None, 32000))
+    # Same layers, same names, blocks expanded into their sub-layers, front-end left out.
     assert [layer.name for layer in twin.layers[1:] if not isinstance(layer, Subsample)] == [
-        layer.name for layer in model.layers[2:]
-    ]  # same layers, same names, front-end left out
+        layer.name for layer in leaf_layers(model.backbone) if not isinstance(layer, keras.layers.InputLayer)
+    ]
     # One Subsample per depthwise layer with unequal strides (MofleNet57's (2, 1) ones).
     unequal = [
         layer.name
-        for layer in model.layers
+        for layer in leaf_layers(model)
         if isinstance(layer, keras.layers.DepthwiseConv2D) and len(set(layer.strides)) > 1
     ]
     assert [layer.depthwise for layer in twin.layers if isinstance(layer, Subsample)] == unequal
@@ -401,7 +405,8 @@ def test_activation_ranges_start_at_the_float_statistics():
 def test_qat_learning_rate_follows_the_report():
     from keras_asc.quantization import QATLearningRate
 
-    schedule = QATLearningRate()
+    schedule = QATLearningRate(**QAT_RECIPE.schedule_arguments())
+    assert (QAT_RECIPE.epochs, QAT_RECIPE.batch_size) == (24, 256)
     rates = [schedule(epoch) for epoch in range(24)]
     assert rates[0] == pytest.approx(5e-5)
     assert rates[8] == pytest.approx(5e-5 * 0.55)
@@ -409,7 +414,7 @@ def test_qat_learning_rate_follows_the_report():
     assert rates[16:] == pytest.approx([5e-6] * 8)
     assert all(a > b for a, b in zip(rates[:16], rates[1:17], strict=True))
     with pytest.raises(ValueError, match="final_factor"):
-        QATLearningRate(final_factor=1.5)
+        QATLearningRate(5e-5, decay_epochs=16, final_factor=1.5)
 
 
 # === Parameter bytes ===
@@ -668,7 +673,7 @@ def test_quantize_command_ptq(trained_tiny, synthetic_root, tmp_path, capsys):
 
 
 def test_quantize_run_is_a_library_function(trained_tiny, synthetic_root, tmp_path):
-    from keras_asc.quantization import quantize_run
+    from keras_asc.training import quantize_run
 
     trained_tiny.save(tmp_path / "tiny.keras")
     result = quantize_run(
@@ -721,7 +726,7 @@ def test_presets_qat_int8_agreement_and_budget(datasets, all_waveforms, tmp_path
         # Trained well above chance: near-chance models have near-tied logits, where int8
         # rounding flips decisions (MofleNet57 after 8 epochs: 96.7 % agreement).
         member.fit(train, epochs=20, verbose=0)
-    qat = quantize_aware_train(ensemble, train, epochs=1, verbose=0)
+    qat = quantize_aware_train(ensemble, train, epochs=1, verbose=0, **QAT_RECIPE.schedule_arguments())
     spectrograms = {
         m.name: keras.ops.convert_to_numpy(m.frontend(waveforms)) for m in ensemble.members
     }

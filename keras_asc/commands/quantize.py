@@ -8,8 +8,8 @@ def add_parser(subparsers):
         "quantize",
         help="quantisation-aware fine-tuning and int8 TFLite export of a trained run",
         description="Fine-tune a trained run with quantisation-aware training (TF-MOT; the "
-        "report's recipe: 24 epochs, peak learning rate 5e-5 decaying linearly to 10 %% by "
-        "epoch 16) and export an int8 TFLite model with its front-end constants; with --ptq, "
+        "report's recipe, keras_asc.training.QAT_RECIPE: peak learning rate decaying linearly "
+        "to 10 %% of it) and export an int8 TFLite model with its front-end constants; with --ptq, "
         "calibrate the float model instead (post-training quantisation, no fine-tuning). An "
         "ensemble is exported as one file and one file per member. The export fails when "
         "the int8 parameters exceed 128,000 bytes. QAT needs KERAS_BACKEND=tensorflow.",
@@ -21,11 +21,11 @@ def add_parser(subparsers):
     parser.add_argument(
         "--split", default="25", help="training split for QAT or calibration (default 25)"
     )
-    parser.add_argument("--epochs", type=int, default=24, help="QAT epochs (default 24)")
+    parser.add_argument("--epochs", type=int, help="QAT epochs (default: the recipe's)")
     parser.add_argument(
-        "--learning-rate", type=float, default=5e-5, help="peak QAT learning rate (default 5e-5)"
+        "--learning-rate", type=float, help="peak QAT learning rate (default: the recipe's)"
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="clips per batch (default 256)")
+    parser.add_argument("--batch-size", type=int, help="clips per batch (default: the recipe's)")
     parser.add_argument(
         "--steps-per-epoch", type=int, help="QAT batches per epoch (default: the whole split)"
     )
@@ -81,17 +81,25 @@ def _check_args(args):
 
 def run(args):
     from keras_asc.complexity import BudgetExceededError
-    from keras_asc.quantization import evaluate_exports, quantize_run
+    from keras_asc.training.quantize import evaluate_exports, quantize_run
 
     try:
         _check_args(args)
+        # Flags left out keep the recipe's value (keras_asc.training.QAT_RECIPE).
+        recipe = {
+            name: value
+            for name, value in (
+                ("epochs", args.epochs),
+                ("learning_rate", args.learning_rate),
+                ("batch_size", args.batch_size),
+            )
+            if value is not None
+        }
         result = quantize_run(
             args.run,
             args.data,
             split=args.split,
-            epochs=args.epochs,
-            learning_rate=args.learning_rate,
-            batch_size=args.batch_size,
+            **recipe,
             steps_per_epoch=args.steps_per_epoch,
             ptq=args.ptq,
             calibration_clips=args.calibration_clips,
@@ -112,13 +120,3 @@ def run(args):
         result = evaluate_exports(result, args.data, args.evaluate, cache_dir=args.cache)
         print(result.evaluation_report())
     return 0
-
-
-def __getattr__(name):
-    # resolve_run and load_float_model moved to keras_asc.quantization.workflow; loaded on
-    # first use so that the CLI does not import TensorFlow to parse its arguments.
-    if name in ("resolve_run", "load_float_model"):
-        from keras_asc.quantization import workflow
-
-        return getattr(workflow, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

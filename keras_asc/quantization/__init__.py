@@ -5,8 +5,9 @@ TensorFlow-only. Nothing heavy is imported with the package: each name below loa
 
 Example:
     >>> from keras_asc.quantization import quantize_aware_train, export_int8, TFLiteClassifier
-    >>> from keras_asc.quantization import quantize_run
-    >>> qat_model = quantize_aware_train(model, train_dataset)
+    >>> from keras_asc.training import QAT_RECIPE, quantize_run
+    >>> qat_model = quantize_aware_train(model, train_dataset, QAT_RECIPE.epochs,
+    ...                                  **QAT_RECIPE.schedule_arguments())
     >>> export_int8(qat_model, None, "out/moflenet57.tflite", qat=True)
     >>> TFLiteClassifier("out/moflenet57.tflite").predict(waveforms)
     >>> print(quantize_run("runs/moflenet57", "/data/tau22").summary())  # what the CLI does
@@ -36,9 +37,6 @@ _EXPORTS = {
     "frontend_params": "frontend",
     "frontend_numpy": "frontend",
     "load_frontend_params": "frontend",
-    "quantize_run": "workflow",
-    "evaluate_exports": "workflow",
-    "QuantizeRunResult": "workflow",
     "TFLiteClassifier": "interpreter",
     "prediction_agreement": "interpreter",
 }

@@ -39,11 +39,6 @@ import tf_keras
 from keras_asc.quantization import twin as twin_module
 from keras_asc.quantization.twin import attach_spec, is_ensemble, to_tf_keras, twin_spec
 
-QAT_EPOCHS = 24
-QAT_PEAK_LEARNING_RATE = 5e-5
-QAT_DECAY_EPOCHS = 16
-QAT_FINAL_FACTOR = 0.1
-
 
 def import_tfmot():
     """Import ``tensorflow_model_optimization`` without leaving ``TF_USE_LEGACY_KERAS`` set."""
@@ -69,7 +64,7 @@ class QATLearningRate:
         final_factor: the floor as a fraction of the peak.
 
     Example:
-        >>> schedule = QATLearningRate()
+        >>> schedule = QATLearningRate(5e-5, decay_epochs=16, final_factor=0.1)
         >>> [round(schedule(e) / 5e-5, 4) for e in (0, 8, 16, 23)]
         [1.0, 0.55, 0.1, 0.1]
 
@@ -80,9 +75,9 @@ class QATLearningRate:
 
     def __init__(
         self,
-        peak_learning_rate=QAT_PEAK_LEARNING_RATE,
-        decay_epochs=QAT_DECAY_EPOCHS,
-        final_factor=QAT_FINAL_FACTOR,
+        peak_learning_rate,
+        decay_epochs,
+        final_factor,
     ):
         if not peak_learning_rate > 0:
             raise ValueError(
@@ -411,11 +406,11 @@ def _fine_tune(qat_model, data, *, epochs, schedule, validation_data, steps_per_
 def quantize_aware_train(
     model,
     train_dataset,
-    epochs=QAT_EPOCHS,
-    peak_learning_rate=QAT_PEAK_LEARNING_RATE,
+    epochs,
+    peak_learning_rate,
     *,
-    decay_epochs=QAT_DECAY_EPOCHS,
-    final_factor=QAT_FINAL_FACTOR,
+    decay_epochs,
+    final_factor,
     validation_dataset=None,
     steps_per_epoch=None,
     calibration_batches=8,
@@ -436,10 +431,10 @@ def quantize_aware_train(
         train_dataset: batched ``tf.data.Dataset`` of (waveforms (B, samples) float32, labels
             int (B,) or one-hot (B, classes)[, devices]), e.g. from
             ``keras_asc.data.pipeline.make_dataset(..., training=True)``.
-        epochs: fine-tuning epochs (24 in the report).
-        peak_learning_rate: learning rate of the first epoch (5e-5 in the report).
-        decay_epochs: epoch at which the linear decay reaches ``final_factor`` (16).
-        final_factor: floor of the learning rate as a fraction of the peak (0.1).
+        epochs: fine-tuning epochs (the report's: ``keras_asc.training.QAT_RECIPE.epochs``).
+        peak_learning_rate: learning rate of the first epoch.
+        decay_epochs: epoch at which the linear decay reaches ``final_factor``.
+        final_factor: floor of the learning rate as a fraction of the peak.
         validation_dataset: optional dataset like ``train_dataset``, evaluated each epoch
             without augmentation.
         steps_per_epoch: batches per epoch (``None``: one pass over ``train_dataset``).
@@ -453,8 +448,10 @@ def quantize_aware_train(
         ``fit`` history.
 
     Example:
+        >>> from keras_asc.training import QAT_RECIPE
         >>> qat_model = quantize_aware_train(keras_asc.load_model("runs/moflenet57/model.keras"),
-        ...                                  make_dataset("/data/tau22", 25, batch_size=256))
+        ...                                  make_dataset("/data/tau22", 25, batch_size=256),
+        ...                                  QAT_RECIPE.epochs, **QAT_RECIPE.schedule_arguments())
     """
     _check_tensorflow_backend()
     if int(epochs) != epochs or epochs < 1:

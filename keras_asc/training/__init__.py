@@ -9,9 +9,12 @@ from keras_asc.training.evaluation import (
 )
 from keras_asc.training.inference import FilePrediction, predict_files
 from keras_asc.training.optimizers import AdamL2
+from keras_asc.training.quantize import QuantizeRunResult, evaluate_exports, quantize_run
 from keras_asc.training.recipes import (
     DEFAULT_RECIPE,
+    QAT_RECIPE,
     RECIPES,
+    QATRecipe,
     Recipe,
     get_recipe,
     list_recipes,

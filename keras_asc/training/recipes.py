@@ -321,6 +321,42 @@ RECIPES = {
 DEFAULT_RECIPE = _MOFLENET57
 
 
+@dataclasses.dataclass(frozen=True)
+class QATRecipe:
+    """Quantisation-aware fine-tuning as the report does it, after float training.
+
+    Attributes:
+        epochs: fine-tuning epochs.
+        peak_learning_rate: Adam's learning rate in the first epoch.
+        decay_epochs: the epoch at which the linear decay reaches ``final_factor``.
+        final_factor: the learning-rate floor as a fraction of the peak.
+        batch_size: clips per batch.
+        provenance: where the numbers come from.
+    """
+
+    epochs: int = 24
+    peak_learning_rate: float = 5e-5
+    decay_epochs: int = 16
+    final_factor: float = 0.1
+    batch_size: int = 256
+    provenance: str = (
+        "MofleNet DCASE 2024 report: QAT for 24 epochs, learning rate 5e-5 decreasing linearly "
+        "to 10 % of it by epoch 16."
+    )
+
+    def schedule_arguments(self):
+        """``peak_learning_rate``, ``decay_epochs`` and ``final_factor``, as
+        ``keras_asc.quantization.QATLearningRate`` and ``quantize_aware_train`` take them."""
+        return {
+            "peak_learning_rate": self.peak_learning_rate,
+            "decay_epochs": self.decay_epochs,
+            "final_factor": self.final_factor,
+        }
+
+
+QAT_RECIPE = QATRecipe()
+
+
 def register_recipe(recipe, overwrite=False):
     """Make ``recipe`` the recipe of ``recipe.model`` (for plugin models with their own).
 

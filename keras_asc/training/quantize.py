@@ -6,7 +6,7 @@ function: load the run's float model, fine-tune it with quantisation-aware train
 every member, and optionally evaluate the float models and the int8 files side by side.
 
 Example:
-    >>> from keras_asc.quantization import quantize_run
+    >>> from keras_asc.training import quantize_run
     >>> result = quantize_run("runs/moflenet57", "/data/tau22", evaluate_split="test")
     >>> print(result.summary())
     >>> print(result.evaluation_report())
@@ -18,14 +18,16 @@ import os
 
 import keras
 
-import keras_asc
 from keras_asc.data.pipeline import make_dataset
 from keras_asc.data.tau22 import normalize_split
+from keras_asc.files import FINAL_MODEL, INT8_DIR
 from keras_asc.quantization.export import export_int8
 from keras_asc.quantization.interpreter import TFLiteClassifier, prediction_agreement
 from keras_asc.quantization.qat import member_models, quantize_aware_train
 from keras_asc.quantization.twin import to_tf_keras
 from keras_asc.training.evaluation import evaluate, format_comparison
+from keras_asc.training.recipes import QAT_RECIPE
+from keras_asc.training.saving import load_model
 
 
 def resolve_run(path):
@@ -37,18 +39,18 @@ def resolve_run(path):
     """
     path = os.fspath(path)
     if os.path.isdir(path):
-        model_path = os.path.join(path, "model.keras")
+        model_path = os.path.join(path, FINAL_MODEL)
         if not os.path.isfile(model_path):
             raise FileNotFoundError(
                 f"{path!r} has no model.keras: expected a run directory written by "
                 f"`keras-asc train` or `keras-asc ensemble`, or a .keras file."
             )
-        return model_path, os.path.join(path, "int8")
+        return model_path, os.path.join(path, INT8_DIR)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No run directory or .keras file at {path!r}.")
     if not path.endswith(".keras"):
         raise ValueError(f"Expected a run directory or a .keras file. Received: {path!r}")
-    return path, os.path.join(os.path.dirname(os.path.abspath(path)), "int8")
+    return path, os.path.join(os.path.dirname(os.path.abspath(path)), INT8_DIR)
 
 
 def load_float_model(model_path):
@@ -57,10 +59,9 @@ def load_float_model(model_path):
     Example:
         >>> model = load_float_model("runs/moflenet57/model.keras")
     """
-    # keras_asc.load_model registers the classes saved runs reference (spectrogram
-    # augmentations, the training schedule inside ensemble members, plugins). The optimizer
-    # state is not needed: QAT compiles its own.
-    return keras_asc.load_model(model_path, compile=False)
+    # load_model registers the classes saved runs reference (plugins, the training schedule
+    # of compiled runs). The optimizer state is not needed: QAT compiles its own.
+    return load_model(model_path, compile=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,9 +125,9 @@ def quantize_run(
     data_dir,
     *,
     split=25,
-    epochs=24,
-    learning_rate=5e-5,
-    batch_size=256,
+    epochs=QAT_RECIPE.epochs,
+    learning_rate=QAT_RECIPE.peak_learning_rate,
+    batch_size=QAT_RECIPE.batch_size,
     steps_per_epoch=None,
     ptq=False,
     calibration_clips=256,
@@ -138,9 +139,9 @@ def quantize_run(
 ):
     """Quantise a trained run and export its int8 TFLite files.
 
-    QAT (the default) fine-tunes the float model with ``quantize_aware_train`` (the report's
-    recipe: 24 epochs, peak learning rate 5e-5 decaying linearly to 10 % by epoch 16) on the
-    training split; ``ptq=True`` calibrates the float model on ``calibration_clips`` clips of
+    QAT (the default) fine-tunes the float model with ``quantize_aware_train`` and the report's
+    recipe (``keras_asc.training.QAT_RECIPE``: 24 epochs, peak learning rate 5e-5 decaying
+    linearly to 10 % by epoch 16) on the training split; ``ptq=True`` calibrates the float model on ``calibration_clips`` clips of
     it instead. An ensemble is exported as one file and one file per member, each beside its
     ``.json`` and ``.frontend.npz``.
 
@@ -220,6 +221,8 @@ def quantize_run(
             train_dataset,
             epochs=epochs,
             peak_learning_rate=learning_rate,
+            decay_epochs=QAT_RECIPE.decay_epochs,
+            final_factor=QAT_RECIPE.final_factor,
             steps_per_epoch=steps_per_epoch,
             verbose=verbose,
         )
