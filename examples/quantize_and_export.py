@@ -30,7 +30,12 @@ import numpy as np
 
 import keras_asc
 from keras_asc.data import make_dataset, make_synthetic_tau22
-from keras_asc.quantization import TFLiteClassifier, export_int8, prediction_agreement, quantize_aware_train
+from keras_asc.quantization import (
+    TFLiteClassifier,
+    export_int8,
+    prediction_agreement,
+    quantize_aware_train,
+)
 
 
 def float_model(args, data_dir):
@@ -53,22 +58,40 @@ def float_model(args, data_dir):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", help="output folder (created): int8/ files, and the run and data made here")
-    parser.add_argument("--run", help="trained run folder or .keras file (default: train --model briefly)")
+    parser.add_argument(
+        "out_dir", help="output folder (created): int8/ files, and the run and data made here"
+    )
+    parser.add_argument(
+        "--run", help="trained run folder or .keras file (default: train --model briefly)"
+    )
     parser.add_argument("--data", help="TAU22 dataset folder (default: a synthetic one in OUT_DIR)")
-    parser.add_argument("--split", default="100", help="training split for training and QAT (default 100)")
-    parser.add_argument("--model", default="moflenet57", help="model to train when there is no --run")
-    parser.add_argument("--epochs", type=int, default=4, help="float training epochs when there is no --run")
+    parser.add_argument(
+        "--split", default="100", help="training split for training and QAT (default 100)"
+    )
+    parser.add_argument(
+        "--model", default="moflenet57", help="model to train when there is no --run"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=4, help="float training epochs when there is no --run"
+    )
     parser.add_argument("--qat-epochs", type=int, default=2, help="QAT epochs (the report: 24)")
-    parser.add_argument("--steps-per-epoch", type=int, help="QAT batches per epoch (default: the whole split)")
+    parser.add_argument(
+        "--steps-per-epoch", type=int, help="QAT batches per epoch (default: the whole split)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)")
+    parser.add_argument(
+        "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
+    )
     args = parser.parse_args()
     if keras.backend.backend() != "tensorflow":
-        raise SystemExit(f"QAT needs KERAS_BACKEND=tensorflow (running on {keras.backend.backend()}).")
+        raise SystemExit(
+            f"QAT needs KERAS_BACKEND=tensorflow (running on {keras.backend.backend()})."
+        )
 
     data_dir = args.data or make_synthetic_tau22(
-        os.path.join(args.out_dir, "data"), clips_per_class=args.clips_per_class, test_clips_per_class=9
+        os.path.join(args.out_dir, "data"),
+        clips_per_class=args.clips_per_class,
+        test_clips_per_class=9,
     )
     model = float_model(args, data_dir)
 
@@ -76,10 +99,16 @@ def main():
     # spectrogram augmentations) and returns a tf_keras model with spectrogram input.
     train_dataset = make_dataset(data_dir, args.split, batch_size=args.batch_size, training=True)
     qat_model = quantize_aware_train(
-        model, train_dataset, epochs=args.qat_epochs, steps_per_epoch=args.steps_per_epoch, verbose=2
+        model,
+        train_dataset,
+        epochs=args.qat_epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        verbose=2,
     )
 
-    export = export_int8(qat_model, None, os.path.join(args.out_dir, "int8", f"{model.name}.tflite"), qat=True)
+    export = export_int8(
+        qat_model, None, os.path.join(args.out_dir, "int8", f"{model.name}.tflite"), qat=True
+    )
     print(export)
 
     int8_model = TFLiteClassifier(export.path)

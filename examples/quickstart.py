@@ -31,22 +31,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out_dir", help="output folder (created): the synthetic dataset goes here")
     parser.add_argument("--data", help="TAU22 dataset folder (default: a synthetic one in OUT_DIR)")
-    parser.add_argument("--split", default="100", help="training split: 5, 10, 25, 50 or 100 (default 100)")
+    parser.add_argument(
+        "--split", default="100", help="training split: 5, 10, 25, 50 or 100 (default 100)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)")
+    parser.add_argument(
+        "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
+    )
     args = parser.parse_args()
 
     model = keras_asc.build("moflenet57")
     print(keras_asc.complexity.summary(model))
 
     data_dir = args.data or make_synthetic_tau22(
-        os.path.join(args.out_dir, "data"), clips_per_class=args.clips_per_class, test_clips_per_class=9
+        os.path.join(args.out_dir, "data"),
+        clips_per_class=args.clips_per_class,
+        test_clips_per_class=9,
     )
-    train_dataset = make_dataset(data_dir, args.split, batch_size=args.batch_size)  # shuffled, seeded
+    train_dataset = make_dataset(
+        data_dir, args.split, batch_size=args.batch_size
+    )  # shuffled, seeded
     test_dataset = make_dataset(data_dir, "test", batch_size=64, training=False)
 
-    recipe = get_recipe("moflenet57").with_overrides(epochs=args.epochs)  # the schedule scaled to --epochs
+    recipe = get_recipe("moflenet57").with_overrides(
+        epochs=args.epochs
+    )  # the schedule scaled to --epochs
     steps_per_epoch = len(train_dataset.clips) // args.batch_size
     model.compile(
         optimizer=recipe.make_optimizer(steps_per_epoch=steps_per_epoch),

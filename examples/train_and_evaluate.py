@@ -25,18 +25,30 @@ from keras_asc.data import make_synthetic_tau22
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", help="output folder (created): the run, its evaluation and a synthetic dataset")
+    parser.add_argument(
+        "out_dir", help="output folder (created): the run, its evaluation and a synthetic dataset"
+    )
     parser.add_argument("--data", help="TAU22 dataset folder (default: a synthetic one in OUT_DIR)")
-    parser.add_argument("--split", default="100", help="training split: 5, 10, 25, 50 or 100 (default 100)")
+    parser.add_argument(
+        "--split", default="100", help="training split: 5, 10, 25, 50 or 100 (default 100)"
+    )
     parser.add_argument("--model", default="moflenet57", help="registered model (keras-asc list)")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs (the recipe's 150 phases are scaled)")
-    parser.add_argument("--batch-size", type=int, default=16, help="clips per batch (the recipe: 256)")
+    parser.add_argument(
+        "--epochs", type=int, default=6, help="epochs (the recipe's 150 phases are scaled)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="clips per batch (the recipe: 256)"
+    )
     parser.add_argument("--dirs", help="folder of device impulse responses for DIR augmentation")
-    parser.add_argument("--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)")
+    parser.add_argument(
+        "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
+    )
     args = parser.parse_args()
 
     data_dir = args.data or make_synthetic_tau22(
-        os.path.join(args.out_dir, "data"), clips_per_class=args.clips_per_class, test_clips_per_class=9
+        os.path.join(args.out_dir, "data"),
+        clips_per_class=args.clips_per_class,
+        test_clips_per_class=9,
     )
     result = keras_asc.train(
         args.model,
@@ -49,7 +61,9 @@ def main():
         verbose=2,
         jit_compile=False,  # XLA compiles for longer than short CPU runs train; drop this on a GPU
     )
-    print(f"trained {args.model}: final training loss {result.history['loss'][-1]:.4f}; run in {result.run_dir}")
+    print(
+        f"trained {args.model}: final training loss {result.history['loss'][-1]:.4f}; run in {result.run_dir}"
+    )
 
     metrics = keras_asc.evaluate(result.model_path, data_dir, split="test", verbose=False)
     print(metrics)

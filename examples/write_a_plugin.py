@@ -64,20 +64,28 @@ class SmallConvBackbone(Backbone):
         >>> backbone = SmallConvBackbone(spectrogram_shape=(128, 32, 1))
     """
 
-    def __init__(self, num_classes=10, spectrogram_shape=(128, 32, 1), width=8, name="small_conv", **kwargs):
+    def __init__(
+        self, num_classes=10, spectrogram_shape=(128, 32, 1), width=8, name="small_conv", **kwargs
+    ):
         # === Layers ===
         inputs = keras.Input(tuple(spectrogram_shape), name="spectrogram")
         x = inputs
         for index, filters in enumerate((width, 2 * width, 4 * width)):
-            x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv{index}")(x)
+            x = keras.layers.Conv2D(
+                filters, 3, strides=2, padding="same", use_bias=False, name=f"{name}_conv{index}"
+            )(x)
             x = keras.layers.BatchNormalization(name=f"{name}_bn{index}")(x)
             x = keras.layers.ReLU(name=f"{name}_relu{index}")(x)
         x = keras.layers.Conv2D(num_classes, 1, use_bias=False, name=f"{name}_head_conv")(x)
         x = keras.layers.BatchNormalization(name=f"{name}_head_bn")(x)
         outputs = keras.layers.GlobalAveragePooling2D(name=f"{name}_head_pool")(x)
         super().__init__(
-            inputs=inputs, outputs=outputs, num_classes=num_classes, spectrogram_shape=spectrogram_shape,
-            name=name, **kwargs,
+            inputs=inputs,
+            outputs=outputs,
+            num_classes=num_classes,
+            spectrogram_shape=spectrogram_shape,
+            name=name,
+            **kwargs,
         )
 
         # === Config ===
@@ -87,12 +95,16 @@ class SmallConvBackbone(Backbone):
         return {**super().get_config(), "width": self.width}
 
 
-def small_conv(num_classes=10, width=8, num_mel_bins=128, hop_length=1000, num_samples=32000, name="small_conv"):
+def small_conv(
+    num_classes=10, width=8, num_mel_bins=128, hop_length=1000, num_samples=32000, name="small_conv"
+):
     """The registered builder: ``SmallConvBackbone`` behind its own log-mel front-end.
 
     ``keras_asc.build("small_conv", **overrides)`` calls it; it must accept ``num_classes``.
     """
-    frontend = LogMelSpectrogram(num_mel_bins=num_mel_bins, hop_length=hop_length, name=f"{name}_frontend")
+    frontend = LogMelSpectrogram(
+        num_mel_bins=num_mel_bins, hop_length=hop_length, name=f"{name}_frontend"
+    )
     spectrogram_shape = frontend.compute_output_shape((None, num_samples))[1:]
     backbone = SmallConvBackbone(num_classes, spectrogram_shape, width, name=name)
     return AudioClassifier(backbone, frontend, num_samples=num_samples, name=name)
@@ -123,7 +135,11 @@ class AddWhiteNoise(WaveformAugmentation):
         snr_db = tf.random.stateless_uniform([batch, 1], seeds[0], self.min_snr_db, self.max_snr_db)
         apply = tf.cast(tf.random.stateless_uniform([batch, 1], seeds[1]) < self.p, waveforms.dtype)
         signal_rms = tf.sqrt(tf.reduce_mean(tf.square(waveforms), axis=1, keepdims=True) + 1e-12)
-        noise = tf.random.stateless_normal(tf.shape(waveforms), seeds[2]) * signal_rms * 10.0 ** (-snr_db / 20.0)
+        noise = (
+            tf.random.stateless_normal(tf.shape(waveforms), seeds[2])
+            * signal_rms
+            * 10.0 ** (-snr_db / 20.0)
+        )
         return waveforms + apply * noise
 
     def get_config(self):
@@ -136,11 +152,18 @@ class SmallConvPlugin:
 
     @keras_asc.hookimpl
     def register_models(self, register):
-        register("small_conv", small_conv, description="Three strided convolutions on 128 x 32 log-mels.")
+        register(
+            "small_conv", small_conv, description="Three strided convolutions on 128 x 32 log-mels."
+        )
 
     @keras_asc.hookimpl
     def register_augmentations(self, register):
-        register("white_noise", AddWhiteNoise, stage="waveform", description="White noise at 10-40 dB SNR.")
+        register(
+            "white_noise",
+            AddWhiteNoise,
+            stage="waveform",
+            description="White noise at 10-40 dB SNR.",
+        )
 
 
 def main():
@@ -150,7 +173,9 @@ def main():
     parser.add_argument("--split", default="100", help="training split (default 100)")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)")
+    parser.add_argument(
+        "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
+    )
     args = parser.parse_args()
 
     register_plugin(SmallConvPlugin(), name="keras-asc-smallconv")
@@ -161,7 +186,9 @@ def main():
     print(keras_asc.complexity.check_budget(model))
 
     data_dir = args.data or make_synthetic_tau22(
-        os.path.join(args.out_dir, "data"), clips_per_class=args.clips_per_class, test_clips_per_class=9
+        os.path.join(args.out_dir, "data"),
+        clips_per_class=args.clips_per_class,
+        test_clips_per_class=9,
     )
     # A plugin model without a recipe of its own trains with the MofleNet57 recipe.
     result = keras_asc.train(
@@ -176,7 +203,9 @@ def main():
         jit_compile=False,  # XLA compiles for longer than short CPU runs train
     )
     reloaded = keras_asc.load_model(result.model_path)
-    print(f"reloaded {result.model_path}: {type(reloaded).__name__} with a {type(reloaded.backbone).__name__}")
+    print(
+        f"reloaded {result.model_path}: {type(reloaded).__name__} with a {type(reloaded.backbone).__name__}"
+    )
     metrics = keras_asc.evaluate(reloaded, data_dir, split="test", verbose=False)
     print(f"small_conv macro class-wise accuracy: {100 * metrics.macro_accuracy:.2f} %")
 
