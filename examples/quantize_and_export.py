@@ -15,7 +15,8 @@ Shows the deployment path, step by step, with the public functions of
    (``prediction_agreement``) and with the float Keras model on the test split, and both
    evaluated with ``keras_asc.evaluate``.
 
-``keras-asc quantize RUN_DIR --data DIR`` does the same from the command line (and exports
+``keras-asc quantize RUN_DIR --data DIR``, or ``keras_asc.training.quantize_run(run_dir,
+data_dir)`` in one call, does the same with the report's whole QAT recipe (and exports
 ensembles member by member).
 
 Usage:
@@ -36,6 +37,7 @@ from keras_asc.quantization import (
     prediction_agreement,
     quantize_aware_train,
 )
+from keras_asc.training import QAT_RECIPE
 
 
 def float_model(args, data_dir):
@@ -102,6 +104,8 @@ def main():
         model,
         train_dataset,
         epochs=args.qat_epochs,
+        # The report's learning-rate schedule (peak 5e-5, linear decay to 10 %).
+        **QAT_RECIPE.schedule_arguments(),
         steps_per_epoch=args.steps_per_epoch,
         verbose=2,
     )
