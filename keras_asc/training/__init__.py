@@ -20,7 +20,7 @@ from keras_asc.training.recipes import (
     list_recipes,
     register_recipe,
 )
-from keras_asc.training.saving import load_keras_model, load_model
+from keras_asc.training.saving import load_model
 from keras_asc.training.schedule import (
     SCHEDULE_PRESETS,
     FourPhaseSchedule,

@@ -32,7 +32,7 @@ from keras_asc.training.evaluation import (
     resolve_model_path,
     run_model_name,
 )
-from keras_asc.training.saving import load_keras_model
+from keras_asc.training.saving import load_model
 from keras_asc.version import __version__
 
 # Short names for the built-in presets of keras_asc.models.presets.ENSEMBLE_PRESETS.
@@ -86,7 +86,7 @@ class _Member:
 
     def load(self):
         if self.model is None:
-            self.model = load_keras_model(self.path)
+            self.model = load_model(self.path)
             self.name = self.name or self.model.name
         return self.model
 

@@ -34,7 +34,7 @@ from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
 from keras_asc.files import FINAL_MODEL, METRICS_JSON, RUN_CONFIG, write_text_atomic
 from keras_asc.text import format_table
 from keras_asc.training import plots as plots_module
-from keras_asc.training.saving import load_keras_model
+from keras_asc.training.saving import load_model
 
 METRICS_TEXT = "metrics.txt"
 # Waveform length every keras-asc model takes: one 1-s clip at 32 kHz.
@@ -496,7 +496,7 @@ def load_predictor(model_or_path):
                     f"which this installation does not provide ({error})."
                 ) from error
             return TFLiteClassifier(model_path)
-        predictor = _KerasPredictor(load_keras_model(model_path))
+        predictor = _KerasPredictor(load_model(model_path))
         if run_dir is not None:
             predictor.name = run_model_name(run_dir) or predictor.name
         return predictor
@@ -513,7 +513,7 @@ def load_or_build_model(name_or_path):
 
     Args:
         name_or_path: an existing run directory or ``.keras`` file (loaded with
-            :func:`~keras_asc.training.saving.load_keras_model`), otherwise a registered model
+            :func:`~keras_asc.training.saving.load_model`), otherwise a registered model
             or ensemble name (``keras_asc.build``).
 
     Raises:
@@ -524,7 +524,7 @@ def load_or_build_model(name_or_path):
         model_path, _ = resolve_model_path(name_or_path)
         if not model_path.endswith(".keras"):
             raise ValueError(f"summary reads Keras models; {model_path!r} is not a .keras file.")
-        return load_keras_model(model_path)
+        return load_model(model_path)
     return registry.build(name_or_path)
 
 

@@ -1,4 +1,5 @@
-"""Load saved keras-asc models: ``keras_asc.load_model`` and :func:`load_keras_model`.
+"""Load saved keras-asc models: ``keras_asc.load_model``, the one loader of every model file
+the project writes (runs, checkpoints, ensembles, imported PyTorch weights, plugin models).
 
 Loading lives here, in the training layer, because deserialising a saved run needs the classes
 of every layer below it (layers, models, augmentations, plugins) and of the saved optimiser and
@@ -29,18 +30,9 @@ def load_model(filepath, **kwargs):
 
     if not os.path.exists(filepath):
         raise FileNotFoundError(f"No saved model at {filepath!r}.")
+    # Plugins register their Keras classes when their modules are imported, which loading the
+    # plugins and filling the registries (calling their hooks) does.
     load_plugins()
-    return keras.saving.load_model(filepath, **kwargs)
-
-
-def load_keras_model(path):
-    """:func:`load_model` after every registry is filled.
-
-    A trained model holds its training-only spectrogram augmentation layers (for example
-    ``FreqMixStyle``); their Keras classes are registered when the module defining them is
-    imported, which for built-in and plugin augmentations happens through the registration
-    hooks. Filling the registries first lets a fresh process load any trained model.
-    """
     registry.models()
     registry.augmentations()
-    return load_model(path)
+    return keras.saving.load_model(filepath, **kwargs)
