@@ -428,8 +428,10 @@ def test_resume_after_a_kill_mid_epoch(synthetic_root, tmp_path):
     # Backups: after batch 1 of epoch 0, at the end of epoch 0, after batch 1 of epoch 1.
     killed, _ = _run({**options, "kill_at": [1, 2]})
     assert killed.returncode == -9, killed.stderr[-3000:]
-    metadata = json.loads((out / "backup" / "training_metadata.json").read_text())
-    assert metadata == {"epoch": 1, "batch": 1}
+    # The last backup (after batch 1 of epoch 1) says to redo epoch 1; its weights file is the only one.
+    state = json.loads((out / "backup" / "backup.json").read_text())
+    assert state["epoch"] == 1 and state["backup"] == 4
+    assert sorted(os.listdir(out / "backup")) == sorted(["backup.json", state["weights"]])
     assert [row["epoch"] for row in _read_csv(out / "log.csv")] == ["0"]
     assert not (out / "model.keras").exists()
 

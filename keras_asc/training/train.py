@@ -10,7 +10,7 @@ run_config.json        model, split, seed, epochs, data dir, the effective recip
 log.csv                one row per epoch (appended across resumes, each epoch once)
 tensorboard/           TensorBoard event files (with the tensorboard package installed)
 checkpoints/last.keras, best.keras, best.json
-backup/                keras.callbacks.BackupAndRestore state (removed when the run ends)
+backup/                weights and optimiser state of the last backup (removed when the run ends)
 model.keras            the final model, written last: a run with it is complete
 ```
 
@@ -52,6 +52,7 @@ from keras_asc.files import (
     LAST_CHECKPOINT,
     LOG_FILE,
     RUN_CONFIG,
+    atomic_path,
     save_model_atomic,
     write_text_atomic,
 )
@@ -132,36 +133,65 @@ def read_history(log_path):
     }
 
 
-class _RunBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that also backs up at every epoch end when it saves every N steps, and
-    realigns the optimiser step with the restored epoch.
+class _RunBackup(keras.callbacks.Callback):
+    """Backs up the training model's weights and optimiser state every ``save_every_steps``
+    steps and at every epoch end, and restores them when a run resumes.
 
-    Keras restarts an interrupted epoch from its first batch (with the weights of the last
-    mid-epoch backup); resetting ``optimizer.iterations`` to ``epoch * steps_per_epoch`` keeps
-    the per-step learning-rate schedule on the epoch the run is in.
+    ``restored_epoch`` (read when the callback is made) is the epoch a resumed run starts at:
+    ``train`` passes it to ``fit(initial_epoch=...)``. An interrupted epoch restarts from its
+    first batch, with the weights of its last mid-epoch backup; ``optimizer.iterations`` is set
+    to ``epoch * steps_per_epoch`` so the per-step learning-rate schedule is on the epoch the
+    run is in. Each backup is a new weights file, written atomically, then named in
+    ``backup.json`` (also atomic), so a kill at any moment leaves a consistent pair.
+    (``keras.callbacks.BackupAndRestore`` saves either per epoch or every N batches, not
+    both, and sets the start epoch through a private model attribute.)
     """
 
+    STATE = "backup.json"
+
     def __init__(self, backup_dir, save_every_steps, steps_per_epoch):
-        super().__init__(
-            backup_dir, save_freq=save_every_steps, double_checkpoint=True, delete_checkpoint=False
-        )
+        super().__init__()
+        self.backup_dir = backup_dir
+        self.save_every_steps = save_every_steps
         self.steps_per_epoch = steps_per_epoch
-        self.restored_epoch = 0
+        self.state_path = os.path.join(backup_dir, self.STATE)
+        self.state = None
+        if os.path.exists(self.state_path):
+            with open(self.state_path, encoding="utf-8") as handle:
+                self.state = json.load(handle)
+        self.restored_epoch = int(self.state["epoch"]) if self.state else 0
+        self.epoch = self.restored_epoch
+        self.steps = 0
+        self.saved = 0 if self.state is None else int(self.state["backup"])
 
     def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        metadata = os.path.join(self.backup_dir, "training_metadata.json")
-        if os.path.exists(metadata):
-            with open(metadata, encoding="utf-8") as handle:
-                self.restored_epoch = int(json.load(handle)["epoch"])
+        if self.state is not None:
+            self.model.load_weights(os.path.join(self.backup_dir, self.state["weights"]))
             self.model.optimizer.iterations.assign(self.restored_epoch * self.steps_per_epoch)
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.steps % self.save_every_steps == 0:
+            self._save(self.epoch)  # mid-epoch: a resumed run redoes this epoch
+
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        # With an integer save_freq the parent saves only every N batches; an epoch-end backup
-        # means a run killed between epochs loses nothing.
-        self._batches_seen_since_last_saving = 0
-        self._save_model()
+        self.steps = 0  # N steps into every epoch, as a fresh count
+        self._save(epoch + 1)
+
+    def _save(self, next_epoch):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        self.saved += 1
+        weights = f"backup-{self.saved}.weights.h5"
+        with atomic_path(os.path.join(self.backup_dir, weights), suffix=".weights.h5") as temporary:
+            self.model.save_weights(temporary)
+        state = {"epoch": next_epoch, "backup": self.saved, "weights": weights}
+        write_text_atomic(self.state_path, json.dumps(state) + "\n")
+        for name in os.listdir(self.backup_dir):
+            if name.endswith(".weights.h5") and name != weights:
+                os.remove(os.path.join(self.backup_dir, name))
 
 
 class _LogLearningRate(keras.callbacks.Callback):
@@ -602,6 +632,7 @@ def train(
         training_network.fit(
             dataset,
             epochs=recipe.epochs,
+            initial_epoch=backup.restored_epoch,
             steps_per_epoch=steps_per_epoch,
             validation_data=validation,
             # The pipeline shuffles (seeded) itself.
