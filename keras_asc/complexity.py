@@ -180,7 +180,8 @@ def _walk(model, prefix=""):
         if isinstance(layer, keras.layers.InputLayer):
             continue
         if isinstance(layer, Block):
-            rows.extend(_block_rows(layer, _shape(layer.input), prefix=f"{name}/"))
+            # Sub-layer names already start with the block's name.
+            rows.extend(_block_rows(layer, _shape(layer.input), prefix=prefix))
             continue
         output_shape = _shape(layer.output)
         kind = type(layer).__name__

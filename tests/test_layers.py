@@ -68,15 +68,15 @@ def test_blocks_in_a_users_model_are_counted_sub_layer_by_sub_layer():
     )
     rows = {row.name: row for row in complexity.profile(model).layers}
     # 1x1 grouped expansion 32 -> 80 in 2 groups: 16 * 80 weights at 64 x 16 positions.
-    assert rows["b1/b1_expand_conv"].params == 16 * 80
-    assert rows["b1/b1_expand_conv"].macs == 16 * 80 * 64 * 16
+    assert rows["b1_expand_conv"].params == 16 * 80
+    assert rows["b1_expand_conv"].macs == 16 * 80 * 64 * 16
     # The (2, 1)-strided depthwise 3x3 runs at 32 x 16 positions.
-    assert rows["b1/b1_depthwise_conv"].output_shape == (None, 32, 16, 80)
-    assert rows["b1/b1_depthwise_conv"].macs == 9 * 80 * 32 * 16
-    assert rows["b1/b1_shortcut_pool"].output_shape == (None, 32, 16, 32)
+    assert rows["b1_depthwise_conv"].output_shape == (None, 32, 16, 80)
+    assert rows["b1_depthwise_conv"].macs == 9 * 80 * 32 * 16
+    assert rows["b1_shortcut_pool"].output_shape == (None, 32, 16, 32)
     # CP-ResNet block with a width change has the 1x1 shortcut convolution; k1 = 3, k2 = 1.
-    assert rows["b2/b2_shortcut_conv"].params == 32 * 48
-    assert rows["b2/b2_conv2_conv"].params == 48 * 48
+    assert rows["b2_shortcut_conv"].params == 32 * 48
+    assert rows["b2_conv2_conv"].params == 48 * 48
     assert complexity.profile(model).params == model.count_params() - sum(
         int(np.prod(w.shape)) for w in model.non_trainable_weights
     )
