@@ -37,7 +37,8 @@ def atomic_path(path, suffix=None):
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     On any exception (KeyboardInterrupt included) the temporary file is removed, ``path`` is
-    left as it was, and the exception propagates.
+    left as it was, and the exception propagates. The file gets the user's umask, like a file
+    written with ``open``.
 
     Args:
         path: the file to write; its folder must exist.
@@ -50,6 +51,8 @@ def atomic_path(path, suffix=None):
         suffix = os.path.splitext(path)[1] or ".tmp"
     descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
     os.close(descriptor)
+    # mkstemp creates the file private (0600); the result gets the mode a plain open() would.
+    os.chmod(temporary, 0o666 & ~_umask())
     try:
         yield temporary
         os.replace(temporary, path)
@@ -57,6 +60,12 @@ def atomic_path(path, suffix=None):
         with contextlib.suppress(FileNotFoundError):
             os.remove(temporary)
         raise
+
+
+def _umask():
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
 
 
 def write_text_atomic(path, text):

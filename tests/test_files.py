@@ -34,3 +34,12 @@ def test_a_failed_write_keeps_the_old_file_and_raises(tmp_path):
         open(temporary, "w").close()
         raise KeyboardInterrupt
     assert os.listdir(tmp_path) == ["model.keras"]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        write_text_atomic(tmp_path / "a.json", "{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
