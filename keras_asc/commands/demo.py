@@ -91,18 +91,14 @@ def run(args):
 
     from keras_asc.training.demo import run_demo
 
-    try:
-        run_demo(
-            args.out,
-            epochs=args.epochs,
-            clips_per_class=args.clips_per_class,
-            test_clips_per_class=args.test_clips_per_class,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            verbose=args.verbose,
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"keras-asc demo: error: {error}", file=sys.stderr)
-        return 2
+    run_demo(
+        args.out,
+        epochs=args.epochs,
+        clips_per_class=args.clips_per_class,
+        test_clips_per_class=args.test_clips_per_class,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
+    )
     return 0

@@ -47,23 +47,19 @@ def add_parser(subparsers):
 def run(args):
     from keras_asc.data import download
 
-    try:
-        manifest = download.load_manifest(args.manifest) if args.manifest else None
-        if args.dry_run:
-            for line in download.describe_manifest(manifest, only=args.only):
-                print(line)
-            return 0
-        results = download.download_tau22(
-            args.data_dir,
-            only=args.only,
-            manifest=manifest,
-            keep_archives=args.keep_archives,
-            retries=args.retries,
-            stream=None if args.quiet else sys.stderr,
-        )
-    except (download.DownloadError, download.UnsafeArchiveError, ValueError, OSError) as error:
-        print(f"keras-asc download: error: {error}", file=sys.stderr)
-        return 1
+    manifest = download.load_manifest(args.manifest) if args.manifest else None
+    if args.dry_run:
+        for line in download.describe_manifest(manifest, only=args.only):
+            print(line)
+        return 0
+    results = download.download_tau22(
+        args.data_dir,
+        only=args.only,
+        manifest=manifest,
+        keep_archives=args.keep_archives,
+        retries=args.retries,
+        stream=None if args.quiet else sys.stderr,
+    )
     fetched = sum(status == "downloaded" for status in results.values())
     print(
         f"{args.data_dir}: {fetched} file(s) downloaded, {len(results) - fetched} already present."

@@ -1,7 +1,5 @@
 """``keras-asc ensemble RUN_A RUN_B ... --out DIR``: a weighted-logit ensemble of trained runs."""
 
-import sys
-
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -54,21 +52,17 @@ def _parse_weights(text):
 def run(args):
     from keras_asc.training.ensemble import ensemble_and_report
 
-    try:
-        ensemble_and_report(
-            args.members,
-            weights=_parse_weights(args.weights) if args.weights else None,
-            preset=args.preset,
-            name=args.name,
-            out_dir=args.out,
-            data_dir=args.data,
-            split=args.split,
-            compare=args.compare,
-            batch_size=args.batch_size,
-            cache_dir=args.cache,
-        )
-    except (FileNotFoundError, ValueError, TypeError) as error:
-        # BudgetExceededError is a ValueError: its message says by how much.
-        print(f"keras-asc ensemble: error: {error}", file=sys.stderr)
-        return 2
+    # BudgetExceededError is a ValueError (exit 2): its message says by how much.
+    ensemble_and_report(
+        args.members,
+        weights=_parse_weights(args.weights) if args.weights else None,
+        preset=args.preset,
+        name=args.name,
+        out_dir=args.out,
+        data_dir=args.data,
+        split=args.split,
+        compare=args.compare,
+        batch_size=args.batch_size,
+        cache_dir=args.cache,
+    )
     return 0

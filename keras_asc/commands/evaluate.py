@@ -1,7 +1,5 @@
 """``keras-asc evaluate MODEL --data DIR``: DCASE metrics, a text table, metrics.json and PNGs."""
 
-import sys
-
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -35,17 +33,13 @@ def add_parser(subparsers):
 def run(args):
     from keras_asc.training.evaluation import evaluate_and_report
 
-    try:
-        evaluate_and_report(
-            args.model,
-            args.data,
-            split=args.split,
-            out_dir=args.out,
-            batch_size=args.batch_size,
-            cache_dir=args.cache,
-            plots=not args.no_plots,
-        )
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"keras-asc evaluate: error: {error}", file=sys.stderr)
-        return 2
+    evaluate_and_report(
+        args.model,
+        args.data,
+        split=args.split,
+        out_dir=args.out,
+        batch_size=args.batch_size,
+        cache_dir=args.cache,
+        plots=not args.no_plots,
+    )
     return 0

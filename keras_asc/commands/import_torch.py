@@ -37,11 +37,7 @@ def run(args):
 
     from keras_asc.training.torch_import import import_torch_model
 
-    try:
-        report = import_torch_model(args.preset, args.weights, args.out, layout=args.layout)
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"keras-asc import-torch: error: {error}", file=sys.stderr)
-        return 2
+    report = import_torch_model(args.preset, args.weights, args.out, layout=args.layout)
     print(f"keras-asc import-torch: {report}")
     print(f"keras-asc import-torch: wrote {args.out}")
     return 0

@@ -30,11 +30,7 @@ def run(args):
             f"keras-asc predict: error: --top must be >= 1. Received: {args.top}", file=sys.stderr
         )
         return 2
-    try:
-        predictions = predict_files(args.model, args.files, top=args.top)
-    except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"keras-asc predict: error: {error}", file=sys.stderr)
-        return 2
+    predictions = predict_files(args.model, args.files, top=args.top)
     failed = [p for p in predictions if not p.ok]
     if args.json:
         print(json.dumps([p.to_dict() for p in predictions], indent=2))

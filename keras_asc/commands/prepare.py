@@ -1,7 +1,5 @@
 """``keras-asc prepare --data DIR --split 25 --cache DIR``: decode a split once into the cache."""
 
-import sys
-
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -51,26 +49,20 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from keras_asc.data import tau22
-    from keras_asc.data.audio import AudioDecodeError
     from keras_asc.data.pipeline import prepare_cache
 
-    try:
-        manifest = prepare_cache(
-            args.data,
-            args.split,
-            args.cache,
-            sampling_rate=args.sampling_rate,
-            clip_seconds=args.clip_seconds,
-            splits_dir=args.splits,
-            on_error=args.on_error,
-            overwrite=args.overwrite,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-        )
-    except (tau22.MissingFilesError, AudioDecodeError, FileNotFoundError, ValueError) as error:
-        print(f"keras-asc prepare: error: {error}", file=sys.stderr)
-        return 2
+    manifest = prepare_cache(
+        args.data,
+        args.split,
+        args.cache,
+        sampling_rate=args.sampling_rate,
+        clip_seconds=args.clip_seconds,
+        splits_dir=args.splits,
+        on_error=args.on_error,
+        overwrite=args.overwrite,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+    )
     print(f"wrote {manifest['array_path']}")
     print(f"wrote {manifest['manifest_path']}")
     return 0

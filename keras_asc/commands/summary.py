@@ -1,7 +1,5 @@
 """``keras-asc summary MODEL``: per-layer parameters and MACs and the DCASE budget check."""
 
-import sys
-
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -24,10 +22,6 @@ def run(args):
     from keras_asc import complexity
     from keras_asc.training.evaluation import load_or_build_model
 
-    try:
-        model = load_or_build_model(args.model)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"keras-asc summary: error: {error}", file=sys.stderr)
-        return 2
+    model = load_or_build_model(args.model)
     print(complexity.summary(model, bits=args.bits))
     return 0

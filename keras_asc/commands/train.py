@@ -1,7 +1,5 @@
 """``keras-asc train --model NAME --split N --data DIR``: train with the model's recipe."""
 
-import sys
-
 from keras_asc import registry
 
 
@@ -87,38 +85,30 @@ def run(args):
     from keras_asc.training import get_recipe, train
 
     # Name errors first, before the pipeline is built; the messages list the known names.
-    try:
-        get_recipe(args.model)
-        for name in args.augment:
-            registry.get_augmentation(name)
-    except ValueError as error:
-        print(f"keras-asc train: error: {error}", file=sys.stderr)
-        return 2
-    try:
-        result = train(
-            args.model,
-            data_dir=args.data,
-            split=normalize_split(args.split),
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            weight_decay=args.weight_decay,
-            out_dir=args.out,
-            seed=args.seed,
-            augment=args.augment,
-            dirs_dir=args.dirs,
-            cache_dir=args.cache,
-            distribution=args.distribution,
-            resume=not args.no_resume,
-            verbose=args.verbose,
-            steps_per_epoch=args.steps_per_epoch,
-            validation_split=None
-            if args.validation_split is None
-            else normalize_split(args.validation_split),
-            jit_compile=False if args.no_jit else "auto",
-        )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"keras-asc train: error: {error}", file=sys.stderr)
-        return 2
+    get_recipe(args.model)
+    for name in args.augment:
+        registry.get_augmentation(name)
+    result = train(
+        args.model,
+        data_dir=args.data,
+        split=normalize_split(args.split),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        out_dir=args.out,
+        seed=args.seed,
+        augment=args.augment,
+        dirs_dir=args.dirs,
+        cache_dir=args.cache,
+        distribution=args.distribution,
+        resume=not args.no_resume,
+        verbose=args.verbose,
+        steps_per_epoch=args.steps_per_epoch,
+        validation_split=None
+        if args.validation_split is None
+        else normalize_split(args.validation_split),
+        jit_compile=False if args.no_jit else "auto",
+    )
     history = result.history
     if history.get("epoch"):
         last = {key: values[-1] for key, values in history.items() if key != "epoch"}
