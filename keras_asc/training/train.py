@@ -613,9 +613,15 @@ def train(
             jit_compile=jit_compile,
         )
         if verbose:
+            from keras_asc import complexity
+
+            try:  # the DCASE count, as `keras-asc summary` and the README give it
+                params = f"{complexity.profile(network).params:,} params"
+            except (TypeError, ValueError):  # a plugin layer the DCASE counter does not know
+                params = f"{network.count_params():,} Keras weights incl. BN statistics"
             print(
                 f"keras-asc train: {model} on split{split} ({steps} steps/epoch x {recipe.epochs} "
-                f"epochs, batch {recipe.batch_size}, {network.count_params():,} params) -> {run_dir}"
+                f"epochs, batch {recipe.batch_size}, {params}) -> {run_dir}"
                 + (" [resuming]" if resuming else ""),
                 flush=True,
             )
