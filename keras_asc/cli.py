@@ -61,7 +61,6 @@ LIGHT_COMMANDS = frozenset({"download"})
 USAGE_ERRORS = (
     ValueError,
     TypeError,
-    LookupError,
     FileNotFoundError,
     FileExistsError,
     NotADirectoryError,
