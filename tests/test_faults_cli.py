@@ -183,6 +183,21 @@ def test_readme_keras_asc_commands_parse():
         assert args.func is not None, argv
 
 
+def test_readme_command_synopsis_names_existing_commands_and_flags():
+    """The untagged block that lists every command: each command exists and takes its flags."""
+    (block,) = re.findall(r"^```\n(keras-asc list.*?)^```", README.read_text(), re.M | re.S)
+    parser = cli.build_parser()
+    (subparsers,) = [a for a in parser._actions if a.dest == "command"]
+    listed = []
+    for line in block.splitlines():
+        command = line.split()[1]
+        listed.append(command)
+        options = {o for action in subparsers.choices[command]._actions for o in action.option_strings}
+        for flag in re.findall(r"(?<!\S)--[a-z][\w-]*", line):
+            assert flag in options, (command, flag)
+    assert sorted(listed) == sorted(cli.COMMANDS)
+
+
 def test_readme_pip_commands_name_existing_extras():
     extras = set(_pyproject()["project"]["optional-dependencies"])
     installs = [words for words in _bash_commands() if words[:2] == ["pip", "install"]]
