@@ -193,7 +193,7 @@ def test_readme_command_synopsis_names_existing_commands_and_flags():
         command = line.split()[1]
         listed.append(command)
         options = {o for action in subparsers.choices[command]._actions for o in action.option_strings}
-        for flag in re.findall(r"(?<!\S)--[a-z][\w-]*", line):
+        for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", line):
             assert flag in options, (command, flag)
     assert sorted(listed) == sorted(cli.COMMANDS)
 
