@@ -28,6 +28,13 @@ def add_parser(subparsers):
         dest="cache",
         help="cache decoded audio here (reused by later runs)",
     )
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="missing or unreadable audio files: stop with an error naming the file (raise, "
+        "default) or leave them out and report how many and which (skip)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     parser.set_defaults(func=run)
 
@@ -44,6 +51,7 @@ def run(args):
             batch_size=args.batch_size,
             cache_dir=args.cache,
             plots=not args.no_plots,
+            on_error=args.on_error,
         )
     except (FileNotFoundError, ValueError, ImportError) as error:
         print(f"keras-asc evaluate: error: {error}", file=sys.stderr)
