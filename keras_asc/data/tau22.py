@@ -247,9 +247,9 @@ MAX_FIELD_LENGTH = 1024
 def _read_rows(path):
     """Yield ``(line_number, fields)`` of a tab-separated UTF-8 file, header first.
 
-    Text that is not UTF-8, a field over :data:`MAX_FIELD_LENGTH` characters and a line the
-    csv module rejects (a NUL byte, an unclosed quote) are one-line ``ValueError`` s that name
-    the file and the line.
+    Text that is not UTF-8, a field over :data:`MAX_FIELD_LENGTH` characters, a NUL byte and a
+    line the csv module rejects are one-line ``ValueError`` s that name the file and the line.
+    Quotes are plain characters.
     """
     with open(path, "rb") as handle:
         raw = handle.read()
@@ -261,7 +261,9 @@ def _read_rows(path):
             f"{path}, line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); expected a "
             "UTF-8, tab-separated file."
         ) from None
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t")
+    # No quoting: TAU22 files are plain tab-separated text, and a stray quote must not swallow
+    # the lines after it (which would also put every later error on the wrong line).
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     while True:
         try:
             row = next(reader)
@@ -273,6 +275,11 @@ def _read_rows(path):
                 "tab-separated fields."
             ) from None
         for column, field in enumerate(row, start=1):
+            if "\x00" in field:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: malformed row (field {column} holds a NUL "
+                    "byte); expected tab-separated text."
+                )
             if len(field) > MAX_FIELD_LENGTH:
                 raise ValueError(
                     f"{path}, line {reader.line_num}: field {column} is {len(field)} characters "
