@@ -26,6 +26,13 @@ def add_parser(subparsers):
         dest="cache",
         help="cache decoded audio here (reused by later runs)",
     )
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="missing or unreadable audio files: stop with an error naming the file (raise, "
+        "default) or leave them out and report how many and which (skip)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     parser.set_defaults(func=run)
 
@@ -41,5 +48,6 @@ def run(args):
         batch_size=args.batch_size,
         cache_dir=args.cache,
         plots=not args.no_plots,
+        on_error=args.on_error,
     )
     return 0

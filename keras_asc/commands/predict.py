@@ -1,6 +1,7 @@
 """``keras-asc predict MODEL FILE...``: the most probable scenes of audio files."""
 
 import json
+import math
 import sys
 
 
@@ -13,7 +14,9 @@ def add_parser(subparsers):
         "trailing remainder shorter than 1 s is dropped (a recording shorter than 1 s is "
         "repeated to fill one window); the window probabilities are averaged. A file that "
         "cannot be read is reported and the others are still classified; the exit code is 1 "
-        "when any file failed.",
+        "when any file failed. With --json, stdout is always one JSON document: a list with an "
+        'entry per file (failed files carry their error), or {"error": ...} when no file '
+        "could be classified at all.",
     )
     parser.add_argument("model", help="run directory (with model.keras), .keras or .tflite file")
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files")
@@ -30,10 +33,17 @@ def run(args):
             f"keras-asc predict: error: --top must be >= 1. Received: {args.top}", file=sys.stderr
         )
         return 2
-    predictions = predict_files(args.model, args.files, top=args.top)
+    try:
+        predictions = predict_files(args.model, args.files, top=args.top)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        if args.json:
+            # Still valid JSON on stdout: an object whose "error" says why nothing was classified.
+            print(json.dumps({"error": " ".join(str(error).split())}, indent=2))
+        raise  # cli.main prints the one-line error and sets the exit code
     failed = [p for p in predictions if not p.ok]
     if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
+        # allow_nan=False: strict JSON; a non-finite score (never expected) becomes null.
+        print(json.dumps(_finite([p.to_dict() for p in predictions]), indent=2, allow_nan=False))
     else:
         # Results on stdout, one error line per failed file on stderr.
         print(format_predictions([p for p in predictions if p.ok]))
@@ -46,3 +56,14 @@ def run(args):
         )
         return 1
     return 0
+
+
+def _finite(value):
+    """``value`` with every NaN or infinite float replaced by ``None`` (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

@@ -57,6 +57,13 @@ def add_parser(subparsers):
         choices=("mirrored", "data_parallel"),
         help="multi-device training: mirrored (TensorFlow) or data_parallel (JAX)",
     )
+    parser.add_argument(
+        "--on-error",
+        choices=("raise", "skip"),
+        default="raise",
+        help="missing or unreadable audio files: stop with an error naming the file (raise, "
+        "default) or leave them out and report how many and which (skip)",
+    )
     parser.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch")
     parser.add_argument("--validation-split", help="split evaluated after every epoch (e.g. test)")
     parser.add_argument(
@@ -108,11 +115,15 @@ def run(args):
         if args.validation_split is None
         else normalize_split(args.validation_split),
         jit_compile=False if args.no_jit else "auto",
+        on_error=args.on_error,
     )
     history = result.history
     if history.get("epoch"):
         last = {key: values[-1] for key, values in history.items() if key != "epoch"}
         summary = ", ".join(f"{key} {value:.4g}" for key, value in sorted(last.items()))
         print(f"keras-asc train: {len(history['epoch'])} epochs; last epoch: {summary}")
+    skipped = getattr(result, "skipped_clips", None)
+    if skipped is not None and len(skipped):
+        print(f"keras-asc train: {skipped.summary()}")
     print(f"keras-asc train: model saved to {result.model_path}")
     return 0

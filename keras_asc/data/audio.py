@@ -83,6 +83,19 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 _KAISER_BETA = 5.0
 _ZERO_CROSSINGS = 10
 
+# What a header may declare before anything is allocated for it. A corrupt or hostile header
+# can declare any rate, channel count or length; these bounds keep memory bounded (the read
+# allocates frames x channels x 8 bytes, the resampling filter 8 x 20 x max(up, down) bytes).
+MIN_SAMPLING_RATE = 1000
+MAX_SAMPLING_RATE = 768000
+MAX_CHANNELS = 64
+# Samples (frames x channels) one read may decode: 2**28 float64 values are 2 GiB, e.g. 2.3 h
+# of 32 kHz mono or 46 min of 48 kHz stereo.
+MAX_SAMPLES = 2**28
+# max(up, down) of the rate ratio, which sizes the resampling filter (20 taps per unit): a rate
+# such as 44101 Hz, coprime with 32000, needs 882,021 taps; 2**17 keeps the filter under 21 MB.
+MAX_RATIO_TERM = 2**17
+
 
 class AudioDecodeError(ValueError):
     """An audio file could not be decoded; names the file and the reason, on one line.
@@ -122,7 +135,7 @@ def _ratio(orig_rate, target_rate):
 # Resampling
 
 
-@functools.cache
+@functools.lru_cache(maxsize=16)
 def _lowpass(up, down):
     """The filter ``resample_poly(x, up, down)`` designs by default (before its gain ``up``)."""
     max_rate = max(up, down)
@@ -242,8 +255,9 @@ def _riff_shortfall(path):
     return declared + 8, present
 
 
-def _decode(path, frames=None):
-    """``(samples float64 [num_frames, num_channels], rate)``; ``frames(rate)`` caps the read.
+def _decode(path, frames=None, target_rate=None):
+    """``(samples float64 [num_frames, num_channels], rate)``; ``frames(rate)`` caps the read;
+    ``target_rate``, when given, must be a rate the file's rate can be resampled to.
 
     Raises FileNotFoundError or AudioDecodeError.
     """
@@ -264,13 +278,29 @@ def _decode(path, frames=None):
             reason = f"libsndfile cannot open it ({_libsndfile_reason(error)}); {_EXPECTED}"
         raise AudioDecodeError(path, reason) from error
     with handle:
-        rate, declared = handle.samplerate, handle.frames
+        rate, declared, channels = handle.samplerate, handle.frames, handle.channels
         truncated = _truncation(handle.extra_info)
         if truncated:
             raise AudioDecodeError(path, truncated)
+        _check_header(path, rate, channels)
+        if target_rate is not None and max(_ratio(rate, target_rate)) > MAX_RATIO_TERM:
+            up, down = _ratio(rate, target_rate)
+            raise AudioDecodeError(
+                path,
+                f"resampling its {rate} Hz to {target_rate} Hz takes the ratio {up}/{down}, "
+                f"whose filter would need {2 * _ZERO_CROSSINGS * max(up, down) + 1} taps; "
+                f"expected a rate whose ratio to {target_rate} Hz has terms <= {MAX_RATIO_TERM}",
+            )
         if declared < 1:
             raise AudioDecodeError(path, "it holds no audio samples (0 frames)")
         wanted = declared if frames is None else min(declared, frames(rate))
+        if wanted * channels > MAX_SAMPLES:
+            raise AudioDecodeError(
+                path,
+                f"its header declares {declared} frames x {channels} channels; reading "
+                f"{wanted * channels} samples exceeds the limit of {MAX_SAMPLES} "
+                f"(keras_asc.data.audio.MAX_SAMPLES)",
+            )
         try:
             samples = handle.read(wanted, dtype="float64", always_2d=True)
         except soundfile.LibsndfileError as error:
@@ -285,7 +315,30 @@ def _decode(path, frames=None):
             f"truncated: only {len(samples)} of the {wanted} frames its header declares could "
             "be read",
         )
+    finite = np.isfinite(samples)
+    if not finite.all():
+        frame = int(np.argmin(finite.all(axis=1)))
+        raise AudioDecodeError(
+            path,
+            f"non-finite sample ({samples[frame][~finite[frame]][0]}) at frame {frame}; "
+            "expected finite samples (no NaN or Inf)",
+        )
     return samples, rate
+
+
+def _check_header(path, rate, channels):
+    """Refuse a declared rate or channel count outside the sane bounds, before any read."""
+    if not MIN_SAMPLING_RATE <= rate <= MAX_SAMPLING_RATE:
+        raise AudioDecodeError(
+            path,
+            f"its header declares a sampling rate of {rate} Hz; expected "
+            f"{MIN_SAMPLING_RATE} to {MAX_SAMPLING_RATE} Hz",
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise AudioDecodeError(
+            path,
+            f"its header declares {channels} channels; expected 1 to {MAX_CHANNELS}",
+        )
 
 
 def read_audio(path, dtype="float32"):
@@ -353,7 +406,7 @@ def load_audio(path, sampling_rate=32000, mono=True, num_samples=None):
         def frames(rate):
             return input_frames_needed(num_samples, rate, sampling_rate)
 
-    samples, rate = _decode(path, frames)
+    samples, rate = _decode(path, frames, sampling_rate)
     if mono:
         samples = samples.mean(axis=1)
     waveform = resample(samples, rate, sampling_rate, axis=0)

@@ -50,7 +50,7 @@ import tensorflow as tf
 from keras_asc.data import audio, tau22
 from keras_asc.files import write_text_atomic
 
-__all__ = ["SkippedClips", "cache_paths", "make_dataset", "prepare_cache"]
+__all__ = ["SkippedClips", "cache_paths", "decode_failure", "make_dataset", "prepare_cache"]
 
 _CACHE_FORMAT = "keras-asc decoded audio cache"
 # Version 1 stored int16 (round(x * 32768)), which drops the low 8 bits of 24-bit audio;
@@ -235,6 +235,33 @@ def _decode_clip(path, sampling_rate, num_samples):
     return np.zeros(num_samples, np.float32), reason
 
 
+# The errors behind a failed tf.data assertion, by message: tf.data turns them into a
+# tf.errors.InvalidArgumentError whose text carries the message among TensorFlow's own lines.
+_DECODE_FAILURES = {}
+_DECODE_FAILURES_LOCK = threading.Lock()
+
+
+def decode_failure(error):
+    """The :class:`~keras_asc.data.audio.AudioDecodeError` behind a tf.data error, or ``None``.
+
+    A pipeline built with ``on_error="raise"`` stops at an unreadable clip with a TensorFlow
+    error of many lines; ``train`` and ``evaluate`` use this to re-raise the one-line error
+    that names the file.
+
+    Example:
+        >>> try:
+        ...     model.fit(make_dataset("/data/tau22", 25))
+        ... except tf.errors.OpError as error:
+        ...     raise (decode_failure(error) or error) from None
+    """
+    text = str(error)
+    with _DECODE_FAILURES_LOCK:
+        for message, failure in _DECODE_FAILURES.items():
+            if message in text:
+                return failure
+    return None
+
+
 @functools.cache
 def _clip_decoder(sampling_rate, num_samples, raise_errors):
     """The per-clip decoder of the tf.data pipeline, traced once per process.
@@ -250,7 +277,10 @@ def _clip_decoder(sampling_rate, num_samples, raise_errors):
         path = _text(path)
         waveform, reason = _decode_clip(path, sampling_rate, num_samples)
         if raise_errors and reason:
-            reason = str(audio.AudioDecodeError(path, reason))
+            failure = audio.AudioDecodeError(path, reason)
+            reason = str(failure)
+            with _DECODE_FAILURES_LOCK:
+                _DECODE_FAILURES[reason] = failure
         return waveform, reason.encode("utf-8")
 
     @tf.function(input_signature=[tf.TensorSpec([], tf.string)], autograph=False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import io
 import os
 import re
 import warnings
@@ -239,6 +240,69 @@ def find_split_file(data_dir, split, splits_dir=None):
     )
 
 
+# Longest field a split or meta row may hold: TAU22 file names are about 60 characters.
+MAX_FIELD_LENGTH = 1024
+
+
+def _read_rows(path):
+    """Yield ``(line_number, fields)`` of a tab-separated UTF-8 file, header first.
+
+    Text that is not UTF-8, a field over :data:`MAX_FIELD_LENGTH` characters, a NUL byte and a
+    line the csv module rejects are one-line ``ValueError`` s that name the file and the line.
+    Quotes are plain characters.
+    """
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); expected a "
+            "UTF-8, tab-separated file."
+        ) from None
+    # No quoting: TAU22 files are plain tab-separated text, and a stray quote must not swallow
+    # the lines after it (which would also put every later error on the wrong line).
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            raise ValueError(
+                f"{path}, line {reader.line_num}: malformed row ({error}); expected "
+                "tab-separated fields."
+            ) from None
+        for column, field in enumerate(row, start=1):
+            if "\x00" in field:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: malformed row (field {column} holds a NUL "
+                    "byte); expected tab-separated text."
+                )
+            if len(field) > MAX_FIELD_LENGTH:
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: field {column} is {len(field)} characters "
+                    f"long; expected at most {MAX_FIELD_LENGTH}."
+                )
+        yield reader.line_num, row
+
+
+def _check_inside(path, line_number, filename):
+    """Refuse a row whose file name points outside the dataset folder."""
+    name = filename.replace("\\", "/")
+    if (
+        os.path.isabs(filename)
+        or name.startswith("/")
+        or (len(name) > 1 and name[1] == ":")
+        or ".." in name.split("/")
+    ):
+        raise ValueError(
+            f"{path}, line {line_number}: file name {filename!r} points outside the dataset "
+            "folder; expected a relative path such as 'audio/<name>.wav'."
+        )
+
+
 def read_split_file(path):
     """Read a tab-separated ``filename<TAB>scene_label`` file into validated clips.
 
@@ -254,47 +318,46 @@ def read_split_file(path):
     """
     clips = []
     rows = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None or [column.strip() for column in header[:2]] != [
-            "filename",
-            "scene_label",
-        ]:
+    reader = _read_rows(path)
+    header = next(reader, (1, None))[1]
+    if header is None or [column.strip() for column in header[:2]] != [
+        "filename",
+        "scene_label",
+    ]:
+        raise ValueError(
+            f"{path}: line 1 must be the header 'filename<TAB>scene_label'. Received: {header!r}."
+        )
+    for line_number, row in reader:
+        if not row:
+            continue
+        if len(row) < 2:
             raise ValueError(
-                f"{path}: line 1 must be the header 'filename<TAB>scene_label'. "
-                f"Received: {header!r}."
+                f"{path}, line {line_number}: expected 'filename<TAB>scene_label', "
+                f"received {row!r}."
             )
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < 2:
-                raise ValueError(
-                    f"{path}, line {line_number}: expected 'filename<TAB>scene_label', "
-                    f"received {row!r}."
-                )
-            filename, scene_label = row[0].strip(), row[1].strip()
-            if scene_label not in _LABEL_INDEX:
-                raise ValueError(
-                    f"{path}, line {line_number}: unknown scene label {scene_label!r} for "
-                    f"{filename!r}; accepted: {', '.join(SCENE_LABELS)}."
-                )
-            try:
-                clip = parse_filename(filename)
-            except ValueError as error:
-                raise ValueError(f"{path}, line {line_number}: {error}") from None
-            if clip.scene_label != scene_label:
-                raise ValueError(
-                    f"{path}, line {line_number}: label {scene_label!r} contradicts the scene "
-                    f"{clip.scene_label!r} in the file name {filename!r}."
-                )
-            if filename in rows:
-                raise ValueError(
-                    f"{path}, line {line_number}: duplicate row for {filename!r} "
-                    f"(first listed on line {rows[filename]})."
-                )
-            rows[filename] = line_number
-            clips.append(clip)
+        filename, scene_label = row[0].strip(), row[1].strip()
+        _check_inside(path, line_number, filename)
+        if scene_label not in _LABEL_INDEX:
+            raise ValueError(
+                f"{path}, line {line_number}: unknown scene label {scene_label!r} for "
+                f"{filename!r}; accepted: {', '.join(SCENE_LABELS)}."
+            )
+        try:
+            clip = parse_filename(filename)
+        except ValueError as error:
+            raise ValueError(f"{path}, line {line_number}: {error}") from None
+        if clip.scene_label != scene_label:
+            raise ValueError(
+                f"{path}, line {line_number}: label {scene_label!r} contradicts the scene "
+                f"{clip.scene_label!r} in the file name {filename!r}."
+            )
+        if filename in rows:
+            raise ValueError(
+                f"{path}, line {line_number}: duplicate row for {filename!r} "
+                f"(first listed on line {rows[filename]})."
+            )
+        rows[filename] = line_number
+        clips.append(clip)
     return clips, rows
 
 
@@ -408,44 +471,41 @@ def read_meta(data_dir):
     expected = ["filename", "scene_label", "identifier", "source_label"]
     clips = []
     seen = {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle, delimiter="\t")
-        header = next(reader, None)
-        if header is None or [column.strip() for column in header[:4]] != expected:
+    reader = _read_rows(path)
+    header = next(reader, (1, None))[1]
+    if header is None or [column.strip() for column in header[:4]] != expected:
+        raise ValueError(
+            f"{path}: line 1 must be the header {'<TAB>'.join(expected)!r}. Received: {header!r}."
+        )
+    for line_number, row in reader:
+        if not row:
+            continue
+        if len(row) < 4:
+            raise ValueError(f"{path}, line {line_number}: expected 4 columns, received {row!r}.")
+        filename, scene_label, identifier, source_label = (field.strip() for field in row[:4])
+        _check_inside(path, line_number, filename)
+        try:
+            clip = parse_filename(filename)
+        except ValueError as error:
+            raise ValueError(f"{path}, line {line_number}: {error}") from None
+        checks = (
+            ("scene_label", scene_label, clip.scene_label),
+            ("identifier", identifier, clip.location),
+            ("source_label", source_label, clip.device),
+        )
+        for column, value, derived in checks:
+            if value != derived:
+                raise ValueError(
+                    f"{path}, line {line_number}: {column} {value!r} contradicts the file "
+                    f"name {filename!r} (which gives {derived!r})."
+                )
+        if filename in seen:
             raise ValueError(
-                f"{path}: line 1 must be the header {'<TAB>'.join(expected)!r}. "
-                f"Received: {header!r}."
+                f"{path}, line {line_number}: duplicate row for {filename!r} "
+                f"(first listed on line {seen[filename]})."
             )
-        for line_number, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) < 4:
-                raise ValueError(
-                    f"{path}, line {line_number}: expected 4 columns, received {row!r}."
-                )
-            filename, scene_label, identifier, source_label = (field.strip() for field in row[:4])
-            try:
-                clip = parse_filename(filename)
-            except ValueError as error:
-                raise ValueError(f"{path}, line {line_number}: {error}") from None
-            checks = (
-                ("scene_label", scene_label, clip.scene_label),
-                ("identifier", identifier, clip.location),
-                ("source_label", source_label, clip.device),
-            )
-            for column, value, derived in checks:
-                if value != derived:
-                    raise ValueError(
-                        f"{path}, line {line_number}: {column} {value!r} contradicts the file "
-                        f"name {filename!r} (which gives {derived!r})."
-                    )
-            if filename in seen:
-                raise ValueError(
-                    f"{path}, line {line_number}: duplicate row for {filename!r} "
-                    f"(first listed on line {seen[filename]})."
-                )
-            seen[filename] = line_number
-            clips.append(clip)
+        seen[filename] = line_number
+        clips.append(clip)
     return clips
 
 

@@ -558,6 +558,7 @@ def evaluate(
     cache_dir=None,
     class_names=SCENE_LABELS,
     verbose=True,
+    on_error="raise",
 ):
     """Run a model over a TAU22 split and compute every DCASE metric.
 
@@ -570,6 +571,9 @@ def evaluate(
         cache_dir: optional folder for the pipeline's decoded-audio cache.
         class_names: one name per logit column.
         verbose: print a progress line per 10 % of the batches.
+        on_error: ``"raise"`` (default): a missing or undecodable clip stops with an error
+            naming the file; ``"skip"``: such clips are left out of the metrics, and a line
+            says how many and which.
 
     Returns:
         An :class:`EvaluationResult` (``model_name`` and ``split`` filled in).
@@ -584,7 +588,7 @@ def evaluate(
         )
     predictor = load_predictor(model_or_path)
     # tf.data: TensorFlow loads with the first pipeline, not with keras_asc.training.
-    from keras_asc.data.pipeline import make_dataset
+    from keras_asc.data.pipeline import decode_failure, make_dataset
 
     dataset = make_dataset(
         data_dir,
@@ -594,10 +598,24 @@ def evaluate(
         shuffle=False,
         cache_dir=cache_dir,
         include_device=True,
+        on_error=on_error,
     )
     total = dataset.cardinality().numpy() if hasattr(dataset, "cardinality") else -1
     logits, labels, devices = [], [], []
-    for step, (waveforms, batch_labels, batch_devices) in enumerate(dataset.as_numpy_iterator()):
+    batches = dataset.as_numpy_iterator()
+    step = -1
+    while True:
+        try:
+            waveforms, batch_labels, batch_devices = next(batches)
+        except StopIteration:
+            break
+        except Exception as error:
+            # tf.data reports an unreadable clip in many lines; re-raise the one-line error.
+            failure = decode_failure(error)
+            if failure is None:
+                raise
+            raise failure from None
+        step += 1
         logits.append(predict_logits(predictor, waveforms))
         batch_labels = np.asarray(batch_labels)
         if batch_labels.ndim == 2:
@@ -609,6 +627,9 @@ def evaluate(
             print(f"evaluate: {step + 1}/{total} batches", flush=True)
     if not logits:
         raise ValueError(f"Split {split!r} of {os.fspath(data_dir)!r} yielded no clips.")
+    skipped = getattr(dataset, "skipped_clips", None)
+    if skipped is not None and len(skipped):
+        print(f"keras-asc evaluate: {skipped.summary()}", flush=True)
     return evaluate_predictions(
         np.concatenate(logits),
         np.concatenate(labels),
@@ -650,7 +671,15 @@ def report_result(result, out_dir, plots=True, command="evaluate"):
 
 
 def evaluate_and_report(
-    model, data_dir, split="test", *, out_dir=None, batch_size=64, cache_dir=None, plots=True
+    model,
+    data_dir,
+    split="test",
+    *,
+    out_dir=None,
+    batch_size=64,
+    cache_dir=None,
+    plots=True,
+    on_error="raise",
 ):
     """:func:`evaluate`, then :func:`report_result`: what ``keras-asc evaluate`` does.
 
@@ -664,11 +693,19 @@ def evaluate_and_report(
         batch_size: clips per prediction batch.
         cache_dir: optional folder for the decoded-audio cache.
         plots: write PNG plots.
+        on_error: ``"raise"`` or ``"skip"`` unreadable clips (see :func:`evaluate`).
 
     Returns:
         The :class:`EvaluationResult`.
     """
-    result = evaluate(model, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir)
+    result = evaluate(
+        model,
+        data_dir,
+        split=split,
+        batch_size=batch_size,
+        cache_dir=cache_dir,
+        on_error=on_error,
+    )
     report_result(result, out_dir or default_out_dir(model, split), plots=plots)
     return result
 

@@ -41,6 +41,7 @@ import shutil
 import sys
 
 import keras
+import numpy as np
 
 from keras_asc import registry
 from keras_asc.data import tau22
@@ -467,6 +468,7 @@ def train(
     callbacks=None,
     tensorboard=None,
     jit_compile="auto",
+    on_error="raise",
 ):
     """Train a registered model on a TAU22 training split with its recipe.
 
@@ -502,6 +504,9 @@ def train(
         jit_compile: passed to ``model.compile`` (XLA on TensorFlow, ``jax.jit`` on JAX);
             on the TensorFlow backend ``False`` compiles much faster on a CPU, which suits
             short runs and tests.
+        on_error: ``"raise"`` (default): a missing or undecodable clip stops the run with an
+            error naming the file; ``"skip"``: such clips are dropped and listed at the end
+            (``TrainResult.skipped_clips``).
 
     Returns:
         A :class:`TrainResult` (model, run directory, per-epoch history, effective recipe).
@@ -554,7 +559,9 @@ def train(
         seed=seed,
         waveform_augmentations=tuple(waveform_augs),
         cache_dir=cache_dir,
+        on_error=on_error,
     )
+    skipped = dataset.skipped_clips
     if steps_per_epoch is None:
         steps = _steps_per_epoch(dataset, split, recipe.batch_size)
     else:
@@ -571,6 +578,7 @@ def train(
             batch_size=recipe.batch_size,
             training=False,
             cache_dir=cache_dir,
+            on_error=on_error,
         )
 
     run_dir = os.path.abspath(out_dir or os.path.join("runs", f"{model}-split{split}-seed{seed}"))
@@ -628,6 +636,8 @@ def train(
         backup = _RunBackup(os.path.join(run_dir, BACKUP_DIR), backup_every_steps, steps)
         monitor, mode = ("val_accuracy", "max") if validation is not None else ("loss", "min")
         run_callbacks = [
+            # First, so that no backup or checkpoint is written from non-finite weights.
+            _StopOnNonFiniteLoss(),
             backup,
             _LogLearningRate(),
             _ResumableCSVLogger(log_path, backup),
@@ -635,20 +645,64 @@ def train(
             _RunCheckpoint(os.path.join(run_dir, CHECKPOINT_DIR), monitor, mode, network),
             *(callbacks or ()),
         ]
-        training_network.fit(
-            dataset,
-            epochs=recipe.epochs,
-            initial_epoch=backup.restored_epoch,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation,
-            # The pipeline shuffles (seeded) itself.
-            shuffle=False,
-            callbacks=run_callbacks,
-            verbose=verbose,
-        )
+        try:
+            training_network.fit(
+                dataset,
+                epochs=recipe.epochs,
+                initial_epoch=backup.restored_epoch,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=validation,
+                # The pipeline shuffles (seeded) itself.
+                shuffle=False,
+                callbacks=run_callbacks,
+                verbose=verbose,
+            )
+        except Exception as error:
+            # tf.data reports an unreadable clip in many lines; re-raise the one-line error.
+            from keras_asc.data.pipeline import decode_failure
+
+            failure = decode_failure(error)
+            if failure is None:
+                raise
+            raise failure from None
+    _check_finite_weights(network, final_path)
+    if len(skipped):
+        _note(skipped.summary())
     save_model_atomic(network, final_path)
     # The final model is the completion mark; only now is the backup no longer needed.
     backup_dir = os.path.join(run_dir, BACKUP_DIR)
     if os.path.isdir(backup_dir):
         shutil.rmtree(backup_dir)
-    return TrainResult(network, run_dir, read_history(log_path), recipe, training_network)
+    result = TrainResult(network, run_dir, read_history(log_path), recipe, training_network)
+    result.skipped_clips = skipped
+    return result
+
+
+class NonFiniteTrainingError(ValueError):
+    """Training produced a NaN or infinite loss or weights; the run stops without saving."""
+
+
+class _StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first step whose loss is NaN or infinite, naming the epoch and step."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteTrainingError(
+                f"training loss became {float(loss)} at epoch {getattr(self, 'epoch', 0) + 1}, "
+                f"step {batch + 1}; the run stopped and no model was saved (lower the learning "
+                "rate or weight decay, or check the data)"
+            )
+
+
+def _check_finite_weights(network, final_path):
+    """Refuse to save a model whose weights hold NaN or Inf."""
+    for weight in network.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(weight))):
+            raise NonFiniteTrainingError(
+                f"weight {weight.path} holds NaN or Inf after training; {final_path} was not "
+                "written (lower the learning rate or weight decay, or check the data)"
+            )
