@@ -1,10 +1,13 @@
 """Download TAU Urban Acoustic Scenes 2022 Mobile, the DCASE 2024 splits and the MicIRP DIRs.
 
 Standard library only (``urllib``). Every file is fetched into ``<data_dir>/downloads/`` as
-``<name>.part`` (resumed with an HTTP ``Range`` request after an interruption), checked
-against its published checksum, then extracted (archives; members may not escape the target
-folder) or moved into place. A small ``<name>.done`` record makes a second run skip finished
-files. Files without a published checksum are still downloaded; their SHA-256 is printed and
+``<name>.part`` (resumed with an HTTP ``Range`` request after an interruption) and checked
+against its published checksum. A file without one counts as complete only at the size the
+server declared: a missing size or a refused resume never promotes a partial file. Archives are
+then extracted through a staging folder, so a corrupt one leaves nothing behind (members may
+not escape the target folder); plain files are moved into place. Manifest targets may not
+leave the data folder. A small ``<name>.done`` record makes a second run skip finished files.
+Files without a published checksum are still downloaded; their SHA-256 is printed and
 recorded so that it can be compared with a trusted source.
 
 The resulting tree is the TAU22 layout that :func:`keras_asc.data.tau22.load_split` reads::
@@ -593,7 +596,8 @@ def safe_extract(archive, target_dir, strip_prefix=None, stream=None):
 
     Raises:
         UnsafeArchiveError: a member is unsafe; nothing has been extracted.
-        ValueError: the file is neither a zip nor a tar archive.
+        CorruptArchiveError: the file is not a zip or tar archive, or cannot be read to the
+            end (truncated, bad CRC); nothing has been extracted.
     """
     archive = os.fspath(archive)
     if zipfile.is_zipfile(archive):
