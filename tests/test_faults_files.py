@@ -392,3 +392,28 @@ def test_a_name_conflict_is_one_line_naming_both_plugins_and_the_hook(tmp_path):
     line = _one_error_line(result.stderr, "register_models", "'moflenet57'",
                            "'keras_asc.builtin'", "'fault_impostor'")
     assert line.startswith("keras-asc list: error:")
+
+
+@pytest.mark.parametrize(
+    "hook_source, fragment",
+    [
+        ("def register_model(self, register): pass", "hook 'register_model' is not a keras-asc hook"),
+        ("def register_models(self): pass", "hook 'register_models' takes (), expected (register)"),
+    ],
+    ids=["misspelt", "signature"],
+)
+def test_runtime_plugin_with_a_bad_hook_is_refused_in_one_line(hook_source, fragment):
+    import pluggy
+
+    import keras_asc
+    from keras_asc import plugins
+
+    namespace = {}
+    exec(textwrap.dedent(hook_source), namespace)
+    hook = keras_asc.hookimpl(namespace[hook_source.split()[1].split("(")[0]])
+    bad = type("Bad", (), {hook.__name__: hook})()
+    with pytest.raises(pluggy.PluginValidationError) as info:
+        plugins.register_plugin(bad, name="bad-runtime")
+    message = str(info.value)
+    assert "\n" not in message and "plugin 'bad-runtime'" in message and fragment in message
+    assert plugins.pm.get_plugin("bad-runtime") is None and "moflenet57" in keras_asc.list_models()
