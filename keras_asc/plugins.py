@@ -6,8 +6,11 @@ names loads only those.
 """
 
 import importlib.metadata
+import inspect
 import os
+import re
 import sys
+import warnings
 
 import pluggy
 
@@ -31,6 +34,58 @@ load_errors = []
 generation = 0
 
 
+def _hook_names():
+    return sorted(
+        name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "keras_asc_spec", None)
+    )
+
+
+def _validate(plugin, name):
+    """Problems with a plugin's hook implementations, as one-line messages naming the plugin
+    and the hook: a name that is no keras-asc hook (a misspelling would otherwise be ignored)
+    and a signature other than the hook's."""
+    known = _hook_names()
+    problems = []
+    for attribute in dir(plugin):
+        if pm.parse_hookimpl_opts(plugin, attribute) is None:
+            continue
+        if attribute not in known:
+            problems.append(
+                f"plugin {name!r}: hook {attribute!r} is not a keras-asc hook (known hooks: "
+                f"{', '.join(known)})"
+            )
+            continue
+        expected = list(inspect.signature(getattr(hookspecs, attribute)).parameters)
+        try:
+            parameters = inspect.signature(getattr(plugin, attribute)).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        required = [
+            p.name
+            for p in parameters
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != "self"
+        ]
+        if required != expected:
+            problems.append(
+                f"plugin {name!r}: hook {attribute!r} takes ({', '.join(required)}), expected "
+                f"({', '.join(expected)})"
+            )
+    return problems
+
+
+def _one_line(error, name):
+    """A pluggy validation error as one line naming the plugin and the hook."""
+    text = str(getattr(error, "message", error))
+    hook = re.search(r"hook '(\w+)'", text)
+    reason = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    return f"plugin {name!r}: hook {hook.group(1) if hook else '?'!r}: {reason}"
+
+
+def _warn(message):
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    print(f"keras-asc: {message}", file=sys.stderr)
+
+
 def _allowed_names():
     value = os.environ.get(ENV_VAR)
     if value is None:
@@ -49,27 +104,41 @@ def load_plugins():
         pm.register(module, name=module_name)
         plugin_sources[module_name] = "keras_asc"
     allowed = _allowed_names()
+    seen, installed = set(), set()
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         distribution = entry_point.dist.name if entry_point.dist else entry_point.name
+        installed.add(entry_point.name)
+        problems = []
         if allowed is not None and entry_point.name not in allowed and distribution not in allowed:
             continue
+        seen.update((entry_point.name, distribution))
         if pm.get_plugin(entry_point.name) is not None:
             continue
         try:
             plugin = entry_point.load()
+            problems = _validate(plugin, entry_point.name)
+            if problems:
+                raise pluggy.PluginValidationError(plugin, "; ".join(problems))
+            pm.register(plugin, name=entry_point.name)
         except Exception as error:  # noqa: BLE001 - one broken plugin must not break the rest
-            message = f"{type(error).__name__}: {error}"
+            if isinstance(error, pluggy.PluginValidationError):
+                message = _one_line(error, entry_point.name) if not problems else error.args[-1]
+            else:
+                message = f"{type(error).__name__}: {' '.join(str(error).split())}"
             load_errors.append((entry_point.name, message))
-            print(
-                f"keras-asc: plugin {entry_point.name!r} from {distribution!r} failed to load "
-                f"and is skipped ({message})",
-                file=sys.stderr,
+            _warn(
+                f"plugin {entry_point.name!r} from {distribution!r} failed to load and is "
+                f"skipped ({message})"
             )
             continue
-        pm.register(plugin, name=entry_point.name)
         plugin_sources[entry_point.name] = distribution
-    # A hook implementation with a misspelt name would otherwise be silently ignored.
-    pm.check_pending()
+    if allowed:
+        unknown = sorted(allowed - seen)
+        if unknown:
+            _warn(
+                f"{ENV_VAR} names {', '.join(map(repr, unknown))}, which is not an installed "
+                f"keras-asc plugin (installed: {', '.join(sorted(installed)) or 'none'})"
+            )
     return pm
 
 
@@ -81,9 +150,15 @@ def _changed():
 def register_plugin(module_or_object, name=None, source=None):
     """Register a plugin object at runtime (tests, notebooks) and refresh the registries."""
     load_plugins()
-    name = pm.register(module_or_object, name=name)
+    label = name or getattr(module_or_object, "__name__", type(module_or_object).__name__)
+    problems = _validate(module_or_object, label)
+    if problems:
+        raise pluggy.PluginValidationError(module_or_object, "; ".join(problems))
+    try:
+        name = pm.register(module_or_object, name=name)
+    except pluggy.PluginValidationError as error:
+        raise pluggy.PluginValidationError(module_or_object, _one_line(error, label)) from None
     plugin_sources[name] = source or name
-    pm.check_pending()
     _changed()
     return name
 

@@ -1,6 +1,7 @@
 """``keras-asc list``: registered models, ensembles and augmentations, with their plugin."""
 
 import json
+import sys
 
 from keras_asc import registry
 
@@ -17,7 +18,11 @@ def add_parser(subparsers):
 
 
 def run(args):
-    description = registry.describe()
+    try:
+        description = registry.describe()
+    except registry.PluginConflictError as error:
+        print(f"keras-asc list: error: {error}", file=sys.stderr)
+        return 1
     problems = description["problems"]
     if args.json:
         print(json.dumps(description, indent=2))

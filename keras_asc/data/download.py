@@ -1,10 +1,13 @@
 """Download TAU Urban Acoustic Scenes 2022 Mobile, the DCASE 2024 splits and the MicIRP DIRs.
 
 Standard library only (``urllib``). Every file is fetched into ``<data_dir>/downloads/`` as
-``<name>.part`` (resumed with an HTTP ``Range`` request after an interruption), checked
-against its published checksum, then extracted (archives; members may not escape the target
-folder) or moved into place. A small ``<name>.done`` record makes a second run skip finished
-files. Files without a published checksum are still downloaded; their SHA-256 is printed and
+``<name>.part`` (resumed with an HTTP ``Range`` request after an interruption) and checked
+against its published checksum. A file without one counts as complete only at the size the
+server declared: a missing size or a refused resume never promotes a partial file. Archives are
+then extracted through a staging folder, so a corrupt one leaves nothing behind (members may
+not escape the target folder); plain files are moved into place. Manifest targets may not
+leave the data folder. A small ``<name>.done`` record makes a second run skip finished files.
+Files without a published checksum are still downloaded; their SHA-256 is printed and
 recorded so that it can be compared with a trusted source.
 
 The resulting tree is the TAU22 layout that :func:`keras_asc.data.tau22.load_split` reads::
@@ -30,19 +33,22 @@ import dataclasses
 import hashlib
 import http.client
 import json
+import lzma
 import os
 import re
 import shutil
 import stat
 import sys
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 
 from keras_asc.data.tau22 import OFFICIAL_SPLIT_ROWS
-from keras_asc.files import atomic_path, write_text_atomic
+from keras_asc.files import write_text_atomic
 
 GROUPS = ("meta", "splits", "dirs", "audio")
 DOWNLOADS_FOLDER = "downloads"
@@ -59,8 +65,37 @@ class ChecksumMismatchError(DownloadError):
     """A downloaded file does not match its published checksum."""
 
 
+class CorruptArchiveError(ValueError):
+    """An archive cannot be read to the end (truncated, bad CRC, not an archive)."""
+
+
+# What reading a damaged zip or tar raises (zipfile: BadZipFile for a bad CRC or header;
+# tarfile: ReadError and friends; both: EOFError or zlib.error on a cut compressed stream).
+_CORRUPTION = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+
+
 class UnsafeArchiveError(ValueError):
     """An archive member would land outside the target folder (absolute path, "..", link)."""
+
+
+def _is_confined(relative):
+    """True when ``relative`` is a relative path that stays inside its root (no "..")."""
+    normalized = relative.replace("\\", "/")
+    if normalized.startswith("/") or re.match(r"^[A-Za-z]:", normalized) or "\0" in normalized:
+        return False
+    return ".." not in normalized.split("/")
+
+
+def _inside(root, relative, what):
+    """``root/relative`` after resolving links; refused when it lands outside ``root``."""
+    root = os.path.realpath(root)
+    destination = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, destination]) != root:
+        raise UnsafeArchiveError(
+            f"{what} {relative!r} resolves to {destination}, outside the data folder {root}; "
+            "refusing to write there."
+        )
+    return destination
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +143,15 @@ class RemoteFile:
             )
         if "/" in self.name or "\\" in self.name or self.name in ("", ".", ".."):
             raise ValueError(f"name must be a plain file name. Received: name={self.name!r}")
+        for field in ("target", "extract_to"):
+            value = getattr(self, field)
+            if value is not None and not _is_confined(value):
+                raise ValueError(
+                    f"{self.name}: {field} must be a relative path inside the data folder, "
+                    f"without '..'. Received: {field}={value!r}"
+                )
+        if self.target is not None and not self.target.strip("/\\"):
+            raise ValueError(f"{self.name}: target must name a file. Received: target={self.target!r}")
         for algorithm, digest, length in (("md5", self.md5, 32), ("sha256", self.sha256, 64)):
             if digest is not None and not re.fullmatch(f"[0-9a-f]{{{length}}}", digest):
                 raise ValueError(
@@ -226,8 +270,11 @@ def load_manifest(path):
     Lets a mirror (or a test server) replace the built-in table:
     ``keras-asc download tau22 DIR --manifest mirror.json``.
     """
-    with open(path, encoding="utf-8") as handle:
-        entries = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            entries = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a JSON manifest ({error}).") from None
     if not isinstance(entries, list):
         raise ValueError(
             f"{path}: a manifest is a JSON list of objects, received {type(entries).__name__}."
@@ -368,11 +415,26 @@ def fetch(entry, destination, retries=3, retry_wait=2.0, timeout=60.0, stream=sy
                 os.replace(partial, destination)
                 return destination
             last_error = "the server closed the connection before the end of the file"
+        except _StartOver as error:
+            _remove(partial)
+            last_error = str(error)
         except urllib.error.HTTPError as error:
             if error.code == 416 and os.path.exists(partial):
-                # Range beyond the end: the partial file already holds everything we can get.
-                os.replace(partial, destination)
-                return destination
+                # Range beyond the end. The partial file is complete only when its size is the
+                # one the server declares (Content-Range: bytes */SIZE), or when a published
+                # checksum will decide; otherwise it is dropped and fetched from the start.
+                declared = _declared_size(error.headers)
+                have = os.path.getsize(partial)
+                if have == declared or (declared is None and _has_checksum(entry)):
+                    os.replace(partial, destination)
+                    return destination
+                _remove(partial)
+                last_error = (
+                    f"{entry.name}: the server refused to resume at byte {have} (HTTP 416, "
+                    f"declared size {declared if declared is not None else 'unknown'}); "
+                    "starting over"
+                )
+                continue
             if error.code not in _RETRYABLE_STATUS:
                 raise DownloadError(_http_error_message(entry, error)) from error
             last_error = _http_error_message(entry, error)
@@ -387,6 +449,27 @@ def fetch(entry, destination, retries=3, retry_wait=2.0, timeout=60.0, stream=sy
         f"{entry.name}: giving up after {retries + 1} attempts to fetch {entry.url}: {last_error}. "
         f"Run the command again to resume from {partial}."
     )
+
+
+class _StartOver(Exception):
+    """The partial file cannot be trusted; the next attempt starts from byte 0."""
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _has_checksum(entry):
+    return entry.md5 is not None or entry.sha256 is not None
+
+
+def _declared_size(headers):
+    """SIZE from a ``Content-Range: bytes */SIZE`` (416) header, else None."""
+    match = re.match(r"bytes \*/(\d+)$", (headers or {}).get("Content-Range", "") or "")
+    return int(match.group(1)) if match else None
 
 
 def _transfer(entry, partial, timeout, stream):
@@ -427,7 +510,20 @@ def _transfer(entry, partial, timeout, stream):
                 progress.update(len(chunk))
         progress.close()
     received = os.path.getsize(partial)
-    return total is None or received >= total
+    if total is None:
+        if _has_checksum(entry):
+            return True  # the published checksum decides (verify_file)
+        raise DownloadError(
+            f"{entry.name}: the server declared no size (no Content-Length) and no checksum is "
+            f"published, so a complete file cannot be told from a cut one; not keeping it "
+            f"({entry.url}). The {received} bytes received stay in {partial}."
+        )
+    if received > total:
+        raise _StartOver(
+            f"{entry.name}: {received} bytes on disk but the server declared {total}; "
+            "starting over"
+        )
+    return received == total
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -500,7 +596,8 @@ def safe_extract(archive, target_dir, strip_prefix=None, stream=None):
 
     Raises:
         UnsafeArchiveError: a member is unsafe; nothing has been extracted.
-        ValueError: the file is neither a zip nor a tar archive.
+        CorruptArchiveError: the file is not a zip or tar archive, or cannot be read to the
+            end (truncated, bad CRC); nothing has been extracted.
     """
     archive = os.fspath(archive)
     if zipfile.is_zipfile(archive):
@@ -508,11 +605,26 @@ def safe_extract(archive, target_dir, strip_prefix=None, stream=None):
     elif tarfile.is_tarfile(archive):
         opener, planner, kind = tarfile.open, _plan_tar, "tar"
     else:
-        raise ValueError(f"{archive} is neither a zip nor a tar archive.")
+        raise CorruptArchiveError(
+            f"{archive} is neither a zip nor a tar archive (truncated or not an archive)."
+        )
     os.makedirs(target_dir, exist_ok=True)
     root = os.path.realpath(target_dir)
-    with opener(archive) as handle:
-        plan = planner(archive, handle, strip_prefix)
+    try:
+        handle = opener(archive)
+    except _CORRUPTION as error:
+        raise CorruptArchiveError(
+            f"{archive}: the archive is corrupt ({type(error).__name__}: {error}); nothing was "
+            "extracted."
+        ) from None
+    with handle:
+        try:
+            plan = planner(archive, handle, strip_prefix)
+        except _CORRUPTION as error:
+            raise CorruptArchiveError(
+                f"{archive}: the archive is corrupt ({type(error).__name__}: {error}); nothing "
+                "was extracted."
+            ) from None
         for relative, _, _ in plan:
             destination = os.path.realpath(os.path.join(root, relative))
             if os.path.commonpath([root, destination]) != root:
@@ -523,20 +635,37 @@ def safe_extract(archive, target_dir, strip_prefix=None, stream=None):
         progress = _Progress(
             f"extracting {os.path.basename(archive)}", len(plan), stream, "files", 1
         )
-        written = 0
-        for relative, is_dir, member in plan:
-            destination = os.path.join(root, relative)
-            if is_dir:
-                os.makedirs(destination, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
-                source = handle.open(member) if kind == "zip" else handle.extractfile(member)
-                with source, atomic_path(destination, suffix=".extract") as temporary:
-                    with open(temporary, "wb") as output:
+        # Everything is written under a staging folder first and moved into place only once
+        # every member has been read (and its CRC checked): a corrupt archive leaves nothing.
+        staging = tempfile.mkdtemp(prefix=".extracting-", dir=root)
+        try:
+            written = []
+            for relative, is_dir, member in plan:
+                if not is_dir:
+                    staged = os.path.join(staging, relative)
+                    os.makedirs(os.path.dirname(staged), exist_ok=True)
+                    source = handle.open(member) if kind == "zip" else handle.extractfile(member)
+                    with source, open(staged, "wb") as output:
                         shutil.copyfileobj(source, output, _CHUNK)
-                written += 1
-            progress.update(1)
+                    written.append(relative)
+                progress.update(1)
+        except _CORRUPTION as error:
+            raise CorruptArchiveError(
+                f"{archive}: the archive is corrupt ({type(error).__name__}: {error}); "
+                "nothing was extracted."
+            ) from None
+        else:
+            for relative, is_dir, _ in plan:
+                if is_dir:
+                    os.makedirs(os.path.join(root, relative), exist_ok=True)
+            for relative in written:
+                destination = os.path.join(root, relative)
+                os.makedirs(os.path.dirname(destination), exist_ok=True)
+                os.replace(os.path.join(staging, relative), destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         progress.close()
+    return len(written)
     return written
 
 
@@ -655,7 +784,13 @@ def download_tau22(
     for number, entry in enumerate(selected, start=1):
         archive = os.path.join(downloads, entry.name)
         record_path = archive + ".done"
-        final = os.path.join(data_dir, entry.target) if entry.target is not None else None
+        # Confined to data_dir, links already on disk included (a manifest is user input).
+        final = _inside(data_dir, entry.target, f"{entry.name}: target") if entry.target else None
+        extract_dir = (
+            _inside(data_dir, entry.extract_to, f"{entry.name}: extract_to")
+            if entry.extract_to is not None
+            else None
+        )
         if _record_matches(record_path, entry) and (final is None or os.path.isfile(final)):
             _say(stream, f"[{number}/{len(selected)}] {entry.name}: already done, skipping.")
             results[entry.name] = "skipped"
@@ -691,12 +826,13 @@ def download_tau22(
                 "(compare it with a trusted copy).",
             )
         if entry.extract_to is not None:
-            count = safe_extract(
-                archive,
-                os.path.join(data_dir, entry.extract_to),
-                strip_prefix=entry.strip_prefix,
-                stream=stream,
-            )
+            try:
+                count = safe_extract(
+                    archive, extract_dir, strip_prefix=entry.strip_prefix, stream=stream
+                )
+            except CorruptArchiveError as error:
+                os.remove(archive)  # never kept under its final name: a rerun fetches it again
+                raise DownloadError(f"{entry.name}: {error} Removed it; run again to refetch.") from None
             detail = {"files_extracted": count}
             if not keep_archives:
                 os.remove(archive)

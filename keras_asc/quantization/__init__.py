@@ -39,6 +39,7 @@ _EXPORTS = {
     "load_frontend_params": "frontend",
     "TFLiteClassifier": "interpreter",
     "prediction_agreement": "interpreter",
+    "verify_tflite": "interpreter",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,11 +2,101 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 
 from keras_asc.quantization.export import EXPORT_FORMAT, make_interpreter, sidecar_paths
 from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params, num_frames
+
+# Run in a child process: the LiteRT interpreter trusts the flatbuffer it is given, and a
+# damaged file can make it read out of bounds and kill the process (SIGSEGV, SIGABRT). The
+# child opens the model, allocates its tensors and runs it once on zeros; only a file that
+# survives that is opened in this process.
+_PROBE = """
+import sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interpreter = Interpreter(model_path=sys.argv[1])
+interpreter.allocate_tensors()
+for detail in interpreter.get_input_details():
+    interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+interpreter.invoke()
+"""
+_PROBE_TIMEOUT = 300
+
+
+def verify_tflite(path, timeout=_PROBE_TIMEOUT):
+    """Check that a ``.tflite`` file is a TFLite flatbuffer the interpreter can run, without
+    risking this process.
+
+    Checks the file identifier (``TFL3``) here, then opens, allocates and runs the model once
+    on zeros in a child process, so a damaged file that would crash the interpreter gives an
+    error instead.
+
+    Raises:
+        ValueError: the file is not a usable TFLite model; the one-line message names it.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise ValueError(
+            f"{path}: not a TFLite model (file identifier {head[4:8]!r}, expected b'TFL3'); "
+            "the file is damaged or of another kind."
+        )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", _PROBE, path],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+    except subprocess.TimeoutExpired:
+        raise ValueError(
+            f"{path}: the TFLite interpreter did not finish opening the model within {timeout} s; "
+            "the file is probably damaged."
+        ) from None
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        raise ValueError(
+            f"{path}: the file is damaged: the TFLite interpreter crashed ({name}) opening it."
+        )
+    if result.returncode:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
+        raise ValueError(f"{path}: the TFLite interpreter cannot run this file ({reason}).")
+
+
+def _read_description(json_path):
+    try:
+        with open(json_path, encoding="utf-8") as handle:
+            description = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{json_path}: not valid JSON ({error}).") from None
+    if not isinstance(description, dict):
+        raise ValueError(
+            f"{json_path}: expected a JSON object describing the export, received "
+            f"{type(description).__name__}."
+        )
+    return description
+
+
+def _read_frontends(frontend_path):
+    try:
+        return load_frontend_params(frontend_path)
+    except ValueError as error:
+        if str(error).startswith(frontend_path):
+            raise
+        raise ValueError(f"{frontend_path}: unreadable front-end constants ({error}).") from None
+    except (OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"{frontend_path}: unreadable front-end constants ({type(error).__name__}: {error})."
+        ) from None
 
 
 class TFLiteClassifier:
@@ -47,16 +137,19 @@ class TFLiteClassifier:
             raise ValueError(
                 f"batch_size must be a positive integer. Received: batch_size={batch_size}"
             )
-        with open(json_path, encoding="utf-8") as handle:
-            self.description = json.load(handle)
+        self.description = _read_description(json_path)
         if self.description.get("format") != EXPORT_FORMAT:
             raise ValueError(
                 f"{json_path}: format {self.description.get('format')!r} is not {EXPORT_FORMAT!r}."
             )
+        missing = [key for key in ("model", "inputs") if key not in self.description]
+        if missing:
+            raise ValueError(f"{json_path}: missing {', '.join(missing)}; the file is damaged.")
         self.path = path
         self.name = self.description["model"] + "_int8"
         self.batch_size = int(batch_size)
-        self.frontends = load_frontend_params(frontend_path)
+        self.frontends = _read_frontends(frontend_path)
+        verify_tflite(path)
         self.interpreter = make_interpreter(model_path=path, num_threads=num_threads)
         self._inputs = self.interpreter.get_input_details()
         self._output = self.interpreter.get_output_details()[0]

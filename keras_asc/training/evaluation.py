@@ -430,8 +430,14 @@ def read_run_config(run_dir):
     path = os.path.join(os.fspath(run_dir), RUN_CONFIG)
     if not os.path.isfile(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}).") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, received {type(config).__name__}.")
+    return config
 
 
 def run_model_name(run_dir):

@@ -7,7 +7,9 @@ schedule (``keras_asc.training.optimizers``, ``keras_asc.training.schedule``). T
 re-exports :func:`load_model`; nothing in the library imports the root.
 """
 
+import json
 import os
+import zipfile
 
 import keras
 
@@ -35,4 +37,26 @@ def load_model(filepath, **kwargs):
     load_plugins()
     registry.models()
     registry.augmentations()
-    return keras.saving.load_model(filepath, **kwargs)
+    if os.path.isdir(filepath) or not zipfile.is_zipfile(filepath):
+        raise ValueError(
+            f"{filepath}: not a Keras model file (a .keras file is a zip archive); the file is "
+            "damaged or of another kind."
+        )
+    try:
+        return keras.saving.load_model(filepath, **kwargs)
+    except (
+        zipfile.BadZipFile,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        EOFError,
+        KeyError,
+        OSError,
+        ValueError,
+        TypeError,
+    ) as error:
+        if isinstance(error, FileNotFoundError) and not os.path.exists(filepath):
+            raise
+        reason = " ".join(str(error).split()) or type(error).__name__
+        if len(reason) > 300:
+            reason = reason[:300] + "..."
+        raise ValueError(f"{filepath}: cannot load this Keras model ({reason})") from error

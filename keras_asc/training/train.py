@@ -424,8 +424,16 @@ def _check_run_dir(run_dir, config, resume):
             f"Run directory {run_dir!r} already holds a run ({RUN_CONFIG}); pass resume=True to "
             "continue it or choose another out_dir."
         )
-    with open(path, encoding="utf-8") as handle:
-        previous = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            previous = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path}: not valid JSON ({error}); cannot resume this run. Remove the run "
+            "directory or use another out_dir."
+        ) from None
+    if not isinstance(previous, dict):
+        raise ValueError(f"{path}: expected a JSON object, received {type(previous).__name__}.")
     differences = [
         f"{key}: run has {previous.get(key)!r}, now {config[key]!r}"
         for key in _RESUME_KEYS
