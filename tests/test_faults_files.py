@@ -164,7 +164,8 @@ def test_manifest_paths_outside_the_data_folder_are_refused(
     entry = _split_entry(server) if field == "target" else {
         "name": "d.zip", "url": f"{server.base}/d.zip", "group": "dirs"}
     entry[field] = value
-    assert _download(tmp_path, server, [entry], entry["group"]) == 1
+    # A manifest that points outside the data folder is bad input: exit 2 (see keras_asc.cli).
+    assert _download(tmp_path, server, [entry], entry["group"]) == 2
     _one_error_line(capsys.readouterr().err, field, repr(value))
     assert not (tmp_path / "outside.csv").exists() and not (tmp_path / "up").exists()
 
@@ -175,7 +176,7 @@ def test_a_link_inside_the_data_folder_cannot_carry_a_target_outside(server, tmp
     outside.mkdir()
     (tmp_path / "data").mkdir()
     os.symlink(outside, tmp_path / "data" / "splits")
-    assert _download(tmp_path, server, [_split_entry(server)], "splits") == 1
+    assert _download(tmp_path, server, [_split_entry(server)], "splits") == 2
     _one_error_line(capsys.readouterr().err, "split5.csv", "outside the data folder")
     assert os.listdir(outside) == []
 
