@@ -73,6 +73,12 @@ def add_parser(subparsers):
         help="refuse to continue a run already in the run directory",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in --out even if it holds a run or other files: only what a run "
+        "writes there is removed first; other files are kept",
+    )
+    parser.add_argument(
         "--verbose",
         type=int,
         choices=(0, 1, 2),
@@ -84,6 +90,7 @@ def add_parser(subparsers):
 
 def run(args):
     from keras_asc.data.tau22 import normalize_split
+    from keras_asc.files import RunDirError
     from keras_asc.training import get_recipe, train
 
     # Name errors first, before the pipeline is built; the messages list the known names.
@@ -109,6 +116,7 @@ def run(args):
             cache_dir=args.cache,
             distribution=args.distribution,
             resume=not args.no_resume,
+            overwrite=args.overwrite,
             verbose=args.verbose,
             steps_per_epoch=args.steps_per_epoch,
             validation_split=None
@@ -116,7 +124,7 @@ def run(args):
             else normalize_split(args.validation_split),
             jit_compile=False if args.no_jit else "auto",
         )
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, RunDirError) as error:
         print(f"keras-asc train: error: {error}", file=sys.stderr)
         return 2
     history = result.history
