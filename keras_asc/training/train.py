@@ -327,6 +327,10 @@ class _RunBackup(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.state is not None:
             weights = os.path.join(self.backup_dir, self.state["weights"])
+            optimizer = self.model.optimizer
+            if not optimizer.built:
+                # Unbuilt, it has no slots to take the saved moments (Keras skips them).
+                optimizer.build(self.model.trainable_variables)
             try:
                 self.model.load_weights(weights)
             except Exception as error:  # h5py and Keras raise many types for a bad file
@@ -659,7 +663,7 @@ def _check_run_dir(run_dir, config, resume, overwrite=False):
     previous = _read_run_config(run_dir)
     if previous is None:
         others = sorted(name for name in os.listdir(run_dir) if name != LOCK_FILE)
-        if others:
+        if others and not overwrite:
             with contextlib.suppress(OSError):  # leave the user's folder as it was
                 os.remove(lock.path)
             shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
