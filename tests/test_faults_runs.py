@@ -396,3 +396,28 @@ def test_every_epoch_once_in_the_log_wherever_the_kill_lands(data, tmp_path, whe
     assert state["epoch"] == (1 if where == "before" else 2)
     result = keras_asc.train(**options)
     assert result.history["epoch"] == [0, 1, 2] and _epochs(out) == [0, 1, 2]
+
+
+# --- the ensemble command writes run folders too ----------------------------------------------
+
+
+def test_an_ensemble_never_replaces_a_training_run(tmp_path, capsys):
+    members = []
+    for index in range(2):
+        run_dir = tmp_path / f"member{index}"
+        run_dir.mkdir()
+        keras_asc.build("tiny_mofle").save(run_dir / "model.keras")
+        (run_dir / "run_config.json").write_text(json.dumps({"model": "tiny_mofle"}))
+        members.append(str(run_dir))
+    before = (tmp_path / "member0" / "model.keras").read_bytes()
+    # --out names a training run (here one of the members): refused, nothing replaced.
+    assert main(["ensemble", *members, "--weights", "0.5,0.5", "--out", members[0]]) == 2
+    assert "not an ensemble" in _error_line(capsys)
+    assert (tmp_path / "member0" / "model.keras").read_bytes() == before
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["ensemble", *members, "--weights", "0.5,0.5", "--out", str(blocker / "ens")]) == 2
+    assert "Cannot write the ensemble" in _error_line(capsys)
+    # An ensemble folder is rewritten by the next ensemble.
+    assert main(["ensemble", *members, "--weights", "0.5,0.5", "--out", str(tmp_path / "ens")]) == 0
+    assert main(["ensemble", *members, "--weights", "0.5,0.5", "--out", str(tmp_path / "ens")]) == 0

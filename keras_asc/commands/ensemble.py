@@ -52,6 +52,7 @@ def _parse_weights(text):
 
 
 def run(args):
+    from keras_asc.files import RunDirError
     from keras_asc.training.ensemble import ensemble_and_report
 
     try:
@@ -67,7 +68,7 @@ def run(args):
             batch_size=args.batch_size,
             cache_dir=args.cache,
         )
-    except (FileNotFoundError, ValueError, TypeError) as error:
+    except (FileNotFoundError, FileExistsError, ValueError, TypeError, RunDirError) as error:
         # BudgetExceededError is a ValueError: its message says by how much.
         print(f"keras-asc ensemble: error: {error}", file=sys.stderr)
         return 2
