@@ -352,7 +352,8 @@ KILL_SOURCE = textwrap.dedent(
     import keras_asc
     from keras_asc import plugins
     from keras_asc.models import AudioClassifier
-    import keras_asc.training.train as train_module
+    import keras_asc.training.train
+    train_module = sys.modules["keras_asc.training.train"]  # the package exports train()
 
     class TinyPlugin:
         @keras_asc.hookimpl

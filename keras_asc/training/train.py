@@ -230,9 +230,8 @@ def _stale_model_reason(run_dir, run_id):
 def _remove_run_files(run_dir):
     """Remove what a run writes (``RUN_FILES`` and their temporary files), nothing else."""
     for name in os.listdir(run_dir):
-        stem = name[1:].split(".")[0] if name.startswith(".") else None
         owned = name in RUN_FILES and name != LOCK_FILE
-        temporary = stem is not None and any(name.startswith(f".{own}.") for own in RUN_FILES)
+        temporary = any(name.startswith(f".{own}.") for own in RUN_FILES)  # atomic_path's
         if not (owned or temporary):
             continue
         path = os.path.join(run_dir, name)
