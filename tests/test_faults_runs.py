@@ -156,7 +156,6 @@ def test_a_second_train_on_a_locked_folder_is_refused(data, tmp_path, capsys):
 # --- a folder holding other files, and --overwrite -----------------------------------------------
 
 
-@pytest.mark.slow
 def test_a_folder_with_other_files_needs_overwrite_which_keeps_them(data, tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
