@@ -31,6 +31,7 @@ import tempfile
 import traceback
 
 from keras_asc import __version__
+from keras_asc.files import RunDirError
 
 COMMANDS = (
     "list",
@@ -58,7 +59,10 @@ LIGHT_COMMANDS = frozenset({"download"})
 # Errors that say the input given was wrong (exit 2); any other exception is a runtime
 # failure (exit 1). MissingFilesError, AudioDecodeError, BudgetExceededError, ... are
 # ValueErrors; FileNotFoundError, FileExistsError, NotADirectoryError are OSErrors named here.
+# RunDirError: a run folder that cannot be used as it is (locked, holding other files, a corrupt
+# backup, a full or read-only disk); its message says what the user has to do.
 USAGE_ERRORS = (
+    RunDirError,
     ValueError,
     TypeError,
     FileNotFoundError,

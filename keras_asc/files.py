@@ -15,8 +15,14 @@ Example:
 """
 
 import contextlib
+import errno
 import os
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs there are not locked
+    fcntl = None
 
 # === A training run folder (keras_asc.train, keras-asc train) ===
 RUN_CONFIG = "run_config.json"  # model, split, seed, epochs, data dir, the effective recipe
@@ -28,6 +34,19 @@ BEST_CHECKPOINT = "best.keras"
 BEST_STATE = "best.json"
 BACKUP_DIR = "backup"  # weights and optimiser state of the last backup, removed when the run ends
 TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = ".keras-asc.lock"  # held (flock) by the train process that owns the folder
+COMPLETE_RECORD = "complete.json"  # run id + SHA-256 of model.keras, written right after it
+# Everything a training run writes into its folder; --overwrite removes only these.
+RUN_FILES = (
+    RUN_CONFIG,
+    FINAL_MODEL,
+    COMPLETE_RECORD,
+    LOG_FILE,
+    CHECKPOINT_DIR,
+    BACKUP_DIR,
+    TENSORBOARD_DIR,
+    LOCK_FILE,
+)
 INT8_DIR = "int8"  # keras-asc quantize output, by default
 METRICS_JSON = "metrics.json"
 
@@ -78,3 +97,56 @@ def save_model_atomic(model, path):
     """``model.save(path)`` atomically: ``path`` never holds a half-written archive."""
     with atomic_path(path, suffix=".keras") as temporary:
         model.save(temporary, overwrite=True)
+
+
+class RunDirError(RuntimeError):
+    """A run folder cannot be used as it is: locked, unwritable, or holding a corrupt state.
+    The message is one line that names the folder or file and says how to go on."""
+
+
+class FolderLockedError(RunDirError):
+    """Another process holds the lock of a folder."""
+
+
+class FolderLock:
+    """An exclusive ``fcntl.flock`` on ``LOCK_FILE`` inside ``folder``, as a context manager.
+
+    The kernel releases the lock when the holder's process dies (a kill, a crash), so a lock
+    never outlives its run and there is no stale lock file to clean up by hand; a second
+    process (or a second open in the same process) is refused at once instead of waiting.
+    The standard library has ``fcntl.flock`` but no lock-file helper around it, hence this
+    class. On platforms without ``fcntl`` (Windows) the folder is not locked.
+    """
+
+    def __init__(self, folder, owner="keras-asc train"):
+        self.folder = os.fspath(folder)
+        self.path = os.path.join(self.folder, LOCK_FILE)
+        self.owner = owner
+        self.handle = None
+
+    def __enter__(self):
+        if fcntl is None:
+            return self
+        handle = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until __exit__)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.close()
+            if error.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise FolderLockedError(
+                    f"{self.folder!r} is in use by another {self.owner} (it holds the lock "
+                    f"{LOCK_FILE}); wait for it to finish or choose another folder."
+                ) from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")  # for a person looking; the lock itself is the flock
+        handle.flush()
+        self.handle = handle
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.handle is not None:
+            self.handle.close()  # closing the descriptor releases the flock
+            self.handle = None
+        return False

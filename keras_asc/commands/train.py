@@ -78,6 +78,12 @@ def add_parser(subparsers):
         help="refuse to continue a run already in the run directory",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start a new run in --out even if it holds a run or other files: only what a run "
+        "writes there is removed first; other files are kept",
+    )
+    parser.add_argument(
         "--verbose",
         type=int,
         choices=(0, 1, 2),
@@ -109,6 +115,7 @@ def run(args):
         cache_dir=args.cache,
         distribution=args.distribution,
         resume=not args.no_resume,
+        overwrite=args.overwrite,
         verbose=args.verbose,
         steps_per_epoch=args.steps_per_epoch,
         validation_split=None

@@ -23,7 +23,14 @@ import os
 import keras
 
 from keras_asc import complexity, registry
-from keras_asc.files import FINAL_MODEL, RUN_CONFIG, save_model_atomic, write_text_atomic
+from keras_asc.files import (
+    FINAL_MODEL,
+    RUN_CONFIG,
+    FolderLock,
+    RunDirError,
+    save_model_atomic,
+    write_text_atomic,
+)
 from keras_asc.models.ensemble import Ensemble
 from keras_asc.training.evaluation import (
     evaluate,
@@ -177,9 +184,34 @@ def build_ensemble(
         complexity.assert_within_budget(ensemble)
 
     if out_dir is not None:
-        out_dir = os.fspath(out_dir)
+        _write_ensemble(ensemble, os.fspath(out_dir), preset, loaded, models, weights, report)
+    return ensemble
+
+
+def _ensemble_folder_error(out_dir, error):
+    return RunDirError(f"Cannot write the ensemble to {out_dir!r}: {error.strerror or error}.")
+
+
+def _write_ensemble(ensemble, out_dir, preset, loaded, models, weights, report):
+    """Write ``model.keras`` and ``run_config.json`` into ``out_dir``, locked (as a training run
+    locks its folder), and never over a training run's files."""
+    try:
         os.makedirs(out_dir, exist_ok=True)
-        save_model_atomic(ensemble, os.path.join(out_dir, FINAL_MODEL))
+    except OSError as error:
+        raise _ensemble_folder_error(out_dir, error) from None
+    with FolderLock(out_dir, owner="keras-asc process"):
+        config_path = os.path.join(out_dir, RUN_CONFIG)
+        if os.path.exists(config_path):
+            try:
+                with open(config_path, encoding="utf-8") as handle:
+                    kind = json.load(handle).get("kind")
+            except (OSError, ValueError, AttributeError):
+                kind = None
+            if kind != "ensemble":
+                raise FileExistsError(
+                    f"--out {out_dir!r} holds a run that is not an ensemble ({RUN_CONFIG}); its "
+                    f"{FINAL_MODEL} would be replaced: choose another folder."
+                )
         run_config = {
             "kind": "ensemble",
             "model": ensemble.name,
@@ -203,10 +235,11 @@ def build_ensemble(
             "keras_backend": keras.backend.backend(),
             "keras_asc_version": __version__,
         }
-        write_text_atomic(
-            os.path.join(out_dir, RUN_CONFIG), json.dumps(run_config, indent=2) + "\n"
-        )
-    return ensemble
+        try:
+            save_model_atomic(ensemble, os.path.join(out_dir, FINAL_MODEL))
+            write_text_atomic(config_path, json.dumps(run_config, indent=2) + "\n")
+        except OSError as error:
+            raise _ensemble_folder_error(out_dir, error) from None
 
 
 def ensemble_and_report(

@@ -11,8 +11,16 @@ log.csv                one row per epoch (appended across resumes, each epoch on
 tensorboard/           TensorBoard event files (with the tensorboard package installed)
 checkpoints/last.keras, best.keras, best.json
 backup/                weights and optimiser state of the last backup (removed when the run ends)
-model.keras            the final model, written last: a run with it is complete
+model.keras            the final model
+complete.json          the run id and SHA-256 of model.keras, written right after it: the
+                       completion mark (a model.keras without it is never taken as the result)
+.keras-asc.lock        locked (flock) while a train process works in the folder
 ```
+
+A run folder belongs to one run at a time: a second ``train`` on a locked folder is refused; a
+new run refuses a folder holding anything (``overwrite=True`` removes only the files above and
+keeps the rest); a disk error or a corrupt backup stops the run with a one-line error that says
+how to go on, and the same call continues the run once the cause is fixed.
 
 Calling ``train`` again with the same run directory continues an interrupted run from its last
 backup (written every ``backup_every_steps`` steps and at each epoch end); calling it on a
@@ -28,9 +36,12 @@ Example:
 """
 
 import contextlib
+import contextvars
 import csv
 import dataclasses
+import errno
 import functools
+import hashlib
 import importlib.util
 import inspect
 import json
@@ -39,20 +50,26 @@ import numbers
 import os
 import shutil
 import sys
+import uuid
 
 import keras
 import numpy as np
 
-from keras_asc import registry
+from keras_asc import complexity, registry
 from keras_asc.data import tau22
 from keras_asc.files import (
     BACKUP_DIR,
     BEST_CHECKPOINT,
     CHECKPOINT_DIR,
+    COMPLETE_RECORD,
     FINAL_MODEL,
     LAST_CHECKPOINT,
+    LOCK_FILE,
     LOG_FILE,
     RUN_CONFIG,
+    RUN_FILES,
+    FolderLock,
+    RunDirError,
     atomic_path,
     save_model_atomic,
     write_text_atomic,
@@ -110,6 +127,122 @@ def _note(message):
     print(f"keras-asc train: note: {message}", file=sys.stderr, flush=True)
 
 
+# --- the run folder: disk errors, lock, ownership, completion --------------------------------
+
+_RESUME_HINT = "fix that and run the same command again to continue from the last backup"
+_RESTART_HINT = (
+    "start the run again from epoch 0 with --overwrite (keras_asc.train(..., overwrite=True))"
+)
+_DISK_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOTDIR: "a folder on its path is a regular file",
+    errno.EEXIST: "a folder on its path is a regular file",
+}
+
+
+def _disk_error(error, path):
+    """A one-line :class:`RunDirError` for an ``OSError`` met writing ``path``."""
+    reason = _DISK_REASONS.get(error.errno) or error.strerror or str(error) or type(error).__name__
+    return RunDirError(f"Cannot write {path!r}: {reason}; {_RESUME_HINT}.")
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """Turns an ``OSError`` raised while writing ``path`` into a one-line RunDirError."""
+    try:
+        yield
+    except OSError as error:
+        raise _disk_error(error, path) from None
+
+
+# The lock and folder of the train() call in progress (train() may be called again in-process).
+_CURRENT_RUN = contextvars.ContextVar("keras_asc_current_run", default=None)
+
+
+def _owns_run_folder(function):
+    """Runs ``train`` with a place to hold its run-folder lock, released when it returns or
+    raises (not when a traceback that still references it is collected), and turns a disk
+    error the run met in its folder (a full disk while saving the final model) into one line."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with contextlib.ExitStack() as stack:
+            current = {"stack": stack, "run_dir": None}
+            token = _CURRENT_RUN.set(current)
+            try:
+                return function(*args, **kwargs)
+            except OSError as error:
+                run_dir = current["run_dir"]
+                in_run = run_dir is not None and (
+                    error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+                    or os.fspath(error.filename or "").startswith(run_dir + os.sep)
+                )
+                if not in_run:
+                    raise
+                raise _disk_error(error, error.filename or run_dir) from None
+            finally:
+                _CURRENT_RUN.reset(token)
+
+    return wrapper
+
+
+def _file_digest(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _mark_complete(run_dir, config):
+    """Record that ``model.keras`` is this run's result (run id + its SHA-256)."""
+    path = os.path.join(run_dir, COMPLETE_RECORD)
+    record = {"run_id": config.get("run_id"), "sha256": _file_digest(os.path.join(run_dir, FINAL_MODEL))}
+    with _writing(path):
+        write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def _stale_model_reason(run_dir, run_id):
+    """``None`` when ``model.keras`` in ``run_dir`` is the result of the run ``run_id``, else why
+    it is not (a model left from an earlier run, or one saved but not yet recorded)."""
+    record_path = os.path.join(run_dir, COMPLETE_RECORD)
+    if run_id is None:  # a run folder written before run ids: no backup means the run ended
+        if os.path.isdir(os.path.join(run_dir, BACKUP_DIR)):
+            return f"the run's {BACKUP_DIR}/ folder says it did not finish"
+        return None
+    try:
+        with open(record_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except FileNotFoundError:
+        return f"no {COMPLETE_RECORD} records it as this run's result"
+    except (OSError, ValueError) as error:
+        return f"{COMPLETE_RECORD} is unreadable ({error})"
+    if not isinstance(record, dict) or record.get("run_id") != run_id:
+        return f"{COMPLETE_RECORD} belongs to another run"
+    if record.get("sha256") != _file_digest(os.path.join(run_dir, FINAL_MODEL)):
+        return f"it is not the file {COMPLETE_RECORD} recorded (it was replaced)"
+    return None
+
+
+def _remove_run_files(run_dir):
+    """Remove what a run writes (``RUN_FILES`` and their temporary files), nothing else."""
+    for name in os.listdir(run_dir):
+        owned = name in RUN_FILES and name != LOCK_FILE
+        temporary = any(name.startswith(f".{own}.") for own in RUN_FILES)  # atomic_path's
+        if not (owned or temporary):
+            continue
+        path = os.path.join(run_dir, name)
+        with _writing(path):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+
+
 def read_history(log_path):
     """``{column: [values]}`` from a CSVLogger file: ``epoch`` as int, the rest as float.
 
@@ -156,18 +289,53 @@ class _RunBackup(keras.callbacks.Callback):
         self.save_every_steps = save_every_steps
         self.steps_per_epoch = steps_per_epoch
         self.state_path = os.path.join(backup_dir, self.STATE)
-        self.state = None
-        if os.path.exists(self.state_path):
-            with open(self.state_path, encoding="utf-8") as handle:
-                self.state = json.load(handle)
+        self.state = self._read_state()
         self.restored_epoch = int(self.state["epoch"]) if self.state else 0
         self.epoch = self.restored_epoch
         self.steps = 0
         self.saved = 0 if self.state is None else int(self.state["backup"])
 
+    def _corrupt(self, detail):
+        return RunDirError(
+            f"The backup in {self.backup_dir!r} is corrupt ({detail}); {_RESTART_HINT}."
+        )
+
+    def _read_state(self):
+        if not os.path.exists(self.state_path):
+            return None
+        try:
+            with open(self.state_path, encoding="utf-8") as handle:
+                state = json.load(handle)
+        except (OSError, ValueError) as error:
+            raise self._corrupt(f"{self.STATE} is unreadable: {error}") from None
+        valid = (
+            isinstance(state, dict)
+            and all(isinstance(state.get(key), int) for key in ("epoch", "backup"))
+            and isinstance(state.get("weights"), str)
+            and os.path.basename(state["weights"]) == state["weights"]
+            and state["epoch"] >= 0
+        )
+        if not valid:
+            raise self._corrupt(
+                f"{self.STATE} should hold integer 'epoch' and 'backup' and a 'weights' file "
+                f"name; it holds {json.dumps(state)[:200]}"
+            )
+        if not os.path.isfile(os.path.join(self.backup_dir, state["weights"])):
+            raise self._corrupt(f"{self.STATE} names {state['weights']}, which is missing")
+        return state
+
     def on_train_begin(self, logs=None):
         if self.state is not None:
-            self.model.load_weights(os.path.join(self.backup_dir, self.state["weights"]))
+            weights = os.path.join(self.backup_dir, self.state["weights"])
+            optimizer = self.model.optimizer
+            if not optimizer.built:
+                # Unbuilt, it has no slots to take the saved moments (Keras skips them).
+                optimizer.build(self.model.trainable_variables)
+            try:
+                self.model.load_weights(weights)
+            except Exception as error:  # h5py and Keras raise many types for a bad file
+                detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+                raise self._corrupt(f"{self.state['weights']} cannot be loaded: {detail}") from None
             self.model.optimizer.iterations.assign(self.restored_epoch * self.steps_per_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -183,16 +351,20 @@ class _RunBackup(keras.callbacks.Callback):
         self._save(epoch + 1)
 
     def _save(self, next_epoch):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        self.saved += 1
-        weights = f"backup-{self.saved}.weights.h5"
-        with atomic_path(os.path.join(self.backup_dir, weights), suffix=".weights.h5") as temporary:
-            self.model.save_weights(temporary)
-        state = {"epoch": next_epoch, "backup": self.saved, "weights": weights}
-        write_text_atomic(self.state_path, json.dumps(state) + "\n")
+        weights = f"backup-{self.saved + 1}.weights.h5"
+        path = os.path.join(self.backup_dir, weights)
+        with _writing(path):
+            os.makedirs(self.backup_dir, exist_ok=True)
+            with atomic_path(path, suffix=".weights.h5") as temporary:
+                self.model.save_weights(temporary)
+        state = {"epoch": next_epoch, "backup": self.saved + 1, "weights": weights}
+        with _writing(self.state_path):
+            write_text_atomic(self.state_path, json.dumps(state) + "\n")
+        self.saved += 1  # only once backup.json names the new file
         for name in os.listdir(self.backup_dir):
             if name.endswith(".weights.h5") and name != weights:
-                os.remove(os.path.join(self.backup_dir, name))
+                with contextlib.suppress(OSError):  # a leftover is harmless; the next save retries
+                    os.remove(os.path.join(self.backup_dir, name))
 
 
 class _LogLearningRate(keras.callbacks.Callback):
@@ -207,7 +379,13 @@ class _LogLearningRate(keras.callbacks.Callback):
 
 class _ResumableCSVLogger(keras.callbacks.CSVLogger):
     """CSVLogger in append mode that first drops the rows of epochs a resumed run will redo,
-    so that the log holds each epoch exactly once."""
+    so that the log holds each epoch exactly once.
+
+    ``train`` runs it before the backup at each epoch end: a kill after the row is written and
+    before the backup makes the resumed run redo that epoch, and this drops its row first; the
+    other order would lose the row of an epoch the backup counts as done. A row cut short by a
+    kill or a full disk, and a repeated epoch, are dropped too.
+    """
 
     def __init__(self, filename, backup):
         super().__init__(filename, append=True)
@@ -216,17 +394,31 @@ class _ResumableCSVLogger(keras.callbacks.CSVLogger):
     def on_train_begin(self, logs=None):
         keep_below = self.backup.restored_epoch
         if os.path.exists(self.filename):
-            with open(self.filename, newline="", encoding="utf-8") as handle:
-                rows = list(csv.reader(handle))
+            with open(self.filename, newline="", encoding="utf-8", errors="replace") as handle:
+                text = handle.read()
+            rows = list(csv.reader(text.splitlines()))
             header, body = (rows[0], rows[1:]) if rows else ([], [])
-            kept = [row for row in body if row and int(row[0]) < keep_below]
-            if len(kept) != len(body):
-                if kept:
-                    lines = [",".join(header)] + [",".join(row) for row in kept]
-                    write_text_atomic(self.filename, "\n".join(lines) + "\n")
-                else:
-                    os.remove(self.filename)
-        super().on_train_begin(logs)
+            kept, seen = [], set()
+            for row in body:
+                epoch = row[0] if row else ""
+                if len(row) != len(header) or not epoch.isdigit():
+                    continue
+                if int(epoch) < keep_below and epoch not in seen:
+                    seen.add(epoch)
+                    kept.append(row)
+            if len(kept) != len(body) or not text.endswith("\n"):
+                with _writing(self.filename):
+                    if kept:
+                        lines = [",".join(header)] + [",".join(row) for row in kept]
+                        write_text_atomic(self.filename, "\n".join(lines) + "\n")
+                    else:
+                        os.remove(self.filename)
+        with _writing(self.filename):
+            super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        with _writing(self.filename):
+            super().on_epoch_end(epoch, logs)
 
 
 class _RunCheckpoint(keras.callbacks.Callback):
@@ -244,10 +436,18 @@ class _RunCheckpoint(keras.callbacks.Callback):
         self.best = None
 
     def on_train_begin(self, logs=None):
-        os.makedirs(self.directory, exist_ok=True)
+        with _writing(self.directory):
+            os.makedirs(self.directory, exist_ok=True)
         if os.path.exists(self.state_path):
-            with open(self.state_path, encoding="utf-8") as handle:
-                self.best = json.load(handle)["value"]
+            try:
+                with open(self.state_path, encoding="utf-8") as handle:
+                    self.best = float(json.load(handle)["value"])
+            except (OSError, ValueError, TypeError, KeyError) as error:
+                raise RunDirError(
+                    f"{self.state_path!r} is corrupt ({type(error).__name__}: {error}); delete it "
+                    "to let the next epoch start a new best checkpoint, or "
+                    f"{_RESTART_HINT}."
+                ) from None
 
     def _improved(self, value):
         if self.best is None:
@@ -256,17 +456,22 @@ class _RunCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        save_model_atomic(self.classifier, os.path.join(self.directory, LAST_CHECKPOINT))
+        last = os.path.join(self.directory, LAST_CHECKPOINT)
+        with _writing(last):
+            save_model_atomic(self.classifier, last)
         if self.monitor not in logs:
             return
         value = float(logs[self.monitor])
         if math.isfinite(value) and self._improved(value):
+            best = os.path.join(self.directory, BEST_CHECKPOINT)
+            with _writing(best):
+                save_model_atomic(self.classifier, best)
+            with _writing(self.state_path):
+                write_text_atomic(
+                    self.state_path,
+                    json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch}, indent=2),
+                )
             self.best = value
-            save_model_atomic(self.classifier, os.path.join(self.directory, BEST_CHECKPOINT))
-            write_text_atomic(
-                self.state_path,
-                json.dumps({"monitor": self.monitor, "value": value, "epoch": epoch}, indent=2),
-            )
 
 
 def _tensorboard_callbacks(tensorboard, log_dir):
@@ -415,25 +620,68 @@ def _steps_per_epoch(dataset, split, batch_size):
     return num_clips // batch_size
 
 
-def _check_run_dir(run_dir, config, resume):
+def _read_run_config(run_dir):
     path = os.path.join(run_dir, RUN_CONFIG)
-    if not os.path.exists(path):
-        return False
-    if not resume:
-        raise FileExistsError(
-            f"Run directory {run_dir!r} already holds a run ({RUN_CONFIG}); pass resume=True to "
-            "continue it or choose another out_dir."
-        )
     try:
         with open(path, encoding="utf-8") as handle:
             previous = json.load(handle)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(
-            f"{path}: not valid JSON ({error}); cannot resume this run. Remove the run "
-            "directory or use another out_dir."
-        ) from None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise RunDirError(f"{path!r} is unreadable ({error}); {_RESTART_HINT}.") from None
     if not isinstance(previous, dict):
-        raise ValueError(f"{path}: expected a JSON object, received {type(previous).__name__}.")
+        raise RunDirError(f"{path!r} does not hold a run's settings; {_RESTART_HINT}.")
+    return previous
+
+
+def _check_run_dir(run_dir, config, resume, overwrite=False):
+    """Create and lock ``run_dir`` and decide what this call does there.
+
+    Returns ``(resuming, complete)``: whether an earlier run of the same settings is continued,
+    and whether its ``model.keras`` is that run's recorded result. ``config`` gets the run id
+    (new, or the continued run's). A new run needs a folder without files (apart from the
+    lock); ``overwrite`` first removes what a run writes (``RUN_FILES``), nothing else.
+    """
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as error:
+        raise RunDirError(
+            f"Cannot create the run directory {run_dir!r}: "
+            f"{_DISK_REASONS.get(error.errno) or error.strerror or error}; fix that or choose "
+            "another out_dir (--out)."
+        ) from None
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"out_dir {run_dir!r} is a file; expected a folder for the run.")
+    current = _CURRENT_RUN.get()
+    with _writing(os.path.join(run_dir, LOCK_FILE)):
+        lock = FolderLock(run_dir, owner="keras-asc train").__enter__()
+    if current is not None:
+        current["stack"].callback(lock.__exit__, None, None, None)
+        current["run_dir"] = run_dir
+    if overwrite:
+        _remove_run_files(run_dir)
+    previous = _read_run_config(run_dir)
+    if previous is None:
+        others = sorted(name for name in os.listdir(run_dir) if name != LOCK_FILE)
+        if others and not overwrite:
+            with contextlib.suppress(OSError):  # leave the user's folder as it was
+                os.remove(lock.path)
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            raise FileExistsError(
+                f"Run directory {run_dir!r} holds files this run did not write ({shown}); "
+                "choose a new or empty out_dir (--out), or pass overwrite=True (--overwrite) to "
+                "replace only what a run writes and keep the rest."
+            )
+        config["run_id"] = uuid.uuid4().hex
+        path = os.path.join(run_dir, RUN_CONFIG)
+        with _writing(path):
+            write_text_atomic(path, json.dumps(config, indent=2) + "\n")
+        return False, False
+    if not resume:
+        raise FileExistsError(
+            f"Run directory {run_dir!r} already holds a run ({RUN_CONFIG}); pass resume=True to "
+            "continue it, overwrite=True (--overwrite) to replace it, or choose another out_dir."
+        )
     differences = [
         f"{key}: run has {previous.get(key)!r}, now {config[key]!r}"
         for key in _RESUME_KEYS
@@ -445,7 +693,17 @@ def _check_run_dir(run_dir, config, resume):
             + "; ".join(differences)
             + "). Use another out_dir for a new run."
         )
-    return True
+    config["run_id"] = previous.get("run_id")
+    if not os.path.exists(os.path.join(run_dir, FINAL_MODEL)):
+        return True, False
+    stale = _stale_model_reason(run_dir, config["run_id"])
+    if stale is not None:
+        _note(
+            f"{FINAL_MODEL} in {run_dir} is not this run's result ({stale}); the run continues "
+            "and replaces it."
+        )
+        return True, False
+    return True, True
 
 
 def _check_int(name, value, minimum):
@@ -454,6 +712,7 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+@_owns_run_folder
 def train(
     model="moflenet57",
     data_dir=None,
@@ -469,6 +728,7 @@ def train(
     cache_dir=None,
     distribution=None,
     resume=True,
+    overwrite=False,
     verbose=1,
     steps_per_epoch=None,
     validation_split=None,
@@ -499,6 +759,10 @@ def train(
             ``"data_parallel"`` (JAX backend, ``keras.distribution.DataParallel``).
         resume: continue an interrupted run found in ``out_dir`` (and return a complete one
             without training); ``False`` raises if ``out_dir`` already holds a run.
+        overwrite: start a new run in ``out_dir`` even when it holds a run or other files:
+            what a run writes there (run_config.json, log.csv, checkpoints/, backup/,
+            tensorboard/, model.keras, complete.json) is removed first; the user's other files
+            are kept. Without it, a new run needs an empty or new folder.
         verbose: Keras progress output (0 silent, 1 progress bar, 2 one line per epoch).
         steps_per_epoch: optimiser steps per epoch; default: one pass over the split.
         validation_split: optional split evaluated after every epoch (e.g. ``"test"``); then
@@ -610,15 +874,12 @@ def train(
     }
     # Round-trip through JSON so that the comparison with a saved config sees the same types.
     config = json.loads(json.dumps(config))
-    resuming = _check_run_dir(run_dir, config, resume)
+    resuming, complete = _check_run_dir(run_dir, config, resume, overwrite)
     final_path = os.path.join(run_dir, FINAL_MODEL)
     log_path = os.path.join(run_dir, LOG_FILE)
-    if resuming and os.path.exists(final_path):
+    if complete:
         _note(f"run in {run_dir} is already complete; loading {FINAL_MODEL}.")
         return TrainResult(load_model(final_path), run_dir, read_history(log_path), recipe)
-    os.makedirs(run_dir, exist_ok=True)
-    if not resuming:
-        write_text_atomic(os.path.join(run_dir, RUN_CONFIG), json.dumps(config, indent=2) + "\n")
 
     with scope:
         network, training_network = _build_model(model, recipe, spectrogram_factories, seed)
@@ -629,8 +890,6 @@ def train(
             jit_compile=jit_compile,
         )
         if verbose:
-            from keras_asc import complexity
-
             try:  # the DCASE count, as `keras-asc summary` and the README give it
                 params = f"{complexity.profile(network).params:,} params"
             except (TypeError, ValueError):  # a plugin layer the DCASE counter does not know
@@ -643,14 +902,16 @@ def train(
             )
         backup = _RunBackup(os.path.join(run_dir, BACKUP_DIR), backup_every_steps, steps)
         monitor, mode = ("val_accuracy", "max") if validation is not None else ("loss", "min")
+        # The backup comes after the log and the checkpoints: an epoch it counts as done has
+        # its log.csv row (see _ResumableCSVLogger).
         run_callbacks = [
             # First, so that no backup or checkpoint is written from non-finite weights.
             _StopOnNonFiniteLoss(),
-            backup,
             _LogLearningRate(),
             _ResumableCSVLogger(log_path, backup),
             *_tensorboard_callbacks(tensorboard, os.path.join(run_dir, "tensorboard")),
             _RunCheckpoint(os.path.join(run_dir, CHECKPOINT_DIR), monitor, mode, network),
+            backup,
             *(callbacks or ()),
         ]
         try:
@@ -677,6 +938,7 @@ def train(
     if len(skipped):
         _note(skipped.summary())
     save_model_atomic(network, final_path)
+    _mark_complete(run_dir, config)
     # The final model is the completion mark; only now is the backup no longer needed.
     backup_dir = os.path.join(run_dir, BACKUP_DIR)
     if os.path.isdir(backup_dir):
