@@ -218,10 +218,13 @@ def test_train_without_cache_stops_on_a_corrupt_clip(capsys, data, tiny_model, t
 @pytest.mark.slow
 def test_train_skips_a_bad_clip_and_says_which(capsys, data, tiny_model, tmp_path):
     (name,) = _corrupt(data, "split5", 1)
-    code, out, err = _train(capsys, data, tiny_model, tmp_path / "run", "--on-error", "skip")
+    # --epochs 2 (the later flag wins): a dropped clip must not end the run after one epoch.
+    code, out, err = _train(capsys, data, tiny_model, tmp_path / "run", "--on-error", "skip", "--epochs", "2")
     assert code == 0, err
     assert "Skipped 1 of 10 clips" in out and name in out
     assert "model saved" in out
+    with open(tmp_path / "run" / "log.csv", encoding="utf-8") as handle:
+        assert [line.split(",")[0] for line in handle.read().splitlines()[1:]] == ["0", "1"]
 
 
 @pytest.mark.slow

@@ -834,8 +834,15 @@ def train(
         on_error=on_error,
     )
     skipped = dataset.skipped_clips
+    fit_steps = steps_per_epoch
     if steps_per_epoch is None:
         steps = _steps_per_epoch(dataset, split, recipe.batch_size)
+        if int(dataset.cardinality()) <= 0:
+            # Unknown length (with on_error="skip" clips may drop out): a fixed number of steps
+            # per epoch over a repeated stream, so that no epoch ends early and the schedule,
+            # the backups and the log all count the same steps.
+            fit_steps = steps
+            dataset = dataset.repeat()
     else:
         # Keras keeps one iterator across epochs when steps_per_epoch is given; repeat so that
         # short epochs never exhaust it.
@@ -919,7 +926,7 @@ def train(
                 dataset,
                 epochs=recipe.epochs,
                 initial_epoch=backup.restored_epoch,
-                steps_per_epoch=steps_per_epoch,
+                steps_per_epoch=fit_steps,
                 validation_data=validation,
                 # The pipeline shuffles (seeded) itself.
                 shuffle=False,
