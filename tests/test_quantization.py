@@ -775,3 +775,30 @@ def test_spectrogram_dataset_augments_every_batch_anew():
     assert not np.array_equal(masks[0], masks[2])
     assert not np.allclose(batches[0], batches[2])
     assert np.abs(batches[0] - inference[:4]).mean() > 1e-3
+
+
+def test_qat_gets_the_runs_spectrogram_augmentations_back(tmp_path):
+    """Saved models hold no training-only layers, so QAT rebuilds Freq-MixStyle from the run."""
+    from keras_asc.augment import FreqMixStyle
+    from keras_asc.training.quantize import recipe_spectrogram_augmentations
+
+    run = tmp_path / "run"
+    run.mkdir()
+    described = [
+        {"name": "time_roll", "stage": "waveform", "config": {"max_shift_seconds": 0.125}},
+        {"name": "freq_mixstyle", "stage": "spectrogram", "config": {"alpha": 0.3, "p": 0.7, "seed": 11}},
+    ]
+    (run / "run_config.json").write_text(json.dumps({"augmentations": described}))
+    model = keras_asc.build("moflenet57")
+    (layer,) = recipe_spectrogram_augmentations(str(run), model)
+    assert isinstance(layer, FreqMixStyle)
+    assert (layer.get_config()["alpha"], layer.get_config()["p"]) == (0.3, 0.7)
+    # A bare .keras file: the model's own recipe (MofleNet57: Freq-MixStyle alpha 0.3, p 0.4).
+    (layer,) = recipe_spectrogram_augmentations(str(tmp_path / "m.keras"), model)
+    assert (layer.get_config()["alpha"], layer.get_config()["p"]) == (0.3, 0.4)
+    # An ensemble: each member's own recipe (CP-ResNet59: alpha 0.4, p 0.8).
+    ensemble = keras_asc.build("moflenet57_cp_resnet59_v2")
+    by_member = recipe_spectrogram_augmentations(str(tmp_path / "e.keras"), ensemble)
+    assert sorted(by_member) == ["cp_resnet59", "moflenet57"]
+    assert by_member["cp_resnet59"][0].get_config()["alpha"] == 0.4
+    assert by_member["moflenet57"][0].get_config()["p"] == 0.4

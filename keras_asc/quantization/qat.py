@@ -264,7 +264,7 @@ def _keras_members(model):
     return list(model.members) if is_ensemble(model) else [model]
 
 
-def spectrogram_dataset(model, dataset, *, training=True):
+def spectrogram_dataset(model, dataset, *, training=True, augmentations=None):
     """Map a (waveforms, labels[, devices]) dataset to (spectrograms, labels) for one model.
 
     The spectrograms come from the model's own Keras 3 front-end and, in training, its
@@ -276,6 +276,10 @@ def spectrogram_dataset(model, dataset, *, training=True):
         model: a Keras 3 keras-asc model with a ``frontend`` attribute (not an ensemble).
         dataset: batched ``tf.data.Dataset`` of (waveforms (B, samples), labels[, devices]).
         training: apply the training-mode front-end and augmentations.
+        augmentations: spectrogram-stage Keras layers applied after the front-end in training
+            (for example the recipe's ``FreqMixStyle``; saved models do not hold them). Default:
+            the model's own ``augmentation_layers`` if it has any (models saved by keras-asc
+            0.1), else none.
 
     Example:
         >>> spectrograms = spectrogram_dataset(model, make_dataset(data_dir, 25, batch_size=32))
@@ -286,7 +290,9 @@ def spectrogram_dataset(model, dataset, *, training=True):
         raise ValueError(
             f"Model {model.name!r} has no `frontend` attribute (its LogMelSpectrogram)."
         )
-    augmentations = list(getattr(model, "augmentation_layers", ())) if training else []
+    if augmentations is None:
+        augmentations = getattr(model, "augmentation_layers", ())
+    augmentations = list(augmentations) if training else []
 
     def to_spectrograms(waveforms, labels, *unused):
         x = frontend(waveforms, training=training)
@@ -414,6 +420,7 @@ def quantize_aware_train(
     validation_dataset=None,
     steps_per_epoch=None,
     calibration_batches=8,
+    spectrogram_augmentations=None,
     verbose="auto",
 ):
     """Fine-tune a trained Keras 3 keras-asc model with quantisation-aware training.
@@ -440,6 +447,10 @@ def quantize_aware_train(
         steps_per_epoch: batches per epoch (``None``: one pass over ``train_dataset``).
         calibration_batches: training batches that set the initial activation ranges
             (``calibrate_activation_ranges``); 0 keeps TF-MOT's [-6, 6] start.
+        spectrogram_augmentations: Keras layers applied to the training spectrograms after
+            the front-end, as in float training (``keras_asc.training.quantize_run`` passes the
+            run's recipe's, for example ``FreqMixStyle``), or for an ensemble a dict of such
+            lists by member name; see ``spectrogram_dataset``.
         verbose: passed to ``fit``.
 
     Returns:
@@ -467,7 +478,10 @@ def quantize_aware_train(
     qat_members, histories = [], []
     for keras_member, member_twin in zip(_keras_members(model), member_models(twin), strict=True):
         qat_member = attach_spec(_quantize_single(member_twin), twin_spec(member_twin))
-        data = spectrogram_dataset(keras_member, train_dataset, training=True)
+        augmentations = spectrogram_augmentations
+        if isinstance(augmentations, dict):  # an ensemble's, by member name
+            augmentations = augmentations.get(keras_member.name, [])
+        data = spectrogram_dataset(keras_member, train_dataset, training=True, augmentations=augmentations)
         if calibration_batches:
             calibration = (x for x, _ in data.take(int(calibration_batches)))
             calibrate_activation_ranges(qat_member, member_twin, calibration)

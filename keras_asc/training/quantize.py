@@ -13,20 +13,23 @@ Example:
 """
 
 import dataclasses
+import inspect
 import itertools
+import json
 import os
 
 import keras
 
+from keras_asc import registry
 from keras_asc.data.pipeline import make_dataset
 from keras_asc.data.tau22 import normalize_split
-from keras_asc.files import FINAL_MODEL, INT8_DIR
+from keras_asc.files import FINAL_MODEL, INT8_DIR, RUN_CONFIG
 from keras_asc.quantization.export import export_int8
 from keras_asc.quantization.interpreter import TFLiteClassifier, prediction_agreement
 from keras_asc.quantization.qat import member_models, quantize_aware_train
 from keras_asc.quantization.twin import to_tf_keras
 from keras_asc.training.evaluation import evaluate, format_comparison
-from keras_asc.training.recipes import QAT_RECIPE
+from keras_asc.training.recipes import QAT_RECIPE, RECIPES
 from keras_asc.training.saving import load_model
 
 
@@ -113,6 +116,54 @@ class QuantizeRunResult:
                 f"of {clips} clips"
             )
         return "\n".join(lines)
+
+
+def recipe_spectrogram_augmentations(run, model, seed=0):
+    """The spectrogram-stage augmentation layers the run was trained with, for QAT.
+
+    Saved models hold no training-only layers, so QAT fine-tuning rebuilds them: from the
+    ``augmentations`` recorded in the run's ``run_config.json`` when there is one (a list of
+    layers), otherwise from the recipe of the model, or of each ensemble member (a dict of
+    lists by member name). Names without a recipe get none.
+
+    Example:
+        >>> layers = recipe_spectrogram_augmentations("runs/moflenet57", model)
+        >>> [type(layer).__name__ for layer in layers]
+        ['FreqMixStyle']
+    """
+    path = os.fspath(run)
+    config_path = os.path.join(path, RUN_CONFIG) if os.path.isdir(path) else None
+    if config_path is not None and os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as handle:
+            described = json.load(handle).get("augmentations")
+        if described is not None:
+            return _spectrogram_layers(described, seed)
+    members = getattr(model, "members", None)
+    if members is None:
+        return _spectrogram_layers(_recipe_augmentations(model.name), seed)
+    return {member.name: _spectrogram_layers(_recipe_augmentations(member.name), seed) for member in members}
+
+
+def _recipe_augmentations(name):
+    if name not in RECIPES:
+        return []
+    return [
+        {"name": augmentation, "stage": registry.get_augmentation(augmentation).stage, "config": dict(config)}
+        for augmentation, config in RECIPES[name].augmentations
+    ]
+
+
+def _spectrogram_layers(described, seed):
+    layers = []
+    for offset, entry in enumerate(described):
+        if entry.get("stage") != "spectrogram":
+            continue
+        augmentation = registry.get_augmentation(entry["name"]).augmentation
+        config = dict(entry.get("config") or {})
+        if "seed" in inspect.signature(augmentation).parameters:
+            config.setdefault("seed", seed + offset)
+        layers.append(augmentation(**config))
+    return layers
 
 
 def _check_positive(name, value):
@@ -224,6 +275,7 @@ def quantize_run(
             decay_epochs=QAT_RECIPE.decay_epochs,
             final_factor=QAT_RECIPE.final_factor,
             steps_per_epoch=steps_per_epoch,
+            spectrogram_augmentations=recipe_spectrogram_augmentations(run, model, seed),
             verbose=verbose,
         )
         calibration = None
