@@ -1,10 +1,14 @@
 """One shared helper for model tests (in the spirit of keras-hub's TestCase): JSON config
 round-trip, save/load, predict on tf.data and one training step."""
 
+import functools
 import json
+import os
 
 import keras
 import numpy as np
+
+import keras_asc
 
 
 def randomize_state(model, seed=0):
@@ -49,8 +53,6 @@ def run_model_checks(model, inputs, tmp_path, fit=True):
     expected = keras.ops.convert_to_numpy(model(inputs, training=False))
     path = str(tmp_path / "model.keras")
     model.save(path)
-    import keras_asc
-
     restored = keras_asc.load_model(path)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(restored(inputs, training=False)), expected, atol=1e-5
@@ -81,8 +83,6 @@ def run_layer_test(layer_class, init_kwargs, input_shape, expected_output_shape,
     Returns the Sequential model.
     """
     import tensorflow as tf
-
-    import keras_asc
 
     layer = layer_class(**init_kwargs)
     config = _json(layer.get_config())
@@ -120,3 +120,39 @@ def run_layer_test(layer_class, init_kwargs, input_shape, expected_output_shape,
     changed = any(not np.allclose(b, a) for b, a in zip(before, after, strict=True))
     assert changed == trains, "a training step changed no weight" if trains else "weights changed"
     return model
+
+
+# Every MofleNet block kind at a fraction of MofleNet57's cost, for tests that train.
+TINY_MOFLE_CONFIG = {
+    "base_channels": 8,
+    "channels_multiplier": 1.0,
+    "expansion_rate": 1.0,
+    "blocks_per_stage": (1, 1, 1),
+    "block_strides": {"2": (2, 2), "3": (2, 2)},
+}
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class TinyMofle:
+    """A runtime plugin that registers the tiny MofleNet as ``model_name`` (a MofleNet57 preset
+    with ``TINY_MOFLE_CONFIG``), so ``keras_asc.train`` and the CLI can train it by name."""
+
+    def __init__(self, model_name="tiny_mofle"):
+        self.model_name = model_name
+
+    @keras_asc.hookimpl
+    def register_models(self, register):
+        from keras_asc.models import AudioClassifier
+
+        builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
+        config = {**TINY_MOFLE_CONFIG, "name": self.model_name}
+        register(self.model_name, builder, config=config, description="test model")
+
+
+def tiny_mofle_source(plugin_name):
+    """Python source that registers ``TinyMofle()`` in a subprocess (for kill/resume tests)."""
+    return (
+        f"import sys\nsys.path.insert(0, {TESTS_DIR!r})\n"
+        "from helpers import TinyMofle\nfrom keras_asc import plugins\n"
+        f"plugins.register_plugin(TinyMofle(), name={plugin_name!r})\n"
+    )

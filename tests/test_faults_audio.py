@@ -6,7 +6,6 @@ one line that names the file, in every command; ``--on-error skip`` must work th
 JSON. The last test feeds random and mutated WAV bytes to the reader (Hypothesis).
 """
 
-import functools
 import io
 import json
 import shutil
@@ -16,33 +15,17 @@ import tracemalloc
 import numpy as np
 import pytest
 import soundfile
+from helpers import TinyMofle
 
 import keras_asc
 from keras_asc import plugins
 from keras_asc.cli import main
 from keras_asc.data.audio import AudioDecodeError, load_audio
-from keras_asc.models import AudioClassifier
-
-TINY_CONFIG = {
-    "base_channels": 8,
-    "channels_multiplier": 1.0,
-    "expansion_rate": 1.0,
-    "blocks_per_stage": (1, 1, 1),
-    "block_strides": {"2": (2, 2), "3": (2, 2)},
-    "name": "faults_tiny",
-}
-
-
-class _TinyPlugin:
-    @keras_asc.hookimpl
-    def register_models(self, register):
-        builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
-        register("faults_tiny", builder, config=TINY_CONFIG, description="fault-test model")
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    name = plugins.register_plugin(_TinyPlugin(), name="faults-tiny-plugin")
+    name = plugins.register_plugin(TinyMofle("faults_tiny"), name="faults-tiny-plugin")
     yield "faults_tiny"
     plugins.unregister_plugin(name)
 

@@ -10,7 +10,6 @@ no XLA and no TensorBoard, so that each costs seconds on a CPU.
 
 import csv
 import errno
-import functools
 import json
 import os
 import signal
@@ -20,33 +19,17 @@ import textwrap
 
 import keras
 import pytest
+from helpers import TESTS_DIR, TinyMofle
 
 import keras_asc
 from keras_asc import plugins
 from keras_asc.cli import main
 from keras_asc.files import FolderLock
-from keras_asc.models import AudioClassifier
-
-TINY_CONFIG = {
-    "base_channels": 8,
-    "channels_multiplier": 1.0,
-    "expansion_rate": 1.0,
-    "blocks_per_stage": (1, 1, 1),
-    "block_strides": {"2": (2, 2), "3": (2, 2)},
-    "name": "tiny_mofle",
-}
-
-
-class TinyPlugin:
-    @keras_asc.hookimpl
-    def register_models(self, register):
-        builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
-        register("tiny_mofle", builder, config=TINY_CONFIG, description="test model")
 
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_model():
-    name = plugins.register_plugin(TinyPlugin(), name="tiny-mofle-faults")
+    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-faults")
     yield "tiny_mofle"
     plugins.unregister_plugin(name)
 
@@ -347,20 +330,14 @@ def test_a_read_only_disk_then_writable_resumes(data, tmp_path, capsys, monkeypa
 
 KILL_SOURCE = textwrap.dedent(
     f"""
-    import functools, json, os, signal, sys
-    import keras_asc
+    import json, os, signal, sys
     from keras_asc import plugins
-    from keras_asc.models import AudioClassifier
     import keras_asc.training.train
     train_module = sys.modules["keras_asc.training.train"]  # the package exports train()
 
-    class TinyPlugin:
-        @keras_asc.hookimpl
-        def register_models(self, register):
-            builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
-            register("tiny_mofle", builder, config={TINY_CONFIG!r}, description="test model")
-
-    plugins.register_plugin(TinyPlugin(), name="tiny-mofle-faults")
+    sys.path.insert(0, {TESTS_DIR!r})
+    from helpers import TinyMofle
+    plugins.register_plugin(TinyMofle(), name="tiny-mofle-faults")
     options, where = json.loads(sys.argv[1]), sys.argv[2]
     save = train_module._RunBackup._save
 

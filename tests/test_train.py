@@ -7,7 +7,6 @@ MofleNet57's time.
 """
 
 import csv
-import functools
 import json
 import os
 import subprocess
@@ -17,11 +16,11 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from helpers import TinyMofle, tiny_mofle_source
 
 import keras_asc
 from keras_asc import plugins
 from keras_asc.layers import leaf_layers
-from keras_asc.models import AudioClassifier
 from keras_asc.training import (
     DEFAULT_RECIPE,
     RECIPES,
@@ -32,42 +31,13 @@ from keras_asc.training import (
 )
 from keras_asc.training.train import read_history
 
-TINY_CONFIG = {
-    "base_channels": 8,
-    "channels_multiplier": 1.0,
-    "expansion_rate": 1.0,
-    "blocks_per_stage": (1, 1, 1),
-    "block_strides": {"2": (2, 2), "3": (2, 2)},
-    "name": "tiny_mofle",
-}
-
 # The same plugin, as source for the subprocess tests.
-PLUGIN_SOURCE = f"""
-import functools
-import keras_asc
-from keras_asc import plugins
-from keras_asc.models import AudioClassifier
-
-class TinyPlugin:
-    @keras_asc.hookimpl
-    def register_models(self, register):
-        builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
-        register("tiny_mofle", builder, config={TINY_CONFIG!r}, description="test model")
-
-plugins.register_plugin(TinyPlugin(), name="tiny-mofle-plugin")
-"""
-
-
-class TinyPlugin:
-    @keras_asc.hookimpl
-    def register_models(self, register):
-        builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
-        register("tiny_mofle", builder, config=TINY_CONFIG, description="test model")
+PLUGIN_SOURCE = tiny_mofle_source("tiny-mofle-plugin")
 
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    name = plugins.register_plugin(TinyPlugin(), name="tiny-mofle-plugin")
+    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-plugin")
     yield "tiny_mofle"
     plugins.unregister_plugin(name)
 
