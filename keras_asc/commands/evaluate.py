@@ -1,5 +1,7 @@
 """``keras-asc evaluate MODEL --data DIR``: DCASE metrics, a text table, metrics.json and PNGs."""
 
+from keras_asc.commands import add_on_error_argument
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -26,13 +28,7 @@ def add_parser(subparsers):
         dest="cache",
         help="cache decoded audio here (reused by later runs)",
     )
-    parser.add_argument(
-        "--on-error",
-        choices=("raise", "skip"),
-        default="raise",
-        help="missing or unreadable audio files: stop with an error naming the file (raise, "
-        "default) or leave them out and report how many and which (skip)",
-    )
+    add_on_error_argument(parser)
     parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
     parser.set_defaults(func=run)
 

@@ -1,5 +1,7 @@
 """``keras-asc prepare --data DIR --split 25 --cache DIR``: decode a split once into the cache."""
 
+from keras_asc.commands import add_on_error_argument
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -27,13 +29,7 @@ def add_parser(subparsers):
     parser.add_argument(
         "--clip-seconds", type=float, default=1.0, help="clip length in seconds (default 1.0)"
     )
-    parser.add_argument(
-        "--on-error",
-        choices=("raise", "skip"),
-        default="raise",
-        help="unreadable or missing files: stop with an error naming the file (raise, default) "
-        "or record them in the manifest and go on (skip)",
-    )
+    add_on_error_argument(parser, skipped="record them in the manifest and go on")
     parser.add_argument(
         "--overwrite",
         action="store_true",

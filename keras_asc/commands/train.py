@@ -1,6 +1,7 @@
 """``keras-asc train --model NAME --split N --data DIR``: train with the model's recipe."""
 
 from keras_asc import registry
+from keras_asc.commands import add_on_error_argument
 
 
 def add_parser(subparsers):
@@ -57,13 +58,7 @@ def add_parser(subparsers):
         choices=("mirrored", "data_parallel"),
         help="multi-device training: mirrored (TensorFlow) or data_parallel (JAX)",
     )
-    parser.add_argument(
-        "--on-error",
-        choices=("raise", "skip"),
-        default="raise",
-        help="missing or unreadable audio files: stop with an error naming the file (raise, "
-        "default) or leave them out and report how many and which (skip)",
-    )
+    add_on_error_argument(parser)
     parser.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch")
     parser.add_argument("--validation-split", help="split evaluated after every epoch (e.g. test)")
     parser.add_argument(

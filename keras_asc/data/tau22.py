@@ -244,6 +244,17 @@ def find_split_file(data_dir, split, splits_dir=None):
 MAX_FIELD_LENGTH = 1024
 
 
+def _rows_after_header(path, expected):
+    """``_read_rows(path)`` after checking that line 1 starts with the ``expected`` columns."""
+    reader = _read_rows(path)
+    header = next(reader, (1, None))[1]
+    if header is None or [column.strip() for column in header[: len(expected)]] != expected:
+        raise ValueError(
+            f"{path}: line 1 must be the header {'<TAB>'.join(expected)!r}. Received: {header!r}."
+        )
+    return reader
+
+
 def _read_rows(path):
     """Yield ``(line_number, fields)`` of a tab-separated UTF-8 file, header first.
 
@@ -318,15 +329,7 @@ def read_split_file(path):
     """
     clips = []
     rows = {}
-    reader = _read_rows(path)
-    header = next(reader, (1, None))[1]
-    if header is None or [column.strip() for column in header[:2]] != [
-        "filename",
-        "scene_label",
-    ]:
-        raise ValueError(
-            f"{path}: line 1 must be the header 'filename<TAB>scene_label'. Received: {header!r}."
-        )
+    reader = _rows_after_header(path, ["filename", "scene_label"])
     for line_number, row in reader:
         if not row:
             continue
@@ -471,12 +474,7 @@ def read_meta(data_dir):
     expected = ["filename", "scene_label", "identifier", "source_label"]
     clips = []
     seen = {}
-    reader = _read_rows(path)
-    header = next(reader, (1, None))[1]
-    if header is None or [column.strip() for column in header[:4]] != expected:
-        raise ValueError(
-            f"{path}: line 1 must be the header {'<TAB>'.join(expected)!r}. Received: {header!r}."
-        )
+    reader = _rows_after_header(path, expected)
     for line_number, row in reader:
         if not row:
             continue
