@@ -85,6 +85,64 @@ def test_evaluate_predictions_log_loss_field(small_result):
     assert small_result.log_loss == pytest.approx(expected, rel=1e-12)
 
 
+def test_class_and_device_log_loss_match_a_direct_numpy_computation():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 2, size=(40, 3))
+    labels = rng.integers(0, 3, size=40)
+    labels[:3] = [0, 1, 2]  # every class present
+    devices = np.array(["a", "b", "s4", "s1"] * 10)
+    result = evaluate_predictions(logits, labels, devices, CLASSES)
+    # Direct: softmax by hand, clip like sklearn, mean over each group of clips.
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities = exp / exp.sum(axis=1, keepdims=True)
+    eps = np.finfo(np.float64).eps
+    losses = -np.log(np.clip(probabilities[np.arange(40), labels], eps, 1 - eps))
+    assert result.log_loss == pytest.approx(losses.mean(), rel=1e-12)
+    for index, name in enumerate(CLASSES):
+        assert result.class_log_loss[name] == pytest.approx(
+            losses[labels == index].mean(), rel=1e-12
+        )
+    assert list(result.device_log_loss) == ["a", "b", "s1", "s4"]
+    for device in ("a", "b", "s1", "s4"):
+        mask = devices == device
+        assert result.device_log_loss[device] == pytest.approx(losses[mask].mean(), rel=1e-12)
+    pairs = 0
+    for index, name in enumerate(CLASSES):
+        for device in ("a", "b", "s1", "s4"):
+            mask = (labels == index) & (devices == device)
+            if mask.any():
+                pairs += 1
+                assert result.class_device_log_loss[name][device] == pytest.approx(
+                    losses[mask].mean(), rel=1e-12
+                )
+            else:
+                assert device not in result.class_device_log_loss.get(name, {})
+    assert pairs == sum(len(row) for row in result.class_device_log_loss.values())
+    # Clip-weighted, the per-class losses average back to the overall loss.
+    counts = np.bincount(labels, minlength=3)
+    weighted = sum(counts[i] * result.class_log_loss[n] for i, n in enumerate(CLASSES)) / 40
+    assert weighted == pytest.approx(result.log_loss, rel=1e-12)
+
+
+def test_log_loss_tables_survive_json_and_old_files_still_load(small_result, tmp_path):
+    small_result.save(tmp_path, plots=False)
+    loaded = EvaluationResult.load(tmp_path)
+    assert loaded.class_device_log_loss == small_result.class_device_log_loss
+    assert loaded.device_log_loss == small_result.device_log_loss
+    assert loaded.class_log_loss["y"] == pytest.approx(-math.log(1 / (math.exp(2) + 2)))
+    text = str(small_result)
+    assert "log loss per class (rows) and device (columns)" in text
+    # A metrics.json written before the log-loss tables existed loads with them empty.
+    data = small_result.to_dict()
+    for key in ("class_log_loss", "device_log_loss", "class_device_log_loss"):
+        del data[key]
+    old = EvaluationResult.from_dict(data)
+    assert old.class_device_log_loss == {} and old.macro_accuracy == small_result.macro_accuracy
+    del data["log_loss"]
+    with pytest.raises(ValueError, match="log_loss"):
+        EvaluationResult.from_dict(data)
+
+
 def test_class_without_clips_is_left_out_of_the_macro_average():
     result = evaluate_predictions(one_hot_logits([0, 1, 0]), [0, 0, 2], class_names=CLASSES)
     assert result.class_accuracy == {"x": 0.5, "y": None, "z": 0.0}

@@ -4,7 +4,8 @@ The primary DCASE Task 1 metric is the macro-averaged class-wise accuracy: the a
 scene class (its recall) averaged over the classes, so every class counts the same however
 many clips it has. Beside it the result holds the overall accuracy, the accuracy per device
 and per device group (real a/b/c, seen s1-s3, unseen s4-s6), the accuracy per class, the
-multi-class log loss of ``softmax(logits)`` and the confusion matrix.
+multi-class log loss of ``softmax(logits)`` overall, per class, per device and per class and
+device (what the DCASE submission meta information reports) and the confusion matrix.
 
 ``evaluate_predictions`` is pure NumPy and works on any logits; ``evaluate`` runs a model (a
 Keras model, a run directory, a ``.keras`` or ``.tflite`` file, or any object with
@@ -68,6 +69,11 @@ class EvaluationResult:
         confusion_matrix: (classes, classes) integer counts; rows true class, columns predicted.
         model_name: name of the evaluated model, when known.
         split: name of the evaluated split, when known.
+        class_log_loss: class name -> mean log loss of its clips (``None`` without clips).
+        device_log_loss: device -> mean log loss of its clips, for devices with clips.
+        class_device_log_loss: class name -> {device -> mean log loss of the clips of that
+            class recorded by that device}, for the pairs with clips. Results saved before
+            these three fields existed load with them empty.
     """
 
     macro_accuracy: float
@@ -84,6 +90,9 @@ class EvaluationResult:
     confusion_matrix: np.ndarray
     model_name: str | None = None
     split: str | None = None
+    class_log_loss: dict = dataclasses.field(default_factory=dict)
+    device_log_loss: dict = dataclasses.field(default_factory=dict)
+    class_device_log_loss: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self):
         """A JSON-serialisable dict of every field (the confusion matrix as nested lists)."""
@@ -102,16 +111,24 @@ class EvaluationResult:
             "group_accuracy": dict(self.group_accuracy),
             "group_counts": dict(self.group_counts),
             "confusion_matrix": np.asarray(self.confusion_matrix).astype(int).tolist(),
+            "class_log_loss": dict(self.class_log_loss),
+            "device_log_loss": dict(self.device_log_loss),
+            "class_device_log_loss": {k: dict(v) for k, v in self.class_device_log_loss.items()},
         }
 
     @classmethod
     def from_dict(cls, data):
         """Rebuild a result from :meth:`to_dict` output (for example a loaded ``metrics.json``)."""
         fields = {field.name for field in dataclasses.fields(cls)}
-        missing = sorted(fields - set(data))
+        required = {
+            field.name
+            for field in dataclasses.fields(cls)
+            if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        }
+        missing = sorted(required - set(data))
         if missing:
             raise ValueError(f"Evaluation metrics are missing the fields {missing}.")
-        values = {name: data[name] for name in fields}
+        values = {name: data[name] for name in fields if name in data}
         values["class_names"] = tuple(values["class_names"])
         values["confusion_matrix"] = np.asarray(values["confusion_matrix"], dtype=np.int64)
         return cls(**values)
@@ -187,9 +204,14 @@ def log_loss(logits, labels):
         0.6931
     """
     logits, labels = _check_logits_and_labels(logits, labels, logits_shape_classes=None)
+    return float(np.mean(_clip_losses(logits, labels)))
+
+
+def _clip_losses(logits, labels):
+    """Per-clip ``-log(clip(p[i, labels[i]], eps, 1 - eps))`` of checked float64 logits."""
     eps = np.finfo(np.float64).eps
     probabilities = softmax(logits)[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(probabilities, eps, 1.0 - eps))))
+    return -np.log(np.clip(probabilities, eps, 1.0 - eps))
 
 
 def _check_logits_and_labels(logits, labels, logits_shape_classes):
@@ -268,17 +290,20 @@ def evaluate_predictions(
     num_classes = len(class_names)
     predictions = logits.argmax(axis=1)
     correct = predictions == labels
+    losses = _clip_losses(logits, labels)
 
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (labels, predictions), 1)
     class_counts = confusion.sum(axis=1)
-    class_accuracy = {}
+    class_accuracy, class_log_loss = {}, {}
     for index, name in enumerate(class_names):
         count = int(class_counts[index])
         class_accuracy[name] = float(confusion[index, index] / count) if count else None
+        class_log_loss[name] = float(losses[labels == index].mean()) if count else None
     present = [value for value in class_accuracy.values() if value is not None]
 
     device_accuracy, device_counts, group_accuracy, group_counts = {}, {}, {}, {}
+    device_log_loss, class_device_log_loss = {}, {}
     if devices is not None:
         known = [d for d in DEVICES if np.any(devices == d)]
         unknown = sorted(set(devices.tolist()) - set(DEVICES))
@@ -286,6 +311,15 @@ def evaluate_predictions(
             mask = devices == device
             device_counts[device] = int(mask.sum())
             device_accuracy[device] = float(correct[mask].mean())
+            device_log_loss[device] = float(losses[mask].mean())
+        for index, name in enumerate(class_names):
+            row = {}
+            for device in known + unknown:
+                mask = (labels == index) & (devices == device)
+                if mask.any():
+                    row[device] = float(losses[mask].mean())
+            if row:
+                class_device_log_loss[name] = row
         for group, members in DEVICE_GROUPS.items():
             mask = np.isin(devices, members)
             if mask.any():
@@ -307,6 +341,9 @@ def evaluate_predictions(
         confusion_matrix=confusion,
         model_name=model_name,
         split=None if split is None else str(split),
+        class_log_loss=class_log_loss,
+        device_log_loss=device_log_loss,
+        class_device_log_loss=class_device_log_loss,
     )
 
 
@@ -315,6 +352,10 @@ def evaluate_predictions(
 
 def _percent(value):
     return "    -" if value is None else f"{100 * value:6.2f}"
+
+
+def _loss(value):
+    return "     -" if value is None else f"{value:6.3f}"
 
 
 def format_result(result):
@@ -332,16 +373,26 @@ def format_result(result):
         "",
     ]
     lines += format_table(
-        ("class", "clips", "accuracy %"),
+        ("class", "clips", "accuracy %", "log loss"),
         [
-            (name, result.class_counts[name], _percent(result.class_accuracy[name]))
+            (
+                name,
+                result.class_counts[name],
+                _percent(result.class_accuracy[name]),
+                _loss(result.class_log_loss.get(name)),
+            )
             for name in result.class_names
         ],
     )
     if result.device_accuracy:
         lines.append("")
         rows = [
-            (f"device {d}", result.device_counts[d], _percent(result.device_accuracy[d]))
+            (
+                f"device {d}",
+                result.device_counts[d],
+                _percent(result.device_accuracy[d]),
+                _loss(result.device_log_loss.get(d)),
+            )
             for d in result.device_accuracy
         ]
         rows += [
@@ -349,10 +400,22 @@ def format_result(result):
                 f"{g} ({', '.join(DEVICE_GROUPS[g])})",
                 result.group_counts[g],
                 _percent(result.group_accuracy[g]),
+                "",
             )
             for g in result.group_accuracy
         ]
-        lines += format_table(("device / group", "clips", "accuracy %"), rows)
+        lines += format_table(("device / group", "clips", "accuracy %", "log loss"), rows)
+    if result.class_device_log_loss:
+        devices = list(result.device_accuracy)
+        lines.append("")
+        lines.append("log loss per class (rows) and device (columns)")
+        lines += format_table(
+            ("class", *devices),
+            [
+                (name, *(_loss(result.class_device_log_loss.get(name, {}).get(d)) for d in devices))
+                for name in result.class_names
+            ],
+        )
     lines.append("")
     lines.append("confusion matrix (rows: true class, columns: predicted; column k = class k)")
     confusion = np.asarray(result.confusion_matrix)
