@@ -356,3 +356,49 @@ def test_cli_refuses_a_malformed_system_argument(capsys, tmp_path):
         main(["submit", str(tmp_path), "--out", str(tmp_path / "o"), "--system", "runs/x"])
     assert exit_info.value.code == 2
     assert "expected SPLIT=PATH" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_int8_export_in_a_submission(model_path, eval_dir, dev_root, tmp_path):
+    """A real int8 export as the split-100 system: its rows are the TFLite classifier's, and
+    the complexity block gives the largest figure of the five systems and each split's."""
+    from keras_asc.data.audio import load_audio
+    from keras_asc.quantization import TFLiteClassifier, export_int8
+    from keras_asc.training.saving import load_model
+
+    run = tmp_path / "run"
+    (run / "int8").mkdir(parents=True)
+    shutil.copy(model_path, run / "model.keras")
+    calibration = [
+        np.stack([load_audio(eval_dir / "audio" / f"{i}.wav", num_samples=32000) for i in range(8)])
+    ]
+    export = export_int8(load_model(model_path), calibration, run / "int8" / "tiny.tflite")
+    systems = {**dict.fromkeys(SPLITS[:-1], model_path), 100: export.path}
+    result = submission.write_submission(
+        systems, eval_dir, tmp_path / "out", info=INFO, data_dir=dev_root, verbose=False
+    )
+    figures = result.meta["system"]["complexity"]
+    int8_figures = figures["split_wise"]["split_100"]
+    assert int8_figures["total_model_size"] == export.parameters.total
+    assert int8_figures["memory_use"] is None  # this export measured no arena
+    parameters = export.parameters
+    assert int8_figures["total_parameters"] == (
+        parameters.int8_weights + parameters.int32_biases + parameters.float_parameters
+    )
+    # Read from the file's constant tensors: some quantised weights round to zero.
+    assert 0 < int8_figures["total_parameters_non_zero"] <= int8_figures["total_parameters"]
+    float_figures = figures["split_wise"]["split_5"]
+    assert int8_figures["macs"] == float_figures["macs"]
+    assert figures["total_model_size"] == float_figures["total_model_size"]  # 4 B > 1 B each
+    assert figures["memory_use"] is None and figures["precision"] == "float32/int8"
+    rows = read_output(tmp_path / "out" / f"{LABEL}.output.split_100.csv")[1:]
+    classifier = TFLiteClassifier(export.path)
+    waveforms = np.stack([load_audio(eval_dir / row[0], num_samples=32000) for row in rows])
+    expected = softmax_rows(classifier.predict(waveforms))
+    np.testing.assert_allclose([[float(v) for v in row[2:]] for row in rows], expected, atol=1e-6)
+
+
+def softmax_rows(logits):
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)

@@ -192,7 +192,7 @@ class SystemComplexity:
         total_parameters: parameters (for an int8 export, those in the ``.tflite`` file:
             batch normalisation folded into the convolution biases).
         total_parameters_non_zero: parameters that are not exactly zero (``None`` when
-            unknown, as for an int8 export).
+            unknown).
         total_model_size: parameter memory in bytes at the deployed precision.
         macs: multiply-accumulate operations for one 1-s clip (``None`` when the float model
             is not found).
@@ -247,6 +247,27 @@ def _float_model_of_export(path, description):
         return None
 
 
+def _nonzero_parameters(path, expected):
+    """Parameters of a ``.tflite`` file that are not zero, read from its constant tensors;
+    ``None`` when they cannot all be matched to the tensors the parameter count found."""
+    from keras_asc.quantization.export import make_interpreter, parameter_bytes
+
+    wanted = {t.name: t.size for t in parameter_bytes(path).tensors if t.role != "structure"}
+    interpreter = make_interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    total, seen = 0, 0
+    for detail in interpreter.get_tensor_details():
+        if wanted.pop(detail["name"], None) is None:
+            continue
+        try:
+            values = interpreter.get_tensor(detail["index"])
+        except ValueError:  # not readable in this runtime
+            return None
+        total += int(np.count_nonzero(values))
+        seen += int(np.size(values))
+    return total if not wanted and seen == expected else None
+
+
 def system_complexity(predictor, path=None):
     """Complexity figures of a loaded system (see :class:`SystemComplexity`).
 
@@ -269,7 +290,11 @@ def system_complexity(predictor, path=None):
         return SystemComplexity(
             precision="int8",
             total_parameters=parameters,
-            total_parameters_non_zero=None,
+            total_parameters_non_zero=(
+                _nonzero_parameters(predictor.path, parameters)
+                if isinstance(getattr(predictor, "path", None), str)
+                else None
+            ),
             total_model_size=int(counted["total"]),
             macs=macs,
             memory_use=int(arena) if isinstance(arena, int) else None,
