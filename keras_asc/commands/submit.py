@@ -28,7 +28,7 @@ def add_parser(subparsers):
         "device. The development-test metrics come from each system's eval-test/metrics.json "
         "(`keras-asc evaluate SYSTEM --data DIR`), or are computed now with --data. Fields "
         "keras-asc cannot know (authors, augmentation, ...) come from --info; those left empty "
-        "are listed at the end.",
+        "are listed at the end. Exit code 1 when --on-error skip left files out.",
     )
     parser.add_argument("eval_dir", help="folder of evaluation WAVs (or a folder with audio/)")
     parser.add_argument(
