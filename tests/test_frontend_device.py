@@ -307,17 +307,49 @@ def test_frontend_in_file_needs_waveform_calibration(tmp_path):
     reason="onnxruntime is not installed (pip install 'keras-asc[onnx]')",
 )
 def test_onnx_export_matches_keras(tmp_path):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("ONNX export is checked on the TensorFlow backend (tf2onnx route)")
+    from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params
     from keras_asc.quantization.onnx import export_onnx
 
     model = tiny_member("tiny_onnx", 750, 2)
     waveforms = clips(6)
     result = export_onnx(model, tmp_path / "tiny.onnx", waveforms)
-    assert result.max_abs_diff <= 1e-4
-    expected = keras.ops.convert_to_numpy(model(waveforms, training=False))
+    assert result.max_abs_diff <= 1e-4 and result.clips == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.frontend.npz", "tiny.onnx"]
+    # The file on its own: the saved front-end's spectrograms in, Keras' logits out.
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx"))
+    expected = keras.ops.convert_to_numpy(model(waveforms, training=False))
+    (params,) = load_frontend_params(result.frontend_path)
+    session = onnxruntime.InferenceSession(result.path, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    logits = session.run(None, {name: waveforms[:3]})[0]
+    logits = session.run(None, {name: frontend_numpy(waveforms[:3], params)})[0]
     assert np.abs(logits - expected[:3]).max() <= 1e-4
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.onnx"]
+    with pytest.raises(ValueError, match=r"waveforms must be \(batch, 32000\)"):
+        export_onnx(model, tmp_path / "bad.onnx", waveforms[:, :16000])
+    assert not (tmp_path / "bad.onnx").exists()
+
+
+# === CLI ===
+
+
+def test_quantize_command_passes_frontend_in_file(monkeypatch, capsys):
+    from keras_asc import cli
+    from keras_asc.training import quantize
+
+    received = {}
+
+    class Result:
+        def summary(self):
+            return "summary"
+
+    def fake_quantize_run(run, data_dir, **kwargs):
+        received.update(kwargs)
+        return Result()
+
+    monkeypatch.setattr(quantize, "quantize_run", fake_quantize_run)
+    for argv, expected in ((["--frontend-in-file"], True), ([], False)):
+        assert cli.main(["quantize", "run", "--data", "d", "--ptq", *argv]) == 0
+        assert received["frontend_in_file"] is expected
+    assert "summary" in capsys.readouterr().out
