@@ -2,8 +2,14 @@
 implementation it replaced (kept here, in this script only, as the baseline), per preset
 front-end, with the max abs difference of both to the Keras ``LogMelSpectrogram`` layer.
 
+With ``--tflite``, also the front-end inside the int8 file: MofleNet57 (random weights,
+post-training quantisation on noise) exported with and without it; prints the max abs
+difference of the in-file front-end to the layer, the one-thread latency per clip of the
+waveform-in file against the spectrogram-in file plus ``frontend_numpy``, and the largest
+logit difference and argmax agreement of the two files.
+
 Usage:
-    python benchmarks/frontend_speed.py [--clips 64] [--repeats 5] [--batch 16]
+    python benchmarks/frontend_speed.py [--clips 64] [--repeats 5] [--batch 16] [--tflite]
 """
 
 import argparse
@@ -60,6 +66,9 @@ def main():
     parser.add_argument("--clips", type=int, default=64, help="1-s clips timed per pass")
     parser.add_argument("--repeats", type=int, default=5, help="passes; the best one counts")
     parser.add_argument("--batch", type=int, default=16, help="clips per front-end call")
+    parser.add_argument(
+        "--tflite", action="store_true", help="also the front-end inside the int8 file"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     waveforms = rng.normal(0.0, 0.1, (args.clips, 32000)).astype("float32")
@@ -82,6 +91,79 @@ def main():
         print(
             f"{preset:18s} {dense:14.3f} {sparse:15.3f} {dense / sparse:6.1f} "
             f"{dense_error:12.2e} {sparse_error:13.2e}"
+        )
+    if args.tflite:
+        tflite_figures(waveforms, checks, args.repeats)
+
+
+def tflite_figures(waveforms, checks, repeats):
+    import tempfile
+
+    import tensorflow as tf
+
+    import keras_asc
+    from keras_asc.quantization import TFLiteClassifier, export_int8, tf_frontend
+    from keras_asc.quantization.export import make_interpreter
+
+    for preset in PRESETS:
+        layer = LogMelSpectrogram(**MODEL_PRESETS[preset]["frontend"])
+        function = tf.function(lambda x, layer=layer: tf_frontend(x, layer))
+        concrete = function.get_concrete_function(tf.TensorSpec([None, 32000], tf.float32))
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], function)
+        interpreter = make_interpreter(model_content=converter.convert(), num_threads=1)
+        detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(detail["index"], checks.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], checks)
+        interpreter.invoke()
+        output = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        expected = keras.ops.convert_to_numpy(layer(checks, training=False))
+        errors = np.abs(output - expected).max(axis=(1, 2, 3))
+        print(
+            f"in-file front-end vs Keras, {preset}: max abs diff noise {errors[0]:.2e}, "
+            f"quiet {errors[1]:.2e}, 1 kHz tone {errors[2]:.2e}"
+        )
+
+    model = keras_asc.build("moflenet57")
+    model(waveforms[:1])
+    calibration = [waveforms[i : i + 8] for i in range(0, 32, 8)]
+    with tempfile.TemporaryDirectory() as folder:
+        plain = export_int8(
+            model, calibration, f"{folder}/plain.tflite", max_calibration_samples=32
+        )
+        inside = export_int8(
+            model,
+            calibration,
+            f"{folder}/inside.tflite",
+            max_calibration_samples=32,
+            frontend_in_file=True,
+        )
+        spectrogram_in = TFLiteClassifier(plain.path, num_threads=1, batch_size=1)
+        waveform_in = TFLiteClassifier(inside.path, num_threads=1, batch_size=1)
+        clips = waveforms[:16]
+        times = {}
+        for name, predict in (
+            ("spectrogram-in file + frontend_numpy", spectrogram_in.predict),
+            ("waveform-in file", waveform_in.predict),
+        ):
+            predict(clips[:1])
+            best = float("inf")
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for clip in clips:
+                    predict(clip[None])
+                best = min(best, time.perf_counter() - start)
+            times[name] = 1e3 * best / len(clips)
+            print(f"{name:38s} {times[name]:7.2f} ms/clip (1 thread, batch 1)")
+        ratio = times["waveform-in file"] / times["spectrogram-in file + frontend_numpy"]
+        print(f"ratio waveform-in / spectrogram-in: {ratio:.2f}")
+        a, b = waveform_in.predict(waveforms), spectrogram_in.predict(waveforms)
+        print(
+            f"logits, waveform-in vs spectrogram-in file: max abs diff {np.abs(a - b).max():.3g} "
+            f"(logit range {np.ptp(b):.3g}), same argmax on "
+            f"{np.mean(a.argmax(1) == b.argmax(1)):.1%} of {len(waveforms)} clips; parameter "
+            f"bytes {inside.parameters.total:,} vs {plain.parameters.total:,}; file bytes "
+            f"{inside.file_bytes:,} vs {plain.file_bytes:,}"
         )
 
 

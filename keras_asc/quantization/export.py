@@ -11,8 +11,11 @@
   recorded in ``NAME.json`` for a device that prefers to quantise the spectrogram itself.
   The batch dimension is dynamic (resize the input tensors). An ensemble is one file with one
   spectrogram input per member and the weighted sum of the member logits (float32).
-- ``NAME.frontend.npz``: the log-mel front-end of every input (window, mel filter bank,
-  constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the reference.
+  With ``frontend_in_file=True`` the file starts with the float32 log-mel front-end instead
+  (builtin ops ahead of the first QUANTIZE) and takes one waveform (batch, num_samples).
+- ``NAME.frontend.npz``: the log-mel front-end of every input (window, dense and sparse mel
+  filter bank, constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the
+  reference.
 - ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
   and weights, parameter bytes, file size.
 
