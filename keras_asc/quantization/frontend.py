@@ -17,6 +17,7 @@ import json
 
 import numpy as np
 import scipy.fft
+import scipy.sparse
 
 from keras_asc.layers.frontend import LogMelSpectrogram
 
@@ -142,54 +143,29 @@ def _dense_mel_bank(start, length, weights, num_bins):
     return bank
 
 
-class _MelPlan:
-    """The sparse bank laid out for ``np.add.reduceat``: bands of one parity never overlap.
-
-    Triangles ``j`` and ``j + 2`` meet where both weigh zero, so the even bands (and the odd
-    bands) are disjoint runs of bins. Each parity becomes one per-bin weight vector (zero
-    between runs) and one list of run starts; a weighted power spectrum summed over those
-    segments gives the parity's bands.
-    """
-
-    def __init__(self, start, length, weights, num_bins):
-        num_bands = len(start)
-        offsets = np.concatenate([[0], np.cumsum(length)])
-        self.parities = []
-        for parity in (0, 1):
-            bands = np.arange(parity, num_bands, 2)
-            vector = np.zeros(num_bins, dtype="float32")
-            cursor = 0
-            for band in bands:
-                first, count = int(start[band]), int(length[band])
-                if count and first < cursor:
-                    raise ValueError(
-                        f"mel bands {band - 2} and {band} overlap: not a triangular mel bank."
-                    )
-                vector[first : first + count] = weights[offsets[band] : offsets[band] + count]
-                cursor = max(cursor, first + count)
-            # Segment starts must rise; an empty band reuses the next start and is zeroed.
-            starts = np.where(length[bands] > 0, start[bands], num_bins).astype("int64")
-            starts = np.minimum.accumulate(starts[::-1])[::-1]
-            empty = length[bands] == 0
-            self.parities.append((bands, vector, np.minimum(starts, num_bins - 1), empty))
-        self.num_bands = num_bands
-
-    def apply(self, power):
-        """(..., bins) power spectrum -> (..., num_bands) mel energies."""
-        mel = np.empty((*power.shape[:-1], self.num_bands), dtype=power.dtype)
-        for bands, vector, starts, empty in self.parities:
-            sums = np.add.reduceat(power * vector, starts, axis=-1)
-            sums[..., empty] = 0.0
-            mel[..., bands] = sums
-        return mel
+def _band_matrix(start, length, weights, num_bins):
+    """The sparse bank as a SciPy CSR matrix (num_mel_bins, num_bins): row j holds band j's
+    run of weights, so ``matrix @ power`` (bins first) gives mel energies (bands first)."""
+    start, length = np.asarray(start, "int64"), np.asarray(length, "int64")
+    weights = np.asarray(weights, "float32")
+    if len(weights) != length.sum() or np.any(length < 0) or np.any(start + length > num_bins):
+        raise ValueError(
+            f"sparse mel bank: runs (start, length) must lie in {num_bins} FFT bins and hold "
+            f"{int(length.sum())} weights. Received {len(weights)} weights."
+        )
+    row_pointer = np.concatenate([[0], np.cumsum(length)])
+    columns = np.repeat(start - row_pointer[:-1], length) + np.arange(len(weights))
+    return scipy.sparse.csr_matrix(
+        (weights, columns, row_pointer), shape=(len(start), int(num_bins))
+    )
 
 
 _PLANS = {}
 _BLOCK_FRAMES = 32
 
 
-def _mel_plan(params):
-    """The ``_MelPlan`` of a params dict, cached by the identity of its bank arrays."""
+def _mel_matrix(params):
+    """The ``_band_matrix`` of a params dict, cached by the identity of its bank arrays."""
     arrays = tuple(params.get(k) for k in ("mel_band_start", "mel_band_length", "mel_band_weights"))
     if any(a is None for a in arrays):
         arrays = (params["mel_filter_bank"],)
@@ -200,7 +176,7 @@ def _mel_plan(params):
         sparse = arrays if len(arrays) == 3 else sparse_mel_bank(arrays[0])
         if len(_PLANS) >= 16:
             _PLANS.clear()
-        cached = (arrays, _MelPlan(*(np.asarray(a) for a in sparse), num_bins))
+        cached = (arrays, _band_matrix(*sparse, num_bins))
         _PLANS[key] = cached
     return cached[1]
 
@@ -214,9 +190,9 @@ def frontend_numpy(waveform, params):
     ``log(mel + log_offset)``, ``(x + normalize_offset) / normalize_scale``.
 
     Written for speed on one core: a real FFT (``scipy.fft.rfft``, one worker) and the mel
-    bank applied sparsely (each FFT bin weights at most two bands, so about 4,000 of the
-    2049 x 256 dense weights are used, see ``sparse_mel_bank``); float32 throughout, like
-    the layer.
+    bank applied as a SciPy sparse matrix (each FFT bin weights at most two bands, so about
+    4,000 of the 2049 x 256 dense weights are used, see ``sparse_mel_bank``); float32
+    throughout, like the layer.
 
     Args:
         waveform: (samples,) or (batch, samples) float waveform at ``params["sampling_rate"]``.
@@ -244,22 +220,23 @@ def frontend_numpy(waveform, params):
     count = 1 + (x.shape[1] - fft_length) // hop
     frames = np.lib.stride_tricks.sliding_window_view(x, fft_length, axis=1)[:, ::hop][:, :count]
     window = np.asarray(params["window"], dtype="float32")
-    plan = _mel_plan(params)
-    mel = np.empty((x.shape[0], count, plan.num_bands), dtype="float32")
+    bank = _mel_matrix(params)
+    mel = np.empty((x.shape[0], bank.shape[0], count), dtype="float32")
     # A block of frames at a time keeps the spectrum in the CPU cache.
     for clip in range(x.shape[0]):
         for first in range(0, count, _BLOCK_FRAMES):
             block = frames[clip, first : first + _BLOCK_FRAMES] * window
             spectrum = scipy.fft.rfft(block, axis=-1, workers=1, overwrite_x=True)
-            squared = spectrum.view("float32")
-            np.square(squared, out=squared)
-            power = squared[:, 0::2] + squared[:, 1::2]
-            mel[clip, first : first + _BLOCK_FRAMES] = plan.apply(power)
-    logmel = np.log(mel + np.float32(params["log_offset"]))
+            power = np.square(spectrum.real)
+            power += np.square(spectrum.imag)
+            # Bins first: the sparse product then runs along contiguous frames and gives the
+            # (mel bins, frames) layout of the output.
+            mel[clip, :, first : first + _BLOCK_FRAMES] = bank @ np.ascontiguousarray(power.T)
+    logmel = np.log(mel + np.float32(params["log_offset"]), out=mel)
     if params["normalize_offset"] != 0.0 or params["normalize_scale"] != 1.0:
         logmel += np.float32(params["normalize_offset"])
         logmel /= np.float32(params["normalize_scale"])
-    return np.ascontiguousarray(np.transpose(logmel, (0, 2, 1))[..., None])
+    return logmel[..., None]
 
 
 def save_frontend_params(file, params_per_input):
