@@ -11,11 +11,7 @@ from keras_asc.models.presets import ENSEMBLE_PRESETS, MODEL_PRESETS
 @hookimpl
 def register_models(register):
     for name, preset in MODEL_PRESETS.items():
-        register(
-            name,
-            functools.partial(AudioClassifier.from_preset, name),
-            description=preset["description"],
-        )
+        register(name, functools.partial(AudioClassifier.from_preset, name), description=preset["description"])
 
 
 @hookimpl

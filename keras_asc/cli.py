@@ -107,9 +107,7 @@ def build_parser():
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"keras_asc.commands.{name.replace('-', '_')}").add_parser(
-            subparsers
-        )
+        importlib.import_module(f"keras_asc.commands.{name.replace('-', '_')}").add_parser(subparsers)
     for subparser in subparsers.choices.values():
         # Also accepted after the command; SUPPRESS keeps the top-level value when absent.
         subparser.add_argument(

@@ -128,11 +128,7 @@ def _layer_cost(layer, input_shape, output_shape):
         return int(params), int(macs)
     if isinstance(layer, keras.layers.BatchNormalization):
         channels = int(output_shape[-1])
-        params = (
-            2 * channels
-            if layer.scale and layer.center
-            else channels * (layer.scale + layer.center)
-        )
+        params = 2 * channels if layer.scale and layer.center else channels * (layer.scale + layer.center)
         return params, params
     if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Conv1D)):
         positions = _spatial_positions(output_shape)
@@ -165,11 +161,7 @@ def _block_rows(block, input_shape, prefix):
         def run(shape):
             output_shape = tuple(layer.compute_output_shape(shape))
             params, macs = _layer_cost(layer, shape, output_shape)
-            rows.append(
-                LayerComplexity(
-                    f"{prefix}{layer.name}", type(layer).__name__, output_shape, params, macs
-                )
-            )
+            rows.append(LayerComplexity(f"{prefix}{layer.name}", type(layer).__name__, output_shape, params, macs))
             return output_shape
 
         return run

@@ -68,9 +68,7 @@ def atomic_path(path, suffix=None):
     folder = os.path.dirname(os.path.abspath(path))
     if suffix is None:
         suffix = os.path.splitext(path)[1] or ".tmp"
-    descriptor, temporary = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix
-    )
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
     os.close(descriptor)
     # mkstemp creates the file private (0600); the result gets the mode a plain open() would.
     os.chmod(temporary, 0o666 & ~_umask())

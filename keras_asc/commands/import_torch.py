@@ -15,9 +15,7 @@ def add_parser(subparsers):
         "with torch.load(weights_only=True) only. Needs PyTorch (pip install 'keras-asc[torch]').",
     )
     parser.add_argument("preset", help="model preset the weights belong to, e.g. dcase24_baseline")
-    parser.add_argument(
-        "weights", help="file written by torch.save (state dict or Lightning checkpoint)"
-    )
+    parser.add_argument("weights", help="file written by torch.save (state dict or Lightning checkpoint)")
     parser.add_argument("--out", required=True, help="the .keras file to write")
     parser.add_argument(
         "--layout",
@@ -30,17 +28,11 @@ def add_parser(subparsers):
 
 def run(args):
     if not args.out.endswith(".keras"):
-        print(
-            f"keras-asc import-torch: error: --out must end in .keras. Received: {args.out!r}",
-            file=sys.stderr,
-        )
+        print(f"keras-asc import-torch: error: --out must end in .keras. Received: {args.out!r}", file=sys.stderr)
         return 2
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
-        print(
-            f"keras-asc import-torch: error: folder {out_dir!r} of --out does not exist.",
-            file=sys.stderr,
-        )
+        print(f"keras-asc import-torch: error: folder {out_dir!r} of --out does not exist.", file=sys.stderr)
         return 2
 
     from keras_asc.training.torch_import import import_torch_model

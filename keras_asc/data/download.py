@@ -151,9 +151,7 @@ class RemoteFile:
                     f"without '..'. Received: {field}={value!r}"
                 )
         if self.target is not None and not self.target.strip("/\\"):
-            raise ValueError(
-                f"{self.name}: target must name a file. Received: target={self.target!r}"
-            )
+            raise ValueError(f"{self.name}: target must name a file. Received: target={self.target!r}")
         for algorithm, digest, length in (("md5", self.md5, 32), ("sha256", self.sha256, 64)):
             if digest is not None and not re.fullmatch(f"[0-9a-f]{{{length}}}", digest):
                 raise ValueError(
@@ -522,7 +520,8 @@ def _transfer(entry, partial, timeout, stream):
         )
     if received > total:
         raise _StartOver(
-            f"{entry.name}: {received} bytes on disk but the server declared {total}; starting over"
+            f"{entry.name}: {received} bytes on disk but the server declared {total}; "
+            "starting over"
         )
     return received == total
 
@@ -833,9 +832,7 @@ def download_tau22(
                 )
             except CorruptArchiveError as error:
                 os.remove(archive)  # never kept under its final name: a rerun fetches it again
-                raise DownloadError(
-                    f"{entry.name}: {error} Removed it; run again to refetch."
-                ) from None
+                raise DownloadError(f"{entry.name}: {error} Removed it; run again to refetch.") from None
             detail = {"files_extracted": count}
             if not keep_archives:
                 os.remove(archive)

@@ -300,9 +300,7 @@ def write_wav(path, data, sampling_rate, bits=24):
         integers = (integers << (32 - bits)).astype(np.int32)
     path = os.fspath(path)
     with atomic_path(path, suffix=".tmp") as temporary:
-        soundfile.write(
-            temporary, integers, int(sampling_rate), subtype=f"PCM_{bits}", format="WAV"
-        )
+        soundfile.write(temporary, integers, int(sampling_rate), subtype=f"PCM_{bits}", format="WAV")
     return path
 
 

@@ -34,9 +34,7 @@ def conv_kernel_initializer(mode="fan_out", scale=2.0):
             PyTorch counts them (identical to Keras' count for ``Conv2D`` kernels).
         scale: the variance numerator: std = sqrt(scale / fan).
     """
-    return keras.initializers.VarianceScaling(
-        scale=scale, mode=mode, distribution="untruncated_normal"
-    )
+    return keras.initializers.VarianceScaling(scale=scale, mode=mode, distribution="untruncated_normal")
 
 
 def depthwise_kernel_initializer():
@@ -46,9 +44,7 @@ def depthwise_kernel_initializer():
     weights sqrt(C) times larger than the reference; its fan-in is kh * kw * C, the PyTorch
     fan-out of the same weights.
     """
-    return keras.initializers.VarianceScaling(
-        scale=2.0, mode="fan_in", distribution="untruncated_normal"
-    )
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="untruncated_normal")
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -68,9 +64,7 @@ def make_divisible(value, divisor=8, min_value=None):
 def _pair(value, name="value"):
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or any(isinstance(v, bool) or int(v) != v or v < 1 for v in pair):
-        raise ValueError(
-            f"{name} must be a positive int or a pair of them. Received: {name}={value!r}"
-        )
+        raise ValueError(f"{name} must be a positive int or a pair of them. Received: {name}={value!r}")
     return tuple(int(v) for v in pair)
 
 
@@ -85,17 +79,8 @@ def batch_norm(x, name):
     return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
-def conv_bn_layers(
-    filters,
-    kernel_size,
-    *,
-    strides=1,
-    padding=0,
-    groups=1,
-    activation=True,
-    kernel_initializer=None,
-    name,
-):
+def conv_bn_layers(filters, kernel_size, *, strides=1, padding=0, groups=1, activation=True,
+                   kernel_initializer=None, name):
     """The layers of one "zero padding, convolution without bias, BN, optional ReLU" unit.
 
     TensorFlow's "same" pads asymmetrically for strided convolutions on even sizes, so padding
@@ -118,9 +103,7 @@ def conv_bn_layers(
             name=f"{name}_conv",
         )
     )
-    layers.append(
-        keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn")
-    )
+    layers.append(keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn"))
     if activation:
         layers.append(keras.layers.ReLU(name=f"{name}_relu"))
     return layers
@@ -197,15 +180,7 @@ class Block(keras.layers.Layer):
 class _InvertedResidualBlock(Block):
     """Grouped or plain 1x1 expansion, optional shuffle, 3x3 depthwise, 1x1 projection, residual."""
 
-    def __init__(
-        self,
-        out_channels,
-        expansion_channels,
-        strides=1,
-        pointwise_groups=1,
-        use_grn=False,
-        **kwargs,
-    ):
+    def __init__(self, out_channels, expansion_channels, strides=1, pointwise_groups=1, use_grn=False, **kwargs):
         super().__init__(**kwargs)
         self.out_channels = _positive_int("out_channels", out_channels)
         self.expansion_channels = _positive_int("expansion_channels", expansion_channels)
@@ -230,9 +205,7 @@ class _InvertedResidualBlock(Block):
             self.expansion_channels, 1, groups=self.pointwise_groups, name=f"{name}_expand"
         )
         self.shuffle = (
-            [ChannelShuffle(self.pointwise_groups, name=f"{name}_shuffle")]
-            if self.pointwise_groups > 1
-            else []
+            [ChannelShuffle(self.pointwise_groups, name=f"{name}_shuffle")] if self.pointwise_groups > 1 else []
         )
         self.depthwise = [
             keras.layers.ZeroPadding2D(1, name=f"{name}_depthwise_pad"),
@@ -244,36 +217,24 @@ class _InvertedResidualBlock(Block):
                 depthwise_initializer=depthwise_kernel_initializer(),
                 name=f"{name}_depthwise_conv",
             ),
-            keras.layers.BatchNormalization(
-                epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_depthwise_bn"
-            ),
+            keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_depthwise_bn"),
             keras.layers.ReLU(name=f"{name}_depthwise_relu"),
         ]
-        self.project = conv_bn_layers(
-            self.out_channels, 1, activation=False, name=f"{name}_project"
-        )
+        self.project = conv_bn_layers(self.out_channels, 1, activation=False, name=f"{name}_project")
         self.residual = in_channels == self.out_channels
         self.shortcut = []
         if self.residual and self.strides != (1, 1):
             # PyTorch AvgPool2d(3, stride, padding=1) divides by 9 at borders (count_include_pad).
             self.shortcut = [
                 keras.layers.ZeroPadding2D(1, name=f"{name}_shortcut_pad"),
-                keras.layers.AveragePooling2D(
-                    3, strides=self.strides, padding="valid", name=f"{name}_shortcut_pool"
-                ),
+                keras.layers.AveragePooling2D(3, strides=self.strides, padding="valid", name=f"{name}_shortcut_pool"),
             ]
         self.add = [keras.layers.Add(name=f"{name}_add")] if self.residual else []
         self.grn = [GlobalResponseNormalization(name=f"{name}_grn")] if self.use_grn else []
         self.out_relu = keras.layers.ReLU(name=f"{name}_out_relu")
         return [
-            *self.expand,
-            *self.shuffle,
-            *self.depthwise,
-            *self.project,
-            *self.shortcut,
-            *self.add,
-            *self.grn,
-            self.out_relu,
+            *self.expand, *self.shuffle, *self.depthwise, *self.project, *self.shortcut,
+            *self.add, *self.grn, self.out_relu,
         ]
 
     def apply_sublayers(self, inputs, layer_fn):
@@ -321,22 +282,10 @@ class MofleBlock(_InvertedResidualBlock):
         "Low complexity acoustic scene classification with MofleNet", DCASE 2024 Task 1 report.
     """
 
-    def __init__(
-        self,
-        out_channels,
-        expansion_channels,
-        strides=1,
-        pointwise_groups=2,
-        use_grn=True,
-        **kwargs,
-    ):
+    def __init__(self, out_channels, expansion_channels, strides=1, pointwise_groups=2, use_grn=True, **kwargs):
         super().__init__(
-            out_channels,
-            expansion_channels,
-            strides=strides,
-            pointwise_groups=pointwise_groups,
-            use_grn=use_grn,
-            **kwargs,
+            out_channels, expansion_channels, strides=strides, pointwise_groups=pointwise_groups,
+            use_grn=use_grn, **kwargs,
         )
 
     def get_config(self):
@@ -365,12 +314,7 @@ class CPMobileBlock(_InvertedResidualBlock):
 
     def __init__(self, out_channels, expansion_channels, strides=1, use_grn=False, **kwargs):
         super().__init__(
-            out_channels,
-            expansion_channels,
-            strides=strides,
-            pointwise_groups=1,
-            use_grn=use_grn,
-            **kwargs,
+            out_channels, expansion_channels, strides=strides, pointwise_groups=1, use_grn=use_grn, **kwargs
         )
 
 
@@ -417,9 +361,7 @@ class CPResNetBasicBlock(Block):
     def _make_sublayers(self, input_shape):
         in_channels = int(input_shape[-1])
         if in_channels % self.groups:
-            raise ValueError(
-                f"{self.name}: input channels ({in_channels}) must be divisible by groups={self.groups}."
-            )
+            raise ValueError(f"{self.name}: input channels ({in_channels}) must be divisible by groups={self.groups}.")
         name = self.name
         k1, k2 = self.kernel_sizes
         self.conv1 = conv_bn_layers(

@@ -32,9 +32,7 @@ class Conv2D(keras.layers.Conv2D):
     def call(self, inputs):
         if self.groups == 1 or keras.backend.backend() != "tensorflow":
             return super().call(inputs)
-        parts = ops.split(
-            inputs, self.groups, axis=-1 if self.data_format == "channels_last" else 1
-        )
+        parts = ops.split(inputs, self.groups, axis=-1 if self.data_format == "channels_last" else 1)
         kernels = ops.split(self.kernel, self.groups, axis=-1)
         outputs = ops.concatenate(
             [
@@ -58,7 +56,6 @@ class Conv2D(keras.layers.Conv2D):
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
-
 
 @keras.saving.register_keras_serializable(package="keras_asc")
 class DepthwiseConv2D(keras.layers.DepthwiseConv2D):

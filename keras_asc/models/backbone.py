@@ -37,9 +37,7 @@ class Backbone(keras.Model):
 def spectrogram_input(spectrogram_shape, num_classes):
     """Validate the shared arguments and return the ``keras.Input`` of (mel bins, frames, 1) spectrograms."""
     if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(
-            f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}"
-        )
+        raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
     shape = tuple(spectrogram_shape)
     if len(shape) != 3 or shape[-1] != 1 or any(d is not None and int(d) < 1 for d in shape):
         raise ValueError(

@@ -13,9 +13,7 @@ def _deserialize(value, what):
     if isinstance(value, dict):
         value = keras.saving.deserialize_keras_object(value)
     if not isinstance(value, keras.layers.Layer):
-        raise TypeError(
-            f"AudioClassifier: {what} must be a Keras layer or model. Received: {value!r}"
-        )
+        raise TypeError(f"AudioClassifier: {what} must be a Keras layer or model. Received: {value!r}")
     return value
 
 
@@ -82,10 +80,7 @@ class AudioClassifier(keras.Model):
         """
         config = {**self.frontend.get_config(), **overrides}
         return AudioClassifier(
-            self.backbone,
-            LogMelSpectrogram.from_config(config),
-            num_samples=self.num_samples,
-            name=self.name,
+            self.backbone, LogMelSpectrogram.from_config(config), num_samples=self.num_samples, name=self.name
         )
 
     def get_config(self):
@@ -115,23 +110,15 @@ class AudioClassifier(keras.Model):
             >>> model = AudioClassifier.from_preset("cp_resnet59", num_classes=5)
         """
         if preset not in MODEL_PRESETS:
-            raise ValueError(
-                f"Unknown preset {preset!r}. Known presets: {', '.join(sorted(MODEL_PRESETS))}."
-            )
+            raise ValueError(f"Unknown preset {preset!r}. Known presets: {', '.join(sorted(MODEL_PRESETS))}.")
         data = MODEL_PRESETS[preset]
         name = overrides.pop("name", preset)
         num_samples = overrides.pop("num_samples", data["num_samples"])
         frontend_config = {**data["frontend"], **(overrides.pop("frontend_config", None) or {})}
         backbone_class = keras.saving.get_registered_object(data["backbone"]["class_name"])
         if not (isinstance(backbone_class, type) and issubclass(backbone_class, Backbone)):
-            raise ValueError(
-                f"Preset {preset!r}: {data['backbone']['class_name']!r} is not a registered backbone."
-            )
-        accepted = set(inspect.signature(backbone_class).parameters) - {
-            "kwargs",
-            "spectrogram_shape",
-            "name",
-        }
+            raise ValueError(f"Preset {preset!r}: {data['backbone']['class_name']!r} is not a registered backbone.")
+        accepted = set(inspect.signature(backbone_class).parameters) - {"kwargs", "spectrogram_shape", "name"}
         unknown = sorted(set(overrides) - accepted)
         if unknown:
             raise TypeError(

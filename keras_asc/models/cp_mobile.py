@@ -8,8 +8,7 @@ from keras_asc.models.backbone import Backbone, classifier_head, spectrogram_inp
 
 def _stage_widths(base_channels, channels_multiplier, num_stages):
     return [base_channels] + [
-        make_divisible(base_channels * channels_multiplier**stage, 8)
-        for stage in range(1, num_stages)
+        make_divisible(base_channels * channels_multiplier**stage, 8) for stage in range(1, num_stages)
     ]
 
 
@@ -44,9 +43,7 @@ class _MobileBackbone(Backbone):
         **kwargs,
     ):
         if base_channels % 4:
-            raise ValueError(
-                f"base_channels must be divisible by 4. Received: base_channels={base_channels}"
-            )
+            raise ValueError(f"base_channels must be divisible by 4. Received: base_channels={base_channels}")
         blocks_per_stage = tuple(int(n) for n in blocks_per_stage)
         strides = _parse_strides(block_strides, sum(blocks_per_stage))
         widths = _stage_widths(base_channels, channels_multiplier, len(blocks_per_stage))
@@ -56,9 +53,7 @@ class _MobileBackbone(Backbone):
         x = conv_bn(inputs, base_channels // 4, 3, strides=2, padding=1, name=f"{name}_stem1")
         x = conv_bn(x, base_channels, 3, strides=2, padding=1, name=f"{name}_stem2")
         block_index = 0
-        for stage, (num_stage_blocks, width) in enumerate(
-            zip(blocks_per_stage, widths, strict=True), start=1
-        ):
+        for stage, (num_stage_blocks, width) in enumerate(zip(blocks_per_stage, widths, strict=True), start=1):
             for _ in range(num_stage_blocks):
                 block_index += 1
                 options = {
@@ -74,12 +69,8 @@ class _MobileBackbone(Backbone):
                     x = MofleBlock(pointwise_groups=pointwise_groups, **options)(x)
         outputs = classifier_head(x, num_classes, name)
         super().__init__(
-            inputs=inputs,
-            outputs=outputs,
-            num_classes=num_classes,
-            spectrogram_shape=spectrogram_shape,
-            name=name,
-            **kwargs,
+            inputs=inputs, outputs=outputs, num_classes=num_classes, spectrogram_shape=spectrogram_shape,
+            name=name, **kwargs,
         )
 
         # === Config ===

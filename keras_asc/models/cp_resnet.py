@@ -58,12 +58,8 @@ class CPResNetBackbone(Backbone):
         name="cp_resnet",
         **kwargs,
     ):
-        kernel_sizes = tuple(
-            tuple(tuple(int(k) for k in block) for block in stage) for stage in kernel_sizes
-        )
-        if len(kernel_sizes) != 3 or any(
-            len(block) != 2 for stage in kernel_sizes for block in stage
-        ):
+        kernel_sizes = tuple(tuple(tuple(int(k) for k in block) for block in stage) for stage in kernel_sizes)
+        if len(kernel_sizes) != 3 or any(len(block) != 2 for stage in kernel_sizes for block in stage):
             raise ValueError(
                 f"kernel_sizes must give (k1, k2) for each block of 3 stages. Received: kernel_sizes={kernel_sizes}"
             )
@@ -122,12 +118,8 @@ class CPResNetBackbone(Backbone):
             )(x)
         outputs = classifier_head(x, num_classes, name, kernel_initializer="zeros")
         super().__init__(
-            inputs=inputs,
-            outputs=outputs,
-            num_classes=num_classes,
-            spectrogram_shape=spectrogram_shape,
-            name=name,
-            **kwargs,
+            inputs=inputs, outputs=outputs, num_classes=num_classes, spectrogram_shape=spectrogram_shape,
+            name=name, **kwargs,
         )
 
         # === Config ===

@@ -54,9 +54,7 @@ class MofleNetBackbone(_MobileBackbone):
             channels_multiplier=channels_multiplier,
             expansion_rate=expansion_rate,
             blocks_per_stage=blocks_per_stage,
-            block_strides={"2": (2, 2), "3": (2, 1), "4": (2, 1)}
-            if block_strides is None
-            else block_strides,
+            block_strides={"2": (2, 2), "3": (2, 1), "4": (2, 1)} if block_strides is None else block_strides,
             use_grn=use_grn,
             pointwise_groups=pointwise_groups,
             name=name,

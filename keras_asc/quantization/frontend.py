@@ -3,9 +3,11 @@
 An int8 keras-asc model takes spectrograms; a device computes them from the waveform with the
 constants exported here (``frontend_params``): the layer's Hann window (symmetric or periodic)
 placed in the FFT frame, its mel filter bank (Kaldi or HTK), and hop, FFT, pre-emphasis, log
-offset and normalisation constants. ``frontend_numpy`` is the reference implementation a port
-can be checked against; it matches the ``LogMelSpectrogram`` layer at inference
-(``training=False``) to about 1e-5, for the CP-JKU and the DCASE 2024 baseline settings alike.
+offset and normalisation constants. The mel bank comes dense and sparse (``sparse_mel_bank``:
+per band its first FFT bin and its run of weights; each FFT bin feeds at most two bands).
+``frontend_numpy`` is the reference implementation a port can be checked against, and a fast
+one (real FFT, sparse bank, float32); it matches the ``LogMelSpectrogram`` layer at inference
+(``training=False``) to about 1e-6, for the CP-JKU and the DCASE 2024 baseline settings alike.
 
 Example:
     >>> params = frontend_params(keras_asc.build("moflenet57").frontend)
@@ -132,15 +134,6 @@ def sparse_mel_bank(mel_filter_bank):
         or [np.zeros(0, "float32")]
     )
     return first.astype("int32"), length, weights.astype("float32")
-
-
-def _dense_mel_bank(start, length, weights, num_bins):
-    bank = np.zeros((int(num_bins), len(start)), dtype="float32")
-    offset = 0
-    for band, (first, count) in enumerate(zip(start, length, strict=True)):
-        bank[first : first + count, band] = weights[offset : offset + count]
-        offset += count
-    return bank
 
 
 def _band_matrix(start, length, weights, num_bins):

@@ -481,9 +481,7 @@ def quantize_aware_train(
         augmentations = spectrogram_augmentations
         if isinstance(augmentations, dict):  # an ensemble's, by member name
             augmentations = augmentations.get(keras_member.name, [])
-        data = spectrogram_dataset(
-            keras_member, train_dataset, training=True, augmentations=augmentations
-        )
+        data = spectrogram_dataset(keras_member, train_dataset, training=True, augmentations=augmentations)
         if calibration_batches:
             calibration = (x for x, _ in data.take(int(calibration_batches)))
             calibrate_activation_ranges(qat_member, member_twin, calibration)

@@ -282,7 +282,9 @@ def ensemble_and_report(
     print(f"wrote {os.path.join(out_dir, FINAL_MODEL)}")
     if not data_dir:
         return ensemble, {}
-    result = evaluate(ensemble, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir)
+    result = evaluate(
+        ensemble, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir
+    )
     results = {}
     if compare:
         for source, member in zip(members, ensemble.members, strict=True):

@@ -141,21 +141,14 @@ def recipe_spectrogram_augmentations(run, model, seed=0):
     members = getattr(model, "members", None)
     if members is None:
         return _spectrogram_layers(_recipe_augmentations(model.name), seed)
-    return {
-        member.name: _spectrogram_layers(_recipe_augmentations(member.name), seed)
-        for member in members
-    }
+    return {member.name: _spectrogram_layers(_recipe_augmentations(member.name), seed) for member in members}
 
 
 def _recipe_augmentations(name):
     if name not in RECIPES:
         return []
     return [
-        {
-            "name": augmentation,
-            "stage": registry.get_augmentation(augmentation).stage,
-            "config": dict(config),
-        }
+        {"name": augmentation, "stage": registry.get_augmentation(augmentation).stage, "config": dict(config)}
         for augmentation, config in RECIPES[name].augmentations
     ]
 

@@ -201,10 +201,7 @@ def _file_digest(path):
 def _mark_complete(run_dir, config):
     """Record that ``model.keras`` is this run's result (run id + its SHA-256)."""
     path = os.path.join(run_dir, COMPLETE_RECORD)
-    record = {
-        "run_id": config.get("run_id"),
-        "sha256": _file_digest(os.path.join(run_dir, FINAL_MODEL)),
-    }
+    record = {"run_id": config.get("run_id"), "sha256": _file_digest(os.path.join(run_dir, FINAL_MODEL))}
     with _writing(path):
         write_text_atomic(path, json.dumps(record, indent=2) + "\n")
 
@@ -669,9 +666,7 @@ def _check_run_dir(run_dir, config, resume, overwrite=False):
         if others and not overwrite:
             with contextlib.suppress(OSError):  # leave the user's folder as it was
                 os.remove(lock.path)
-            shown = ", ".join(others[:5]) + (
-                f" and {len(others) - 5} more" if len(others) > 5 else ""
-            )
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
             raise FileExistsError(
                 f"Run directory {run_dir!r} holds files this run did not write ({shown}); "
                 "choose a new or empty out_dir (--out), or pass overwrite=True (--overwrite) to "
