@@ -36,6 +36,12 @@ def add_parser(subparsers):
         default=256,
         help="clips for post-training calibration (default 256)",
     )
+    parser.add_argument(
+        "--frontend-in-file",
+        action="store_true",
+        help="put the float32 log-mel front-end into the .tflite file: it then takes the "
+        "waveform (batch, samples) and gives logits, so an app needs only that file",
+    )
     parser.add_argument("--out", help="output folder (default: int8 inside the run directory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order (default 0)")
     parser.add_argument(
@@ -104,6 +110,7 @@ def run(args):
         seed=args.seed,
         cache_dir=args.cache,
         verbose=args.verbose,
+        frontend_in_file=args.frontend_in_file,
     )
     print(result.summary())
     if args.evaluate:

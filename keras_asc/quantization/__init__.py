@@ -40,6 +40,8 @@ _EXPORTS = {
     "TFLiteClassifier": "interpreter",
     "prediction_agreement": "interpreter",
     "verify_tflite": "interpreter",
+    "export_onnx": "onnx",
+    "tf_frontend": "export",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,8 +11,11 @@
   recorded in ``NAME.json`` for a device that prefers to quantise the spectrogram itself.
   The batch dimension is dynamic (resize the input tensors). An ensemble is one file with one
   spectrogram input per member and the weighted sum of the member logits (float32).
-- ``NAME.frontend.npz``: the log-mel front-end of every input (window, mel filter bank,
-  constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the reference.
+  With ``frontend_in_file=True`` the file starts with the float32 log-mel front-end instead
+  (builtin ops ahead of the first QUANTIZE) and takes one waveform (batch, num_samples).
+- ``NAME.frontend.npz``: the log-mel front-end of every input (window, dense and sparse mel
+  filter bank, constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the
+  reference.
 - ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
   and weights, parameter bytes, file size.
 
@@ -43,6 +46,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_asc.complexity import MAX_PARAM_BYTES, BudgetExceededError
+from keras_asc.layers.frontend import LogMelSpectrogram
 from keras_asc.quantization import qat
 from keras_asc.quantization import twin as twin_module
 from keras_asc.quantization.frontend import (
@@ -230,11 +234,14 @@ class ParameterBytes:
         )
 
 
-def parameter_bytes(model):
+def parameter_bytes(model, *, skip_frontend=False):
     """Count the parameter memory of a TFLite model from its tensors (see the module doc).
 
     Args:
         model: ``.tflite`` path or the flatbuffer bytes.
+        skip_frontend: leave out the constants of a float front-end inside the file (window,
+            mel bank: see ``frontend_ops``); the front-end is not part of the model's
+            complexity.
 
     Returns:
         ``ParameterBytes``; ``.total`` is the byte count checked against the 128,000-byte limit.
@@ -246,7 +253,8 @@ def parameter_bytes(model):
     produced = {i for op in graph.ops for i in op.outputs}
     graph_inputs = set(graph.inputs)
     roles = {}
-    for op in graph.ops:
+    skipped = frontend_ops(graph) if skip_frontend else ()
+    for op in (op for position, op in enumerate(graph.ops) if position not in skipped):
         for position, index in enumerate(op.inputs):
             if index < 0 or index in produced or index in graph_inputs or index in roles:
                 continue
@@ -341,7 +349,11 @@ def _representative_samples(representative_dataset, frontends, input_names, max_
 
 
 def convert_int8(
-    model, representative_dataset=None, *, max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES
+    model,
+    representative_dataset=None,
+    *,
+    max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+    frontend_in_file=False,
 ):
     """Convert a QAT model (or, with a representative dataset, a float twin) to int8 TFLite.
 
@@ -352,6 +364,8 @@ def convert_int8(
         representative_dataset: for a float twin, an iterable of calibration batches (see
             ``export_int8``); must be ``None`` for a QAT model.
         max_calibration_samples: clips used for post-training calibration.
+        frontend_in_file: put the float32 log-mel front-end of every input into the file,
+            which then takes one (batch, num_samples) waveform (see ``export_int8``).
 
     Returns:
         The flatbuffer as bytes.
@@ -377,6 +391,8 @@ def convert_int8(
 
     # The converter saves its trackable object first; a bare module with the variables and the
     # one inference function saves in seconds, the tf_keras model (every layer traced) in minutes.
+    if frontend_in_file:
+        function, specs = _waveform_function(model, spec)
     holder = tf.Module()
     holder.model_variables = list(model.variables)
     holder.inference = function
@@ -390,12 +406,15 @@ def convert_int8(
     if quantized:
         return compact_flatbuffer(make_converter().convert())
     frontends = [frontend_params(config) for config in spec.frontends]
-    samples = _representative_samples(
-        representative_dataset,
-        frontends,
-        [spec.name for spec in specs],
-        int(max_calibration_samples),
-    )
+    if frontend_in_file:
+        samples = _waveform_samples(representative_dataset, int(max_calibration_samples))
+    else:
+        samples = _representative_samples(
+            representative_dataset,
+            frontends,
+            [spec.name for spec in specs],
+            int(max_calibration_samples),
+        )
     converter = make_converter()
     converter.representative_dataset = samples
     # GRN and the logit pooling stay in float as in the QAT path. Post-training quantisation
@@ -436,7 +455,12 @@ def _float_nodes(model, make_converter):
     for op in graph.ops:
         for index in op.outputs:
             name = graph.tensors[index].name
-            if index in graph.outputs or any(f"/{layer}/" in name for layer in float_layers):
+            in_frontend = f"{_FRONTEND_SCOPE}_" in name
+            if (
+                index in graph.outputs
+                or in_frontend
+                or any(f"/{layer}/" in name for layer in float_layers)
+            ):
                 nodes.append(name)
     return nodes
 
@@ -458,6 +482,129 @@ def compact_flatbuffer(content):
         entry for entry in model.metadata or [] if entry.name == b"min_runtime_version"
     ]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+# === The front-end inside the file ===
+
+_FRONTEND_SCOPE = "waveform_frontend"
+
+
+def tf_frontend(waveform, layer):
+    """The inference log-mel of a ``LogMelSpectrogram`` layer, in TensorFlow ops that the
+    TFLite converter maps to builtin float32 ops.
+
+    Reflect padding (MIRROR_PAD), framing (``tf.signal.frame``: GATHER), window (MUL),
+    ``tf.signal.rfft`` (RFFT2D), power (REAL, IMAG, SQUARE), the layer's mel bank as its
+    non-zero blocks (FULLY_CONNECTED per block; about a seventh of the dense bank), log and
+    normalisation.
+
+    Args:
+        waveform: float32 tensor (batch, num_samples).
+        layer: a ``LogMelSpectrogram`` (made outside any ``tf.function``: it owns a seed
+            variable).
+
+    Returns:
+        float32 tensor (batch, num_mel_bins, frames, 1), as the layer at ``training=False``.
+    """
+    params = frontend_params(layer)
+    fft_length = layer.fft_length
+    x = waveform
+    if layer.pre_emphasis:
+        x = x[:, 1:] - layer.pre_emphasis * x[:, :-1]
+    x = tf.pad(x, [[0, 0], [fft_length // 2, fft_length // 2]], mode="REFLECT")
+    frames = tf.signal.frame(x, fft_length, layer.hop_length) * params["window"]
+    spectrum = tf.signal.rfft(frames, [fft_length])
+    power = tf.square(tf.math.real(spectrum)) + tf.square(tf.math.imag(spectrum))
+    mel = tf.concat(
+        [
+            tf.matmul(power[..., first:end], tf.constant(block))
+            for ((first, end), _), block in zip(
+                layer._bank_blocks, layer._inference_blocks, strict=True
+            )
+        ],
+        axis=-1,
+    )
+    logmel = tf.math.log(mel + layer.log_offset)
+    if layer.normalize_offset != 0.0:
+        logmel = logmel + layer.normalize_offset
+    if layer.normalize_scale != 1.0:
+        logmel = logmel / layer.normalize_scale
+    # expand_dims, not [..., None]: the latter is a StridedSlice TFLite has no builtin for.
+    return tf.expand_dims(tf.transpose(logmel, (0, 2, 1)), -1)
+
+
+def _waveform_function(model, spec):
+    """``(tf.function, [input spec])``: waveform -> every input's front-end -> ``model``."""
+    if spec.num_samples is None:
+        raise ValueError(
+            f"{spec.name!r} takes spectrograms: the front-end can go into the file only for a "
+            f"model that takes waveforms."
+        )
+
+    layers = [
+        LogMelSpectrogram(**{k: v for k, v in c.items() if k not in ("name", "trainable", "dtype")})
+        for c in spec.frontends
+    ]
+
+    @tf.function(autograph=False)
+    def function(waveform):
+        spectrograms = []
+        for index, layer in enumerate(layers):
+            with tf.name_scope(f"{_FRONTEND_SCOPE}_{index}"):
+                spectrograms.append(tf_frontend(waveform, layer))
+        return model(spectrograms if len(spectrograms) > 1 else spectrograms[0], training=False)
+
+    return function, [tf.TensorSpec((None, spec.num_samples), tf.float32, name="waveform")]
+
+
+def _waveform_samples(representative_dataset, max_samples):
+    """Calibration samples ``{"waveform": (1, samples)}`` for a file with its front-end."""
+
+    def generate():
+        count = 0
+        for element in representative_dataset:
+            if isinstance(element, tuple):
+                element = element[0]
+            waveforms = np.asarray(element, dtype="float32")
+            if waveforms.ndim != 2:
+                raise ValueError(
+                    f"With the front-end in the file the representative dataset must yield "
+                    f"waveform batches (B, samples). Received shape {waveforms.shape}"
+                )
+            for row in waveforms:
+                yield {"waveform": row[None]}
+                count += 1
+                if count >= max_samples:
+                    return
+
+    return generate
+
+
+def frontend_ops(graph):
+    """Positions (in ``graph.ops``) of the float ops ahead of the int8 network.
+
+    An op belongs to the front-end when it is not a QUANTIZE, none of its inputs is 8-bit,
+    and every input an op produces comes from a front-end op, with at least one input that
+    is a model input or a front-end op's output (constants alone are not enough). Empty for a
+    file that takes spectrograms.
+
+    Args:
+        graph: a ``TFLiteGraph`` (``read_graph``).
+
+    Returns:
+        A set of op positions.
+    """
+    producer = {index: position for position, op in enumerate(graph.ops) for index in op.outputs}
+    inputs = set(graph.inputs)
+    found = set()
+    for position, op in enumerate(graph.ops):
+        used = [i for i in op.inputs if i >= 0]
+        if op.name == "QUANTIZE" or any(graph.tensors[i].dtype in ("int8", "uint8") for i in used):
+            continue
+        fed = [i for i in used if i in inputs or i in producer]
+        if fed and all(i in inputs or producer[i] in found for i in fed):
+            found.add(position)
+    return found
 
 
 # === Export ===
@@ -518,7 +665,7 @@ def _input_quantization(interpreter, graph):
     return result
 
 
-def _describe(content, spec, frontends, counted, quantization):
+def _describe(content, spec, frontends, counted, quantization, frontend_in_file=False):
     interpreter = make_interpreter(model_content=content)
     quant = _input_quantization(interpreter, read_graph(content))
     inputs = []
@@ -533,7 +680,9 @@ def _describe(content, spec, frontends, counted, quantization):
         )
     # Each input's front-end, matched by name (the converter may reorder the inputs).
     names = [t for t in _input_names(spec)]
-    for entry in inputs:
+    for entry in inputs if frontend_in_file else ():
+        entry["frontends"] = [scalar_params(params) for params in frontends]
+    for entry in () if frontend_in_file else inputs:
         index = _match_input(entry["name"], names)
         entry["model_input"] = index
         entry["frontend"] = scalar_params(frontends[index])
@@ -545,6 +694,7 @@ def _describe(content, spec, frontends, counted, quantization):
         "member_weights": list(spec.member_weights),
         "num_samples": spec.num_samples,
         "quantization": quantization,
+        "frontend_in_file": bool(frontend_in_file),
         "inputs": inputs,
         "output": {
             "name": output["name"],
@@ -586,6 +736,7 @@ def export_int8(
     *,
     max_param_bytes=MAX_PARAM_BYTES,
     max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+    frontend_in_file=False,
 ):
     """Export an int8 TFLite model, its front-end constants and a JSON description.
 
@@ -605,6 +756,14 @@ def export_int8(
         max_param_bytes: the parameter-memory limit (128,000 bytes, DCASE); ``None`` skips
             the check.
         max_calibration_samples: clips used for post-training calibration.
+        frontend_in_file: with ``True`` the file holds the log-mel front-end too, as float32
+            builtin ops (reflect padding, framing, window, RFFT2D, power, the non-zero blocks
+            of the mel bank, log, normalisation) ahead of the first QUANTIZE: it takes one
+            float32 waveform (batch, num_samples), shared by all members of an ensemble
+            (each computes its own spectrogram), and gives the logits, so an app needs the
+            one file. ``NAME.json`` says ``"frontend_in_file": true``; the calibration
+            batches must then be waveforms. The front-end's constants are not counted in the
+            parameter bytes.
 
     Returns:
         ``ExportResult`` (paths, file size, parameter bytes).
@@ -639,13 +798,21 @@ def export_int8(
         twin,
         None if qat else representative_dataset,
         max_calibration_samples=max_calibration_samples,
+        frontend_in_file=frontend_in_file,
     )
-    counted = parameter_bytes(content)
+    counted = parameter_bytes(content, skip_frontend=frontend_in_file)
     check_parameter_bytes(counted, spec.name, max_param_bytes)
     frontends = [frontend_params(config) for config in spec.frontends]
-    description = _describe(content, spec, frontends, counted, "qat" if qat else "ptq")
-    # The front-end sidecar follows the TFLite input order, like the JSON.
-    ordered = [frontends[entry["model_input"]] for entry in description["inputs"]]
+    description = _describe(
+        content, spec, frontends, counted, "qat" if qat else "ptq", frontend_in_file
+    )
+    # The front-end sidecar follows the TFLite input order, like the JSON (with the front-end
+    # in the file: the model's input order, the order of ``inputs[0]["frontends"]``).
+    ordered = (
+        frontends
+        if frontend_in_file
+        else [frontends[entry["model_input"]] for entry in description["inputs"]]
+    )
     json_path, frontend_path = sidecar_paths(path)
     _atomic_write(frontend_path, lambda stream: save_frontend_params(stream, ordered))
     _atomic_write(json_path, (json.dumps(description, indent=2) + "\n").encode())

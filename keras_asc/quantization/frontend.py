@@ -3,9 +3,11 @@
 An int8 keras-asc model takes spectrograms; a device computes them from the waveform with the
 constants exported here (``frontend_params``): the layer's Hann window (symmetric or periodic)
 placed in the FFT frame, its mel filter bank (Kaldi or HTK), and hop, FFT, pre-emphasis, log
-offset and normalisation constants. ``frontend_numpy`` is the reference implementation a port
-can be checked against; it matches the ``LogMelSpectrogram`` layer at inference
-(``training=False``) to about 1e-5, for the CP-JKU and the DCASE 2024 baseline settings alike.
+offset and normalisation constants. The mel bank comes dense and sparse (``sparse_mel_bank``:
+per band its first FFT bin and its run of weights; each FFT bin feeds at most two bands).
+``frontend_numpy`` is the reference implementation a port can be checked against, and a fast
+one (real FFT, sparse bank, float32); it matches the ``LogMelSpectrogram`` layer at inference
+(``training=False``) to about 1e-6, for the CP-JKU and the DCASE 2024 baseline settings alike.
 
 Example:
     >>> params = frontend_params(keras_asc.build("moflenet57").frontend)
@@ -16,10 +18,16 @@ Example:
 import json
 
 import numpy as np
+import scipy.fft
+import scipy.sparse
 
 from keras_asc.layers.frontend import LogMelSpectrogram
 
-FRONTEND_FORMAT = "keras_asc.logmel/1"
+# Version 2 adds the sparse mel bank (``mel_band_start``, ``mel_band_length``,
+# ``mel_band_weights``) beside the dense one; version 1 files (dense bank only) still load.
+FRONTEND_FORMAT = "keras_asc.logmel/2"
+FRONTEND_FORMATS = ("keras_asc.logmel/1", FRONTEND_FORMAT)
+_ARRAYS = ("window", "mel_filter_bank", "mel_band_start", "mel_band_length", "mel_band_weights")
 _SCALARS = (
     "sampling_rate",
     "fft_length",
@@ -52,7 +60,10 @@ def frontend_params(frontend):
         ``"htk"``; informative, the arrays carry the numbers), ``"format"``,
         ``"padding": "reflect"``, and two float32 arrays: ``"window"`` (the layer's Hann
         window zero-padded to ``fft_length`` and centred, shape (fft_length,)) and
-        ``"mel_filter_bank"`` (fft_length // 2 + 1, num_mel_bins), the layer's inference bank.
+        ``"mel_filter_bank"`` (fft_length // 2 + 1, num_mel_bins), the layer's inference bank;
+        and the same bank without its zeros (see ``sparse_mel_bank``): int32
+        ``"mel_band_start"`` and ``"mel_band_length"`` (num_mel_bins,) and float32
+        ``"mel_band_weights"``.
     """
     if isinstance(frontend, dict):
         config = {k: v for k, v in frontend.items() if k not in ("name", "trainable", "dtype")}
@@ -78,6 +89,8 @@ def frontend_params(frontend):
             "mel_filter_bank": frontend.mel_filter_bank().astype("float32"),
         }
     )
+    start, length, weights = sparse_mel_bank(params["mel_filter_bank"])
+    params.update({"mel_band_start": start, "mel_band_length": length, "mel_band_weights": weights})
     return params
 
 
@@ -85,6 +98,80 @@ def num_frames(num_samples, params):
     """Frames the front-end makes from ``num_samples`` input samples."""
     length = int(num_samples) - (1 if params["pre_emphasis"] else 0)
     return 1 + length // int(params["hop_length"])
+
+
+def sparse_mel_bank(mel_filter_bank):
+    """The non-zero part of a dense mel bank: per band a first FFT bin and its weights.
+
+    Each triangular band weights one run of consecutive FFT bins, so band ``j`` is stored as
+    ``start[j]`` (its first non-zero bin), ``length[j]`` (how many bins) and its weights at
+    ``weights[offset[j] : offset[j] + length[j]]`` with ``offset = cumsum(length) - length``.
+
+    Args:
+        mel_filter_bank: (fft_length // 2 + 1, num_mel_bins) array.
+
+    Returns:
+        ``(start, length, weights)``: int32 (num_mel_bins,), int32 (num_mel_bins,) and float32
+        (sum(length),). Zeros inside a band's run are kept, so the run is exact.
+
+    Example:
+        >>> start, length, weights = sparse_mel_bank(params["mel_filter_bank"])
+        >>> int(length.sum())  # 3,940 weights instead of 2049 x 256 for MofleNet57
+        3940
+    """
+    bank = np.asarray(mel_filter_bank, dtype="float32")
+    if bank.ndim != 2:
+        raise ValueError(
+            f"mel_filter_bank must be 2-D (fft bins, mel bins). Received: {bank.shape}"
+        )
+    nonzero = bank != 0
+    any_weight = nonzero.any(axis=0)
+    first = np.where(any_weight, nonzero.argmax(axis=0), 0)
+    last = np.where(any_weight, bank.shape[0] - nonzero[::-1].argmax(axis=0), 0)
+    length = (last - first).astype("int32")
+    weights = np.concatenate(
+        [bank[s : s + n, j] for j, (s, n) in enumerate(zip(first, length, strict=True))]
+        or [np.zeros(0, "float32")]
+    )
+    return first.astype("int32"), length, weights.astype("float32")
+
+
+def _band_matrix(start, length, weights, num_bins):
+    """The sparse bank as a SciPy CSR matrix (num_mel_bins, num_bins): row j holds band j's
+    run of weights, so ``matrix @ power`` (bins first) gives mel energies (bands first)."""
+    start, length = np.asarray(start, "int64"), np.asarray(length, "int64")
+    weights = np.asarray(weights, "float32")
+    if len(weights) != length.sum() or np.any(length < 0) or np.any(start + length > num_bins):
+        raise ValueError(
+            f"sparse mel bank: runs (start, length) must lie in {num_bins} FFT bins and hold "
+            f"{int(length.sum())} weights. Received {len(weights)} weights."
+        )
+    row_pointer = np.concatenate([[0], np.cumsum(length)])
+    columns = np.repeat(start - row_pointer[:-1], length) + np.arange(len(weights))
+    return scipy.sparse.csr_matrix(
+        (weights, columns, row_pointer), shape=(len(start), int(num_bins))
+    )
+
+
+_PLANS = {}
+_BLOCK_FRAMES = 32
+
+
+def _mel_matrix(params):
+    """The ``_band_matrix`` of a params dict, cached by the identity of its bank arrays."""
+    arrays = tuple(params.get(k) for k in ("mel_band_start", "mel_band_length", "mel_band_weights"))
+    if any(a is None for a in arrays):
+        arrays = (params["mel_filter_bank"],)
+    key = tuple(id(a) for a in arrays)
+    cached = _PLANS.get(key)
+    if cached is None or any(a is not b for a, b in zip(cached[0], arrays, strict=True)):
+        num_bins = int(params["fft_length"]) // 2 + 1
+        sparse = arrays if len(arrays) == 3 else sparse_mel_bank(arrays[0])
+        if len(_PLANS) >= 16:
+            _PLANS.clear()
+        cached = (arrays, _band_matrix(*sparse, num_bins))
+        _PLANS[key] = cached
+    return cached[1]
 
 
 def frontend_numpy(waveform, params):
@@ -95,6 +182,11 @@ def frontend_numpy(waveform, params):
     times the (centred) window, power spectrum ``|rfft|^2``, mel filter bank,
     ``log(mel + log_offset)``, ``(x + normalize_offset) / normalize_scale``.
 
+    Written for speed on one core: a real FFT (``scipy.fft.rfft``, one worker) and the mel
+    bank applied as a SciPy sparse matrix (each FFT bin weights at most two bands, so about
+    4,000 of the 2049 x 256 dense weights are used, see ``sparse_mel_bank``); float32
+    throughout, like the layer.
+
     Args:
         waveform: (samples,) or (batch, samples) float waveform at ``params["sampling_rate"]``.
         params: a dict from ``frontend_params`` or ``load_frontend_params``.
@@ -102,7 +194,7 @@ def frontend_numpy(waveform, params):
     Returns:
         float32 array (batch, num_mel_bins, frames, 1) (batch 1 for a 1-D input).
     """
-    x = np.asarray(waveform, dtype="float64")
+    x = np.asarray(waveform, dtype="float32")
     if x.ndim == 1:
         x = x[None]
     if x.ndim != 2:
@@ -111,7 +203,7 @@ def frontend_numpy(waveform, params):
         )
     fft_length, hop = int(params["fft_length"]), int(params["hop_length"])
     if params["pre_emphasis"]:
-        x = x[:, 1:] - float(params["pre_emphasis"]) * x[:, :-1]
+        x = x[:, 1:] - np.float32(params["pre_emphasis"]) * x[:, :-1]
     if x.shape[1] <= fft_length // 2:
         raise ValueError(
             f"frontend_numpy: clips must be longer than fft_length // 2 = {fft_length // 2} samples "
@@ -120,12 +212,24 @@ def frontend_numpy(waveform, params):
     x = np.pad(x, ((0, 0), (fft_length // 2, fft_length // 2)), mode="reflect")
     count = 1 + (x.shape[1] - fft_length) // hop
     frames = np.lib.stride_tricks.sliding_window_view(x, fft_length, axis=1)[:, ::hop][:, :count]
-    spectrum = np.fft.rfft(frames * np.asarray(params["window"], dtype="float64"), axis=-1)
-    power = spectrum.real**2 + spectrum.imag**2
-    mel = power @ np.asarray(params["mel_filter_bank"], dtype="float64")
-    logmel = np.log(mel + float(params["log_offset"]))
-    logmel = (logmel + float(params["normalize_offset"])) / float(params["normalize_scale"])
-    return np.transpose(logmel, (0, 2, 1))[..., None].astype("float32")
+    window = np.asarray(params["window"], dtype="float32")
+    bank = _mel_matrix(params)
+    mel = np.empty((x.shape[0], bank.shape[0], count), dtype="float32")
+    # A block of frames at a time keeps the spectrum in the CPU cache.
+    for clip in range(x.shape[0]):
+        for first in range(0, count, _BLOCK_FRAMES):
+            block = frames[clip, first : first + _BLOCK_FRAMES] * window
+            spectrum = scipy.fft.rfft(block, axis=-1, workers=1, overwrite_x=True)
+            power = np.square(spectrum.real)
+            power += np.square(spectrum.imag)
+            # Bins first: the sparse product then runs along contiguous frames and gives the
+            # (mel bins, frames) layout of the output.
+            mel[clip, :, first : first + _BLOCK_FRAMES] = bank @ np.ascontiguousarray(power.T)
+    logmel = np.log(mel + np.float32(params["log_offset"]), out=mel)
+    if params["normalize_offset"] != 0.0 or params["normalize_scale"] != 1.0:
+        logmel += np.float32(params["normalize_offset"])
+        logmel /= np.float32(params["normalize_scale"])
+    return logmel[..., None]
 
 
 def save_frontend_params(file, params_per_input):
@@ -135,40 +239,59 @@ def save_frontend_params(file, params_per_input):
         file: path (ending in ``.npz``) or binary file object.
         params_per_input: one ``frontend_params`` dict per model input.
 
-    Keys: ``input{i}_window``, ``input{i}_mel_filter_bank`` and ``constants`` (a JSON string
-    with one dict of scalars per input).
+    Keys: ``input{i}_window``, ``input{i}_mel_filter_bank`` (dense), the sparse bank
+    ``input{i}_mel_band_start``, ``input{i}_mel_band_length``, ``input{i}_mel_band_weights``
+    (format ``keras_asc.logmel/2``), and ``constants`` (a JSON string with one dict of scalars
+    per input).
     """
     arrays, constants = {}, []
     for index, params in enumerate(params_per_input):
+        bank = np.asarray(params["mel_filter_bank"], dtype="float32")
+        start, length, weights = sparse_mel_bank(bank)
         arrays[f"input{index}_window"] = np.asarray(params["window"], dtype="float32")
-        arrays[f"input{index}_mel_filter_bank"] = np.asarray(
-            params["mel_filter_bank"], dtype="float32"
-        )
-        constants.append(scalar_params(params))
+        arrays[f"input{index}_mel_filter_bank"] = bank
+        arrays[f"input{index}_mel_band_start"] = start
+        arrays[f"input{index}_mel_band_length"] = length
+        arrays[f"input{index}_mel_band_weights"] = weights
+        constants.append({**scalar_params(params), "format": FRONTEND_FORMAT})
     arrays["constants"] = np.array(json.dumps(constants))
     np.savez_compressed(file, **arrays)
 
 
 def scalar_params(params):
     """The JSON-serialisable part of a front-end params dict (no arrays)."""
-    return {k: v for k, v in params.items() if k not in ("window", "mel_filter_bank")}
+    return {k: v for k, v in params.items() if k not in _ARRAYS}
 
 
 def load_frontend_params(path):
-    """Read a ``save_frontend_params`` file: one params dict per model input."""
+    """Read a ``save_frontend_params`` file: one params dict per model input.
+
+    Reads format ``keras_asc.logmel/2`` and the older ``keras_asc.logmel/1`` (dense bank only;
+    the sparse bank is derived from it).
+    """
     with np.load(path, allow_pickle=False) as data:
         constants = json.loads(str(data["constants"]))
         result = []
         for index, scalars in enumerate(constants):
-            if scalars.get("format") != FRONTEND_FORMAT:
+            if scalars.get("format") not in FRONTEND_FORMATS:
                 raise ValueError(
-                    f"{path}: front-end format {scalars.get('format')!r} is not {FRONTEND_FORMAT!r}."
+                    f"{path}: front-end format {scalars.get('format')!r} is not one of "
+                    f"{', '.join(map(repr, FRONTEND_FORMATS))}."
                 )
-            result.append(
-                {
-                    **scalars,
-                    "window": data[f"input{index}_window"],
-                    "mel_filter_bank": data[f"input{index}_mel_filter_bank"],
-                }
+            params = {
+                **scalars,
+                "window": data[f"input{index}_window"],
+                "mel_filter_bank": data[f"input{index}_mel_filter_bank"],
+            }
+            if f"input{index}_mel_band_start" in data:
+                sparse = (
+                    data[f"input{index}_mel_band_{k}"] for k in ("start", "length", "weights")
+                )
+            else:
+                sparse = sparse_mel_bank(params["mel_filter_bank"])
+            params.update(
+                zip(("mel_band_start", "mel_band_length", "mel_band_weights"), sparse, strict=True)
             )
+            params["format"] = FRONTEND_FORMAT
+            result.append(params)
     return result

@@ -107,7 +107,9 @@ class TFLiteClassifier:
     the Keras model and can be evaluated side by side with it
     (``keras_asc.training.evaluate``). It also takes spectrograms: one (batch, mel bins,
     frames, 1) array for a single model, or a list with one array per input (in the order of
-    ``input_names``) for an ensemble.
+    ``input_names``) for an ensemble. A file exported with ``frontend_in_file=True``
+    (``"frontend_in_file": true`` in its JSON) computes the log-mels itself: it is fed the
+    waveforms directly and takes no spectrograms.
 
     Uses the LiteRT interpreter (``ai_edge_litert``) when installed, else ``tf.lite``.
 
@@ -153,7 +155,12 @@ class TFLiteClassifier:
         self.interpreter = make_interpreter(model_path=path, num_threads=num_threads)
         self._inputs = self.interpreter.get_input_details()
         self._output = self.interpreter.get_output_details()[0]
-        if len(self._inputs) != len(self.frontends):
+        # With the front-end in the file, one waveform input; the front-ends (model input
+        # order) serve model_inputs() only.
+        self.frontend_in_file = bool(self.description.get("frontend_in_file", False))
+        if self.frontend_in_file:
+            _check_waveform_input(path, self._inputs)
+        elif len(self._inputs) != len(self.frontends):
             raise ValueError(
                 f"{path}: {len(self._inputs)} model inputs but {len(self.frontends)} front-ends in "
                 f"{frontend_path}."
@@ -164,7 +171,8 @@ class TFLiteClassifier:
 
     @property
     def input_shapes(self):
-        """(mel bins, frames, 1) of every input, in ``input_names`` order."""
+        """(mel bins, frames, 1) of every input, in ``input_names`` order ((num_samples,) for
+        a file with the front-end inside)."""
         return [tuple(int(d) for d in detail["shape_signature"][1:]) for detail in self._inputs]
 
     def spectrograms(self, waveforms):
@@ -187,6 +195,9 @@ class TFLiteClassifier:
         The TFLite converter may order the inputs of an ensemble differently from the twin or
         QAT model it came from; this is the order to feed that model.
         """
+        if self.frontend_in_file:
+            waveforms = np.asarray(waveforms, dtype="float32")
+            return [frontend_numpy(waveforms, params) for params in self.frontends]
         spectrograms = self.spectrograms(waveforms)
         ordered = [None] * len(spectrograms)
         for entry, spectrogram in zip(self.description["inputs"], spectrograms, strict=True):
@@ -209,6 +220,8 @@ class TFLiteClassifier:
         return np.array(self.interpreter.get_tensor(self._output["index"]))
 
     def _as_inputs(self, x):
+        if self.frontend_in_file:
+            return [self._as_waveforms(x)]
         if isinstance(x, (list, tuple)):
             arrays = [np.asarray(a, dtype="float32") for a in x]
         else:
@@ -226,6 +239,19 @@ class TFLiteClassifier:
             )
         return arrays
 
+    def _as_waveforms(self, x):
+        x = np.asarray(x, dtype="float32") if not isinstance(x, (list, tuple)) else None
+        expected = self.input_shapes[0][0]
+        if x is not None and x.ndim == 1:
+            x = x[None]
+        if x is None or x.ndim != 2 or x.shape[1] != expected:
+            raise ValueError(
+                f"{self.name}: this file computes its log-mels itself (front-end in the file) "
+                f"and takes waveforms (batch, {expected}). Received: "
+                f"{'a list' if x is None else x.shape}"
+            )
+        return x
+
     def predict(self, x):
         """Float logits (batch, classes) of waveforms or spectrograms (see the class doc)."""
         arrays = self._as_inputs(x)
@@ -242,6 +268,16 @@ class TFLiteClassifier:
 
     def __repr__(self):
         return f"TFLiteClassifier({self.path!r}, inputs={self.input_names})"
+
+
+def _check_waveform_input(path, inputs):
+    """A file with the front-end inside has one float32 (batch, num_samples) input."""
+    if len(inputs) != 1 or len(inputs[0]["shape_signature"]) != 2:
+        raise ValueError(
+            f"{path}: its JSON says the front-end is in the file, so one (batch, num_samples) "
+            f"waveform input is expected; the file has inputs of shapes "
+            f"{[tuple(int(d) for d in i['shape_signature']) for i in inputs]}."
+        )
 
 
 def prediction_agreement(classifier, reference, batches):

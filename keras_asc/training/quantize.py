@@ -187,6 +187,7 @@ def quantize_run(
     cache_dir=None,
     evaluate_split=None,
     verbose=1,
+    frontend_in_file=False,
 ):
     """Quantise a trained run and export its int8 TFLite files.
 
@@ -213,6 +214,8 @@ def quantize_run(
         evaluate_split: afterwards, evaluate the float model and every int8 file on this
             split (e.g. ``"test"``); see ``evaluate_exports``.
         verbose: Keras progress output of the QAT fine-tuning (0, 1 or 2).
+        frontend_in_file: put the float32 log-mel front-end into every ``.tflite`` file,
+            which then takes waveforms (``export_int8(frontend_in_file=True)``).
 
     Returns:
         ``QuantizeRunResult``.
@@ -290,6 +293,7 @@ def quantize_run(
             path,
             qat=not ptq,
             max_calibration_samples=calibration_clips,
+            frontend_in_file=frontend_in_file,
         )
         exports.append((target, result))
     result = QuantizeRunResult(model, tuple(exports), "ptq" if ptq else "qat")
