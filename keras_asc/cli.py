@@ -46,6 +46,7 @@ COMMANDS = (
     "predict",
     "quantize",
     "demo",
+    "reproduce",
 )
 
 EXIT_OK = 0
