@@ -62,8 +62,16 @@ class FakeTrain:
     def __call__(self, model, data_dir, split, *, seed, out_dir, teachers=None, **kwargs):
         import keras_asc
 
-        self.calls.append({"model": model, "split": split, "seed": seed, "out_dir": out_dir,
-                           "teachers": teachers, **kwargs})
+        self.calls.append(
+            {
+                "model": model,
+                "split": split,
+                "seed": seed,
+                "out_dir": out_dir,
+                "teachers": teachers,
+                **kwargs,
+            }
+        )
         if os.path.isfile(os.path.join(out_dir, FINAL_MODEL)):
             return None
         os.makedirs(out_dir, exist_ok=True)
@@ -76,8 +84,20 @@ class FakeTrain:
         return None
 
     def cells(self):
-        return [(os.path.basename(os.path.dirname(os.path.dirname(c["out_dir"]))), c["seed"])
-                for c in self.calls]
+        return [
+            (os.path.basename(os.path.dirname(os.path.dirname(c["out_dir"]))), c["seed"])
+            for c in self.calls
+        ]
+
+
+def fake_evaluate(model, data_dir, split="test", **kwargs):
+    """Stands in for evaluate where the metric does not matter: ten clips, the first
+    ``len(path) % 10 + 1`` of them right."""
+    from keras_asc.training.evaluation import evaluate_predictions
+
+    right = len(os.fspath(model)) % 10 + 1
+    predicted = np.where(np.arange(10) < right, np.arange(10), (np.arange(10) + 1) % 10)
+    return evaluate_predictions(np.eye(10)[predicted], np.arange(10), split=split)
 
 
 TINY_TABLE = {
@@ -103,7 +123,11 @@ TINY_TABLE = {
 
 def test_report_numbers_and_builtin_tables():
     assert REPORT_RESULTS["moflenet57_qat"]["accuracy"] == {
-        100: 58.79, 50: 56.71, 25: 52.21, 10: 45.40, 5: 41.22
+        100: 58.79,
+        50: 56.71,
+        25: 52.21,
+        10: 45.40,
+        5: 41.22,
     }
     assert REPORT_RESULTS["ensemble_v2_qat"]["accuracy"][5] == 47.58
     assert REPORT_RESULTS["dcase24_baseline_quantized"]["accuracy"][100] == 56.99
@@ -127,7 +151,7 @@ def test_report_numbers_and_builtin_tables():
 def test_an_ensemble_preset_row_adds_hidden_member_rows(tmp_path):
     path = tmp_path / "t.toml"
     path.write_text(
-        'splits = [25, 5]\nseeds = [3]\n[train]\nepochs = 2\n'
+        "splits = [25, 5]\nseeds = [3]\n[train]\nepochs = 2\n"
         '[[rows]]\nmodel = "v1"\nquantize = "ptq"\n',
         encoding="utf-8",
     )
@@ -147,7 +171,9 @@ def test_an_ensemble_preset_row_adds_hidden_member_rows(tmp_path):
         "moflenet57/split5-seed3",
         "moflenet57_cp_resnet59_v1/split5-seed3",
     ]
-    assert cells[2].folder == str(tmp_path / "out" / "cells" / "moflenet57_cp_resnet59_v1" / "split25-seed3")
+    assert cells[2].folder == str(
+        tmp_path / "out" / "cells" / "moflenet57_cp_resnet59_v1" / "split25-seed3"
+    )
     restricted = load_table(path, splits=[10], seeds=[0, 1], rows=["moflenet57"])
     assert [row.name for row in restricted.rows] == ["moflenet57"]
     assert (restricted.splits, restricted.seeds) == ((10,), (0, 1))
@@ -165,7 +191,10 @@ def test_an_ensemble_preset_row_adds_hidden_member_rows(tmp_path):
         ({"rows": [{"model": "moflenet57"}], "qat": {"epochs": 1, "bogus": 1}}, "'bogus'"),
         ({"rows": [{"model": "moflenet57", "colour": 1}]}, "unknown keys \\['colour'\\]"),
         ({"rows": [{"model": "moflenet57"}, {"model": "moflenet57"}]}, "unique"),
-        ({"rows": [{"name": "e", "members": ["x", "y"], "weights": [1, 1]}]}, "'x', which is no row"),
+        (
+            {"rows": [{"name": "e", "members": ["x", "y"], "weights": [1, 1]}]},
+            "'x', which is no row",
+        ),
         ({"rows": [{"model": "moflenet57", "teachers": ["t"]}]}, "'t', which is no row"),
         ({"rows": [{"model": "moflenet57", "report": "table9"}]}, "unknown report row"),
     ],
@@ -173,6 +202,20 @@ def test_an_ensemble_preset_row_adds_hidden_member_rows(tmp_path):
 def test_bad_tables_say_what_is_wrong(table, message):
     with pytest.raises(ValueError, match=message):
         load_table(table)
+
+
+def test_the_example_table_parses():
+    from conftest import PROJECT_ROOT
+
+    table = load_table(PROJECT_ROOT / "examples" / "reproduce_table.toml")
+    assert [(row.name, row.members, row.weights) for row in table.rows] == [
+        ("moflenet57", (), None),
+        ("cp_resnet59", (), None),
+        ("moflenet57_cp_resnet59_v1", ("cp_resnet59", "moflenet57"), None),
+        ("moflenet57_cp_resnet59_v2", ("cp_resnet59", "moflenet57"), None),
+        ("mofle_resnet_70_30", ("cp_resnet59", "moflenet57"), (0.7, 0.3)),
+    ]
+    assert all(row.quantize == "qat" for row in table.rows) and table.seeds == (0, 1, 2)
 
 
 def test_table_file_errors(tmp_path):
@@ -224,7 +267,13 @@ def test_summary_has_mean_std_over_seeds_and_the_report(tmp_path):
     assert "Low complexity acoustic scene classification with MofleNet" in markdown
     rows = list(csv.DictReader(summary.csv().splitlines()))
     mofle = next(r for r in rows if r["row"] == "moflenet57" and r["split"] == "100")
-    assert (mofle["seeds"], mofle["mean"], mofle["std"], mofle["report"]) == ("3", "62.0000", "2.0000", "58.79")
+    assert (mofle["seeds"], mofle["mean"], mofle["std"], mofle["report"]) == (
+        "3",
+        "62.0000",
+        "2.0000",
+        "58.79",
+    )
+    assert mofle["float_mean"] == "" and mofle["values"] == "0:60.0000 1:62.0000 2:64.0000"
     # A corrupt done-marker is not a finished cell.
     with open(cells["moflenet57/split100-seed2"].done_path, "w", encoding="utf-8") as handle:
         handle.write("{not json")
@@ -235,13 +284,17 @@ def test_summary_has_mean_std_over_seeds_and_the_report(tmp_path):
 # --- running cells (train replaced, the rest real) -----------------------------------------
 
 
-def test_reproduce_runs_every_cell_once_and_resumes(tiny_model, synthetic_root, tmp_path, monkeypatch):
+def test_reproduce_runs_every_cell_once_and_resumes(
+    tiny_model, synthetic_root, tmp_path, monkeypatch
+):
     fake = FakeTrain()
     monkeypatch.setattr(reproduce_module, "train", fake)
     built = []
     real_build = reproduce_module.build_ensemble
     monkeypatch.setattr(
-        reproduce_module, "build_ensemble", lambda *a, **k: built.append(k["out_dir"]) or real_build(*a, **k)
+        reproduce_module,
+        "build_ensemble",
+        lambda *a, **k: built.append(k["out_dir"]) or real_build(*a, **k),
     )
     out = tmp_path / "out"
     real_evaluate = reproduce_module.evaluate
@@ -254,15 +307,26 @@ def test_reproduce_runs_every_cell_once_and_resumes(tiny_model, synthetic_root, 
     # 1. Interrupted in the last cell's evaluation (after its ensemble was built).
     monkeypatch.setattr(reproduce_module, "evaluate", failing_evaluate)
     with pytest.raises(RuntimeError, match="injected failure"):
-        reproduce(TINY_TABLE, synthetic_root, out, train_overrides={"steps_per_epoch": 2}, verbose=0)
+        reproduce(
+            TINY_TABLE, synthetic_root, out, train_overrides={"steps_per_epoch": 2}, verbose=0
+        )
     table = load_table(TINY_TABLE)
     cells = {cell.name: cell for cell in plan_cells(table, out)}
     assert [name for name, cell in cells.items() if cell.done] == [
-        "a/split100-seed0", "b/split100-seed0", "ens/split100-seed0", "a/split100-seed1", "b/split100-seed1"
+        "a/split100-seed0",
+        "b/split100-seed0",
+        "ens/split100-seed0",
+        "a/split100-seed1",
+        "b/split100-seed1",
     ]
     assert fake.cells() == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
     first = fake.calls[0]
-    assert (first["split"], first["epochs"], first["steps_per_epoch"], first["verbose"]) == (100, 1, 2, 0)
+    assert (first["split"], first["epochs"], first["steps_per_epoch"], first["verbose"]) == (
+        100,
+        1,
+        2,
+        0,
+    )
     assert fake.calls[1]["batch_size"] == 8 and "batch_size" not in first
     assert len(built) == 2
     # 2. Rerun: only the unfinished cell runs; its ensemble is reused, not rebuilt.
@@ -286,27 +350,37 @@ def test_reproduce_runs_every_cell_once_and_resumes(tiny_model, synthetic_root, 
         entry = summary.entry(name, 100)
         assert sorted(entry.values) == [0, 1] and entry.std is not None
         records = [json.load(open(cells[f"{name}/split100-seed{s}"].done_path)) for s in (0, 1)]
-        assert entry.values == pytest.approx({r["seed"]: 100 * r["macro_accuracy"] for r in records})
+        assert entry.values == pytest.approx(
+            {r["seed"]: 100 * r["macro_accuracy"] for r in records}
+        )
         assert all(r["float"]["num_clips"] == 90 and r["int8"] is None for r in records)
     ens = summary.entry("ens", 100)
     markdown = (out / "results.md").read_text(encoding="utf-8")
     assert markdown == result.markdown
-    assert f"| tiny A | {summary.entry('a', 100).mean:.2f} ± {summary.entry('a', 100).std:.2f} |" in markdown
+    assert (
+        f"| tiny A | {summary.entry('a', 100).mean:.2f} ± {summary.entry('a', 100).std:.2f} |"
+        in markdown
+    )
     assert f"| ensemble v2 after QAT | {ens.mean:.2f} ± {ens.std:.2f} (62.51) |" in markdown
     rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
     assert [(r["row"], r["seeds"]) for r in rows] == [("a", "2"), ("ens", "2")]
+    assert float(rows[1]["float_mean"]) == pytest.approx(ens.mean, abs=1e-4)  # not quantised
     png = out / "results.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.load(open(cells["ens/split100-seed0"].run_dir + "/" + RUN_CONFIG))
     assert config["kind"] == "ensemble" and config["weights"] == [0.6, 0.4]
     assert [m["source"] for m in config["members"]] == [
-        os.path.abspath(cells["a/split100-seed0"].run_dir), os.path.abspath(cells["b/split100-seed0"].run_dir)
+        os.path.abspath(cells["a/split100-seed0"].run_dir),
+        os.path.abspath(cells["b/split100-seed0"].run_dir),
     ]
 
 
-def test_cells_locked_by_another_process_are_left_to_it(tiny_model, synthetic_root, tmp_path, monkeypatch):
+def test_cells_locked_by_another_process_are_left_to_it(
+    tiny_model, synthetic_root, tmp_path, monkeypatch
+):
     fake = FakeTrain()
     monkeypatch.setattr(reproduce_module, "train", fake)
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
     table = load_table({**TINY_TABLE, "seeds": [0]})
     cells = {cell.name: cell for cell in plan_cells(table, tmp_path)}
     held = cells["b/split100-seed0"]
@@ -317,7 +391,10 @@ def test_cells_locked_by_another_process_are_left_to_it(tiny_model, synthetic_ro
     # a ran; b is another process's, so the ensemble that needs it waits too.
     assert result.ran == ("a/split100-seed0",)
     assert result.busy == ("b/split100-seed0", "ens/split100-seed0")
-    assert "| tiny A |" in result.markdown and "| ensemble v2 after QAT | - (62.51) |" in result.markdown
+    assert (
+        "| tiny A |" in result.markdown
+        and "| ensemble v2 after QAT | - (62.51) |" in result.markdown
+    )
     # One cell by name: it runs the member it needs first.
     result = reproduce(table, synthetic_root, tmp_path, cells=["ens/split100-seed0"], verbose=0)
     assert result.ran == ("b/split100-seed0", "ens/split100-seed0") and result.busy == ()
@@ -328,6 +405,7 @@ def test_cells_locked_by_another_process_are_left_to_it(tiny_model, synthetic_ro
 def test_teachers_are_the_teacher_rows_cells(tiny_model, synthetic_root, tmp_path, monkeypatch):
     fake = FakeTrain()
     monkeypatch.setattr(reproduce_module, "train", fake)
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
     table = {
         "splits": [100],
         "seeds": [4],
@@ -339,7 +417,9 @@ def test_teachers_are_the_teacher_rows_cells(tiny_model, synthetic_root, tmp_pat
     result = reproduce(table, synthetic_root, tmp_path, verbose=0, plots=False)
     assert result.ran == ("teacher/split100-seed4", "student/split100-seed4")
     assert fake.calls[0]["teachers"] is None
-    assert fake.calls[1]["teachers"] == [str(tmp_path / "cells" / "teacher" / "split100-seed4" / "run")]
+    assert fake.calls[1]["teachers"] == [
+        str(tmp_path / "cells" / "teacher" / "split100-seed4" / "run")
+    ]
     assert not (tmp_path / "results.png").exists()
 
 
@@ -347,6 +427,7 @@ def test_command_line(tiny_model, synthetic_root, tmp_path, monkeypatch, capsys)
     from keras_asc.cli import main
 
     monkeypatch.setattr(reproduce_module, "train", FakeTrain())
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
     table = tmp_path / "table.toml"
     table.write_text(
         'title = "cli"\nsplits = [100]\nseeds = [0, 1]\n'
@@ -357,10 +438,28 @@ def test_command_line(tiny_model, synthetic_root, tmp_path, monkeypatch, capsys)
     assert main(["reproduce", str(table), "--out", str(out), "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in listed] == [
-        ["0", "a/split100-seed0", "pending"], ["1", "a/split100-seed1", "pending"]
+        ["0", "a/split100-seed0", "pending"],
+        ["1", "a/split100-seed1", "pending"],
     ]
-    assert main(["reproduce", str(table), "--out", str(out), "--data", synthetic_root,
-                 "--cell", "1", "--epochs", "1", "--verbose", "0"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                str(table),
+                "--out",
+                str(out),
+                "--data",
+                synthetic_root,
+                "--cell",
+                "1",
+                "--epochs",
+                "1",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     output = capsys.readouterr().out
     assert "| MofleNet57 after QAT |" in output and "[1/2 seeds] (58.79)" in output
     assert main(["reproduce", str(table), "--out", str(out), "--list"]) == 0
@@ -385,10 +484,17 @@ def test_reproduce_trains_quantises_and_evaluates(tiny_model, synthetic_root, tm
         "title": "tiny, trained and quantised",
         "splits": [100],
         "seeds": [0, 1],
-        "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 16, "jit_compile": False,
-                  "tensorboard": False},
+        "train": {
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "batch_size": 16,
+            "jit_compile": False,
+            "tensorboard": False,
+        },
         "qat": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 10, "calibration_clips": 20},
-        "rows": [{"name": "a", "model": "tiny_mofle", "quantize": "qat", "report": "moflenet57_qat"}],
+        "rows": [
+            {"name": "a", "model": "tiny_mofle", "quantize": "qat", "report": "moflenet57_qat"}
+        ],
     }
     result = reproduce(table, synthetic_root, tmp_path, verbose=0)
     assert result.ran == ("a/split100-seed0", "a/split100-seed1")

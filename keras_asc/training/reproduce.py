@@ -56,6 +56,7 @@ Reference:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import inspect
@@ -1016,9 +1017,10 @@ class TableEntry:
 
     row: Row
     split: int
-    values: dict  # seed -> dev-test macro accuracy (%)
+    values: dict  # seed -> dev-test macro accuracy (%) of the row's final model
     expected_seeds: int
     report: float | None
+    float_values: dict = dataclasses.field(default_factory=dict)  # seed -> before quantisation
 
     @property
     def mean(self):
@@ -1107,6 +1109,7 @@ class TableSummary:
                 "mean",
                 "std",
                 "report",
+                "float_mean",
                 "values",
             ]
         )
@@ -1124,12 +1127,17 @@ class TableSummary:
                         "" if entry.mean is None else f"{entry.mean:.4f}",
                         "" if entry.std is None else f"{entry.std:.4f}",
                         "" if entry.report is None else f"{entry.report:.2f}",
+                        _mean_text(entry.float_values),
                         " ".join(
                             f"{seed}:{value:.4f}" for seed, value in sorted(entry.values.items())
                         ),
                     ]
                 )
         return buffer.getvalue()
+
+
+def _mean_text(values):
+    return f"{sum(values.values()) / len(values):.4f}" if values else ""
 
 
 def summarize(table, out_dir):
@@ -1140,11 +1148,14 @@ def summarize(table, out_dir):
     """
     if not isinstance(table, Table):
         table = load_table(table)
-    results = {}
+    results, float_results = {}, {}
     for cell in plan_cells(table, out_dir):
         data = read_cell_result(cell)
         if data is not None:
-            results[(cell.row.name, cell.split, cell.seed)] = 100.0 * float(data["macro_accuracy"])
+            key = (cell.row.name, cell.split, cell.seed)
+            results[key] = 100.0 * float(data["macro_accuracy"])
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                float_results[key] = 100.0 * float(data["float"]["macro_accuracy"])
     entries = []
     for row in table.rows:
         if not row.show:
@@ -1155,8 +1166,13 @@ def summarize(table, out_dir):
                 for seed in table.seeds
                 if (row.name, split, seed) in results
             }
+            floats = {
+                seed: float_results[(row.name, split, seed)]
+                for seed in values
+                if (row.name, split, seed) in float_results
+            }
             report = REPORT_RESULTS[row.report]["accuracy"].get(split) if row.report else None
-            entries.append(TableEntry(row, split, values, len(table.seeds), report))
+            entries.append(TableEntry(row, split, values, len(table.seeds), report, floats))
     return TableSummary(table, tuple(entries))
 
 
