@@ -247,7 +247,7 @@ def test_teacher_rows_need_train_with_teachers(monkeypatch, tmp_path):
 def _write_done(cell, accuracy):
     os.makedirs(cell.folder, exist_ok=True)
     with open(cell.done_path, "w", encoding="utf-8") as handle:
-        json.dump({"macro_accuracy": accuracy}, handle)
+        json.dump({"macro_accuracy": accuracy, "quantization": cell.row.quantize}, handle)
 
 
 def test_summary_has_mean_std_over_seeds_and_the_report(tmp_path):
@@ -279,6 +279,10 @@ def test_summary_has_mean_std_over_seeds_and_the_report(tmp_path):
         handle.write("{not json")
     assert cell_status(cells["moflenet57/split100-seed2"]) == "started"
     assert summarize(table, tmp_path).entry("moflenet57", 100).mean == pytest.approx(61.0)
+    # A marker written for another quantisation (the table changed since) is not finished.
+    with open(cells["moflenet57/split100-seed1"].done_path, "w", encoding="utf-8") as handle:
+        json.dump({"macro_accuracy": 0.62, "quantization": "none"}, handle)
+    assert summarize(table, tmp_path).entry("moflenet57", 100).values == pytest.approx({0: 60.0})
 
 
 # --- running cells (train replaced, the rest real) -----------------------------------------

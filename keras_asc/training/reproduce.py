@@ -645,12 +645,15 @@ def plan_cells(table, out_dir):
 
 
 def read_cell_result(cell):
-    """The finished cell's ``evaluation.json`` as a dict, or ``None`` (absent or unreadable:
-    the cell runs again)."""
+    """The finished cell's ``evaluation.json`` as a dict, or ``None``: absent, unreadable, or
+    written for another quantisation than the row now asks for (the cell runs again, reusing
+    its training run)."""
     try:
         with open(cell.done_path, encoding="utf-8") as handle:
             data = json.load(handle)
         float(data["macro_accuracy"])
+        if data["quantization"] != cell.row.quantize:
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return data
@@ -730,21 +733,20 @@ def _run_cell(context, cell):
     for name in cell.row.dependencies:
         _run_cell(context, _cell_for(context, cell, name))
     os.makedirs(cell.folder, exist_ok=True)
+    # A FolderLockedError from inside (a training or ensemble folder that another process
+    # holds) means the same: another process is on this cell.
     try:
-        lock = FolderLock(cell.folder, owner="keras-asc reproduce")
-        lock.__enter__()
+        with FolderLock(cell.folder, owner="keras-asc reproduce"):
+            if cell.done:  # another process finished it while this one ran its members
+                return
+            _say(context, f"cell {cell.index} {cell.name}: starting")
+            started = time.monotonic()
+            _work(context, cell)
+            context.ran.append(cell.name)
+            elapsed = time.monotonic() - started
+            _say(context, f"cell {cell.index} {cell.name}: done in {elapsed:.0f} s")
     except FolderLockedError:
         raise CellBusy(cell.name) from None
-    try:
-        if cell.done:  # another process finished it while this one waited for its members
-            return
-        _say(context, f"cell {cell.index} {cell.name}: starting")
-        started = time.monotonic()
-        _work(context, cell)
-        context.ran.append(cell.name)
-        _say(context, f"cell {cell.index} {cell.name}: done in {time.monotonic() - started:.0f} s")
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _train_arguments(context, cell):
@@ -789,9 +791,7 @@ def _work(context, cell):
                 out_dir=cell.run_dir,
             )
     else:
-        arguments = _train_arguments(context, cell)
-        check_teachers_supported(context.table)
-        train(**arguments)
+        train(**_train_arguments(context, cell))
     # 2. Quantisation (QAT fine-tuning or post-training calibration) and the int8 file.
     int8_path = None
     if row.quantize != "none":
@@ -838,8 +838,9 @@ def _quantize(context, cell):
     marker = os.path.join(cell.folder, CELL_QUANTIZED)
     try:
         with open(marker, encoding="utf-8") as handle:
-            path = os.path.join(cell.folder, json.load(handle)["file"])
-        if os.path.isfile(path):
+            record = json.load(handle)
+        path = os.path.join(cell.folder, record["file"])
+        if record["quantization"] == cell.row.quantize and os.path.isfile(path):
             return path
     except (OSError, ValueError, KeyError, TypeError):
         pass
