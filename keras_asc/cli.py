@@ -47,6 +47,7 @@ COMMANDS = (
     "quantize",
     "submit",
     "demo",
+    "reproduce",
 )
 
 EXIT_OK = 0

@@ -1,0 +1,515 @@
+"""``keras-asc reproduce``: tables, cells, resuming, locks and the results table.
+
+The fast tests replace ``train`` by a stand-in that saves an untrained tiny model (training is
+tested in test_train.py; tracing a training step costs about 10 s per cell on a 2-core CPU),
+and run everything else for real on the synthetic dataset: ensembles of member cells,
+evaluation, the done-markers, the Markdown/CSV/PNG table. The slow test trains and quantises
+for real.
+"""
+
+import csv
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from keras_asc import plugins
+from keras_asc.files import FINAL_MODEL, RUN_CONFIG, FolderLock
+from keras_asc.training import reproduce as reproduce_module
+from keras_asc.training.reproduce import (
+    BUILTIN_TABLES,
+    REPORT_RESULTS,
+    cell_status,
+    load_table,
+    plan_cells,
+    reproduce,
+    summarize,
+)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from helpers import TinyMofle, randomize_state  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-reproduce")
+    yield "tiny_mofle"
+    plugins.unregister_plugin(name)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    from keras_asc.data.synthetic import make_synthetic_tau22
+
+    return make_synthetic_tau22(
+        str(tmp_path_factory.mktemp("tau22") / "synth"),
+        clips_per_class=20,
+        test_clips_per_class=9,
+        seed=0,
+    )
+
+
+class FakeTrain:
+    """Stands in for keras_asc.train: saves the tiny model with seed-dependent random weights
+    (so seeds differ) and records every call; a complete run is returned as it is."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, data_dir, split, *, seed, out_dir, teachers=None, **kwargs):
+        import keras_asc
+
+        self.calls.append(
+            {
+                "model": model,
+                "split": split,
+                "seed": seed,
+                "out_dir": out_dir,
+                "teachers": teachers,
+                **kwargs,
+            }
+        )
+        if os.path.isfile(os.path.join(out_dir, FINAL_MODEL)):
+            return None
+        os.makedirs(out_dir, exist_ok=True)
+        built = keras_asc.build(model)
+        keras.utils.set_random_seed(seed)
+        randomize_state(built, seed=1000 * seed + len(out_dir))
+        built.save(os.path.join(out_dir, FINAL_MODEL))
+        with open(os.path.join(out_dir, RUN_CONFIG), "w", encoding="utf-8") as handle:
+            json.dump({"model": model, "split": split, "seed": seed}, handle)
+        return None
+
+    def cells(self):
+        return [
+            (os.path.basename(os.path.dirname(os.path.dirname(c["out_dir"]))), c["seed"])
+            for c in self.calls
+        ]
+
+
+def fake_evaluate(model, data_dir, split="test", **kwargs):
+    """Stands in for evaluate where the metric does not matter: ten clips, the first
+    ``len(path) % 10 + 1`` of them right."""
+    from keras_asc.training.evaluation import evaluate_predictions
+
+    right = len(os.fspath(model)) % 10 + 1
+    predicted = np.where(np.arange(10) < right, np.arange(10), (np.arange(10) + 1) % 10)
+    return evaluate_predictions(np.eye(10)[predicted], np.arange(10), split=split)
+
+
+TINY_TABLE = {
+    "title": "tiny",
+    "splits": [100],
+    "seeds": [0, 1],
+    "train": {"epochs": 1},
+    "rows": [
+        {"name": "a", "model": "tiny_mofle", "label": "tiny A"},
+        {"name": "b", "model": "tiny_mofle", "train": {"batch_size": 8}, "show": False},
+        {
+            "name": "ens",
+            "members": ["a", "b"],
+            "weights": [0.6, 0.4],
+            "report": "ensemble_v2_qat",
+        },
+    ],
+}
+
+
+# --- tables --------------------------------------------------------------------------------
+
+
+def test_report_numbers_and_builtin_tables():
+    assert REPORT_RESULTS["moflenet57_qat"]["accuracy"] == {
+        100: 58.79,
+        50: 56.71,
+        25: 52.21,
+        10: 45.40,
+        5: 41.22,
+    }
+    assert REPORT_RESULTS["ensemble_v2_qat"]["accuracy"][5] == 47.58
+    assert REPORT_RESULTS["dcase24_baseline_quantized"]["accuracy"][100] == 56.99
+    assert REPORT_RESULTS["cp_resnet59_qat"]["accuracy"][25] == 54.81
+    table = load_table("report")
+    assert table.splits == (100, 50, 25, 10, 5) and len(table.seeds) >= 2
+    assert [(row.name, row.quantize) for row in table.rows] == [
+        ("dcase24_baseline", "qat"),
+        ("moflenet57", "qat"),
+        ("cp_resnet59", "qat"),
+        ("moflenet57_cp_resnet59_v2", "qat"),
+    ]
+    ensemble = table.row("moflenet57_cp_resnet59_v2")
+    assert ensemble.members == ("cp_resnet59", "moflenet57")
+    assert ensemble.preset == "moflenet57_cp_resnet59_v2"
+    assert ensemble.label == "ensemble v2 after QAT"
+    assert {row.quantize for row in load_table("report-float").rows} == {"none"}
+    assert set(BUILTIN_TABLES) == {"report", "report-float"}
+
+
+def test_an_ensemble_preset_row_adds_hidden_member_rows(tmp_path):
+    path = tmp_path / "t.toml"
+    path.write_text(
+        "splits = [25, 5]\nseeds = [3]\n[train]\nepochs = 2\n"
+        '[[rows]]\nmodel = "v1"\nquantize = "ptq"\n',
+        encoding="utf-8",
+    )
+    table = load_table(path)
+    assert [(row.name, row.show) for row in table.rows] == [
+        ("cp_resnet59", False),
+        ("moflenet57", False),
+        ("moflenet57_cp_resnet59_v1", True),
+    ]
+    assert table.train == {"epochs": 2}
+    cells = plan_cells(table, tmp_path / "out")
+    assert [cell.name for cell in cells] == [
+        "cp_resnet59/split25-seed3",
+        "moflenet57/split25-seed3",
+        "moflenet57_cp_resnet59_v1/split25-seed3",
+        "cp_resnet59/split5-seed3",
+        "moflenet57/split5-seed3",
+        "moflenet57_cp_resnet59_v1/split5-seed3",
+    ]
+    assert cells[2].folder == str(
+        tmp_path / "out" / "cells" / "moflenet57_cp_resnet59_v1" / "split25-seed3"
+    )
+    restricted = load_table(path, splits=[10], seeds=[0, 1], rows=["moflenet57"])
+    assert [row.name for row in restricted.rows] == ["moflenet57"]
+    assert (restricted.splits, restricted.seeds) == ((10,), (0, 1))
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ({"rows": []}, "needs \\[\\[rows\\]\\]"),
+        ({"rows": [{"model": "nope"}]}, "unknown model 'nope'"),
+        ({"rows": [{"model": "moflenet57", "quantize": "int4"}]}, "quantize must be one of"),
+        ({"rows": [{"model": "moflenet57"}], "splits": [30]}, "splits"),
+        ({"rows": [{"model": "moflenet57"}], "train": {"epoch": 3}}, "'epoch'"),
+        ({"rows": [{"model": "moflenet57"}], "train": {"seed": 3}}, "'seed'"),
+        ({"rows": [{"model": "moflenet57"}], "qat": {"epochs": 1, "bogus": 1}}, "'bogus'"),
+        ({"rows": [{"model": "moflenet57", "colour": 1}]}, "unknown keys \\['colour'\\]"),
+        ({"rows": [{"model": "moflenet57"}, {"model": "moflenet57"}]}, "unique"),
+        (
+            {"rows": [{"name": "e", "members": ["x", "y"], "weights": [1, 1]}]},
+            "'x', which is no row",
+        ),
+        ({"rows": [{"model": "moflenet57", "teachers": ["t"]}]}, "'t', which is no row"),
+        ({"rows": [{"model": "moflenet57", "report": "table9"}]}, "unknown report row"),
+    ],
+)
+def test_bad_tables_say_what_is_wrong(table, message):
+    with pytest.raises(ValueError, match=message):
+        load_table(table)
+
+
+def test_the_example_table_parses():
+    from conftest import PROJECT_ROOT
+
+    table = load_table(PROJECT_ROOT / "examples" / "reproduce_table.toml")
+    assert [(row.name, row.members, row.weights) for row in table.rows] == [
+        ("moflenet57", (), None),
+        ("cp_resnet59", (), None),
+        ("moflenet57_cp_resnet59_v1", ("cp_resnet59", "moflenet57"), None),
+        ("moflenet57_cp_resnet59_v2", ("cp_resnet59", "moflenet57"), None),
+        ("mofle_resnet_70_30", ("cp_resnet59", "moflenet57"), (0.7, 0.3)),
+    ]
+    assert all(row.quantize == "qat" for row in table.rows) and table.seeds == (0, 1, 2)
+
+
+def test_table_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="built-in tables: report, report-float"):
+        load_table(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rows = [", encoding="utf-8")
+    with pytest.raises(ValueError, match="bad.toml.*not valid TOML"):
+        load_table(bad)
+
+
+def test_teacher_rows_need_train_with_teachers(monkeypatch, tmp_path):
+    table = load_table(
+        {"rows": [{"model": "cp_resnet59"}, {"model": "moflenet57", "teachers": ["cp_resnet59"]}]}
+    )
+    assert [row.name for row in table.rows] == ["cp_resnet59", "moflenet57"]
+
+    def train_without_teachers(model, data_dir, split, *, seed, out_dir, epochs=None):
+        raise AssertionError("must not train")
+
+    monkeypatch.setattr(reproduce_module, "train", train_without_teachers)
+    with pytest.raises(ValueError, match="name teachers .* takes no teachers= argument"):
+        reproduce(table, tmp_path / "data", tmp_path / "out")
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+def _write_done(cell, accuracy):
+    os.makedirs(cell.folder, exist_ok=True)
+    with open(cell.done_path, "w", encoding="utf-8") as handle:
+        json.dump({"macro_accuracy": accuracy, "quantization": cell.row.quantize}, handle)
+
+
+def test_summary_has_mean_std_over_seeds_and_the_report(tmp_path):
+    table = load_table("report", splits=[100, 5], seeds=[0, 1, 2])
+    cells = {cell.name: cell for cell in plan_cells(table, tmp_path)}
+    for seed, value in enumerate((0.60, 0.62, 0.64)):
+        _write_done(cells[f"moflenet57/split100-seed{seed}"], value)
+    _write_done(cells["cp_resnet59/split5-seed1"], 0.5)
+    summary = summarize(table, tmp_path)
+    entry = summary.entry("moflenet57", 100)
+    assert entry.values == pytest.approx({0: 60.0, 1: 62.0, 2: 64.0})
+    assert entry.mean == pytest.approx(62.0) and entry.std == pytest.approx(2.0)
+    markdown = summary.markdown()
+    assert "| model | 100 % | 5 % |" in markdown
+    assert "| MofleNet57 after QAT | 62.00 ± 2.00 (58.79) | - (41.22) |" in markdown
+    assert "| CP-ResNet59 after QAT | - (58.49) | 50.00 [1/3 seeds] (44.92) |" in markdown
+    assert "Low complexity acoustic scene classification with MofleNet" in markdown
+    rows = list(csv.DictReader(summary.csv().splitlines()))
+    mofle = next(r for r in rows if r["row"] == "moflenet57" and r["split"] == "100")
+    assert (mofle["seeds"], mofle["mean"], mofle["std"], mofle["report"]) == (
+        "3",
+        "62.0000",
+        "2.0000",
+        "58.79",
+    )
+    assert mofle["float_mean"] == "" and mofle["values"] == "0:60.0000 1:62.0000 2:64.0000"
+    # A corrupt done-marker is not a finished cell.
+    with open(cells["moflenet57/split100-seed2"].done_path, "w", encoding="utf-8") as handle:
+        handle.write("{not json")
+    assert cell_status(cells["moflenet57/split100-seed2"]) == "started"
+    assert summarize(table, tmp_path).entry("moflenet57", 100).mean == pytest.approx(61.0)
+    # A marker written for another quantisation (the table changed since) is not finished.
+    with open(cells["moflenet57/split100-seed1"].done_path, "w", encoding="utf-8") as handle:
+        json.dump({"macro_accuracy": 0.62, "quantization": "none"}, handle)
+    assert summarize(table, tmp_path).entry("moflenet57", 100).values == pytest.approx({0: 60.0})
+
+
+# --- running cells (train replaced, the rest real) -----------------------------------------
+
+
+def test_reproduce_runs_every_cell_once_and_resumes(
+    tiny_model, synthetic_root, tmp_path, monkeypatch
+):
+    fake = FakeTrain()
+    monkeypatch.setattr(reproduce_module, "train", fake)
+    built = []
+    real_build = reproduce_module.build_ensemble
+    monkeypatch.setattr(
+        reproduce_module,
+        "build_ensemble",
+        lambda *a, **k: built.append(k["out_dir"]) or real_build(*a, **k),
+    )
+    out = tmp_path / "out"
+    real_evaluate = reproduce_module.evaluate
+
+    def failing_evaluate(model, *args, **kwargs):
+        if "ens" in str(model) and "seed1" in str(model):
+            raise RuntimeError("injected failure")
+        return real_evaluate(model, *args, **kwargs)
+
+    # 1. Interrupted in the last cell's evaluation (after its ensemble was built).
+    monkeypatch.setattr(reproduce_module, "evaluate", failing_evaluate)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        reproduce(
+            TINY_TABLE, synthetic_root, out, train_overrides={"steps_per_epoch": 2}, verbose=0
+        )
+    table = load_table(TINY_TABLE)
+    cells = {cell.name: cell for cell in plan_cells(table, out)}
+    assert [name for name, cell in cells.items() if cell.done] == [
+        "a/split100-seed0",
+        "b/split100-seed0",
+        "ens/split100-seed0",
+        "a/split100-seed1",
+        "b/split100-seed1",
+    ]
+    assert fake.cells() == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    first = fake.calls[0]
+    assert (first["split"], first["epochs"], first["steps_per_epoch"], first["verbose"]) == (
+        100,
+        1,
+        2,
+        0,
+    )
+    assert fake.calls[1]["batch_size"] == 8 and "batch_size" not in first
+    assert len(built) == 2
+    # 2. Rerun: only the unfinished cell runs; its ensemble is reused, not rebuilt.
+    monkeypatch.setattr(reproduce_module, "evaluate", real_evaluate)
+    fake.calls.clear()
+    result = reproduce(TINY_TABLE, synthetic_root, out, verbose=0)
+    assert result.ran == ("ens/split100-seed1",) and fake.calls == [] and len(built) == 2
+    assert all(cell.done for cell in cells.values())
+    # 3. A deleted and a corrupt done-marker: those two cells run again, nothing else.
+    os.remove(cells["a/split100-seed0"].done_path)
+    with open(cells["ens/split100-seed1"].done_path, "w", encoding="utf-8") as handle:
+        handle.write("")
+    result = reproduce(TINY_TABLE, synthetic_root, out, verbose=0)
+    assert result.ran == ("a/split100-seed0", "ens/split100-seed1")
+    assert fake.cells() == [("a", 0)] and len(built) == 2
+
+    # The results: two seeds per shown row, the hidden member row left out, the report beside.
+    summary = result.summary
+    assert [row.name for row in summary.rows] == ["a", "ens"]
+    for name in ("a", "ens"):
+        entry = summary.entry(name, 100)
+        assert sorted(entry.values) == [0, 1] and entry.std is not None
+        records = [json.load(open(cells[f"{name}/split100-seed{s}"].done_path)) for s in (0, 1)]
+        assert entry.values == pytest.approx(
+            {r["seed"]: 100 * r["macro_accuracy"] for r in records}
+        )
+        assert all(r["float"]["num_clips"] == 90 and r["int8"] is None for r in records)
+    ens = summary.entry("ens", 100)
+    markdown = (out / "results.md").read_text(encoding="utf-8")
+    assert markdown == result.markdown
+    assert (
+        f"| tiny A | {summary.entry('a', 100).mean:.2f} ± {summary.entry('a', 100).std:.2f} |"
+        in markdown
+    )
+    assert f"| ensemble v2 after QAT | {ens.mean:.2f} ± {ens.std:.2f} (62.51) |" in markdown
+    rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
+    assert [(r["row"], r["seeds"]) for r in rows] == [("a", "2"), ("ens", "2")]
+    assert float(rows[1]["float_mean"]) == pytest.approx(ens.mean, abs=1e-4)  # not quantised
+    png = out / "results.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.load(open(cells["ens/split100-seed0"].run_dir + "/" + RUN_CONFIG))
+    assert config["kind"] == "ensemble" and config["weights"] == [0.6, 0.4]
+    assert [m["source"] for m in config["members"]] == [
+        os.path.abspath(cells["a/split100-seed0"].run_dir),
+        os.path.abspath(cells["b/split100-seed0"].run_dir),
+    ]
+
+
+def test_cells_locked_by_another_process_are_left_to_it(
+    tiny_model, synthetic_root, tmp_path, monkeypatch
+):
+    fake = FakeTrain()
+    monkeypatch.setattr(reproduce_module, "train", fake)
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    table = load_table({**TINY_TABLE, "seeds": [0]})
+    cells = {cell.name: cell for cell in plan_cells(table, tmp_path)}
+    held = cells["b/split100-seed0"]
+    os.makedirs(held.folder)
+    with FolderLock(held.folder, owner="keras-asc reproduce"):
+        assert cell_status(held) == "running"
+        result = reproduce(table, synthetic_root, tmp_path, cells=["0-2"], verbose=0)
+    # a ran; b is another process's, so the ensemble that needs it waits too.
+    assert result.ran == ("a/split100-seed0",)
+    assert result.busy == ("b/split100-seed0", "ens/split100-seed0")
+    assert (
+        "| tiny A |" in result.markdown
+        and "| ensemble v2 after QAT | - (62.51) |" in result.markdown
+    )
+    # One cell by name: it runs the member it needs first.
+    result = reproduce(table, synthetic_root, tmp_path, cells=["ens/split100-seed0"], verbose=0)
+    assert result.ran == ("b/split100-seed0", "ens/split100-seed0") and result.busy == ()
+    with pytest.raises(ValueError, match="--cell '7' is neither a cell index \\(0 to 2"):
+        reproduce(table, synthetic_root, tmp_path, cells=["7"])
+
+
+def test_teachers_are_the_teacher_rows_cells(tiny_model, synthetic_root, tmp_path, monkeypatch):
+    fake = FakeTrain()
+    monkeypatch.setattr(reproduce_module, "train", fake)
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    table = {
+        "splits": [100],
+        "seeds": [4],
+        "rows": [
+            {"name": "student", "model": "tiny_mofle", "teachers": ["teacher"]},
+            {"name": "teacher", "model": "tiny_mofle"},
+        ],
+    }
+    result = reproduce(table, synthetic_root, tmp_path, verbose=0, plots=False)
+    assert result.ran == ("teacher/split100-seed4", "student/split100-seed4")
+    assert fake.calls[0]["teachers"] is None
+    assert fake.calls[1]["teachers"] == [
+        str(tmp_path / "cells" / "teacher" / "split100-seed4" / "run")
+    ]
+    assert not (tmp_path / "results.png").exists()
+
+
+def test_command_line(tiny_model, synthetic_root, tmp_path, monkeypatch, capsys):
+    from keras_asc.cli import main
+
+    monkeypatch.setattr(reproduce_module, "train", FakeTrain())
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    table = tmp_path / "table.toml"
+    table.write_text(
+        'title = "cli"\nsplits = [100]\nseeds = [0, 1]\n'
+        '[[rows]]\nname = "a"\nmodel = "tiny_mofle"\nreport = "moflenet57_qat"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    assert main(["reproduce", str(table), "--out", str(out), "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in listed] == [
+        ["0", "a/split100-seed0", "pending"],
+        ["1", "a/split100-seed1", "pending"],
+    ]
+    assert (
+        main(
+            [
+                "reproduce",
+                str(table),
+                "--out",
+                str(out),
+                "--data",
+                synthetic_root,
+                "--cell",
+                "1",
+                "--epochs",
+                "1",
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
+    output = capsys.readouterr().out
+    assert "| MofleNet57 after QAT |" in output and "[1/2 seeds] (58.79)" in output
+    assert main(["reproduce", str(table), "--out", str(out), "--list"]) == 0
+    assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == ["pending", "done"]
+    assert main(["reproduce", str(table), "--out", str(out), "--summarize"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(["reproduce", str(table), "--out", str(out)]) == 2
+    assert "--data DIR" in capsys.readouterr().err
+    assert main(["reproduce", str(table), "--out", str(out), "--seeds", "0,x"]) == 2
+    assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+    assert main(["reproduce", "nope", "--out", str(out)]) == 2
+    assert "built-in tables: report, report-float" in capsys.readouterr().err
+
+
+# --- the real workflow ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_reproduce_trains_quantises_and_evaluates(tiny_model, synthetic_root, tmp_path):
+    table = {
+        "title": "tiny, trained and quantised",
+        "splits": [100],
+        "seeds": [0, 1],
+        "train": {
+            "epochs": 1,
+            "steps_per_epoch": 2,
+            "batch_size": 16,
+            "jit_compile": False,
+            "tensorboard": False,
+        },
+        "qat": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 10, "calibration_clips": 20},
+        "rows": [
+            {"name": "a", "model": "tiny_mofle", "quantize": "qat", "report": "moflenet57_qat"}
+        ],
+    }
+    result = reproduce(table, synthetic_root, tmp_path, verbose=0)
+    assert result.ran == ("a/split100-seed0", "a/split100-seed1")
+    entry = result.summary.entry("a", 100)
+    for seed in (0, 1):
+        cell_dir = tmp_path / "cells" / "a" / f"split100-seed{seed}"
+        record = json.loads((cell_dir / "evaluation.json").read_text(encoding="utf-8"))
+        assert record["quantization"] == "qat" and record["int8_file"] == "int8/tiny_mofle.tflite"
+        assert record["macro_accuracy"] == record["int8"]["macro_accuracy"]
+        assert record["int8"]["num_clips"] == record["float"]["num_clips"] == 90
+        assert entry.values[seed] == pytest.approx(100 * record["macro_accuracy"])
+        assert (cell_dir / "run" / "complete.json").is_file()
+    assert np.isfinite(entry.std)
+    assert reproduce(table, synthetic_root, tmp_path, verbose=0).ran == ()
