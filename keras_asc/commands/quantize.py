@@ -36,6 +36,18 @@ def add_parser(subparsers):
         default=256,
         help="clips for post-training calibration (default 256)",
     )
+    parser.add_argument(
+        "--int8-io",
+        action="store_true",
+        help="int8 input spectrograms and int8 output logits (scales and zero points in "
+        "NAME.json) instead of float32",
+    )
+    parser.add_argument(
+        "--no-micro",
+        dest="micro",
+        action="store_false",
+        help="skip the TFLite Micro run that records each file's tensor arena in NAME.json",
+    )
     parser.add_argument("--out", help="output folder (default: int8 inside the run directory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order (default 0)")
     parser.add_argument(
@@ -100,6 +112,8 @@ def run(args):
         steps_per_epoch=args.steps_per_epoch,
         ptq=args.ptq,
         calibration_clips=args.calibration_clips,
+        int8_io=args.int8_io,
+        micro=args.micro,
         out_dir=args.out,
         seed=args.seed,
         cache_dir=args.cache,

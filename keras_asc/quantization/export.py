@@ -14,7 +14,11 @@
 - ``NAME.frontend.npz``: the log-mel front-end of every input (window, mel filter bank,
   constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the reference.
 - ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
-  and weights, parameter bytes, file size.
+  and weights, parameter bytes, file size, and the tensor arena TensorFlow Lite for
+  Microcontrollers needs to run the file (``"tflite_micro"``, see ``micro.micro_report``).
+
+With ``int8_io=True`` the QUANTIZE at each input and the float output go: the file takes int8
+spectrograms and gives int8 logits, their scales and zero points recorded in ``NAME.json``.
 
 Parameter memory is read back from the flatbuffer (LiteRT's schema module): the constant
 input tensors of the ops (not produced by an op, not a model input) are the parameters. The
@@ -34,6 +38,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -43,6 +48,7 @@ from ai_edge_litert.interpreter import Interpreter
 from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_asc.complexity import MAX_PARAM_BYTES, BudgetExceededError
+from keras_asc.quantization import micro as micro_module
 from keras_asc.quantization import qat
 from keras_asc.quantization import twin as twin_module
 from keras_asc.quantization.frontend import (
@@ -473,9 +479,13 @@ class ExportResult:
     file_bytes: int
     parameters: ParameterBytes
     quantization: str
+    tflite_micro: dict = None  # the "tflite_micro" entry of NAME.json (None: not checked)
 
     def __str__(self):
-        return f"{self.path}: {self.file_bytes:,} bytes on disk; {self.parameters}"
+        text = f"{self.path}: {self.file_bytes:,} bytes on disk; {self.parameters}"
+        if self.tflite_micro and self.tflite_micro.get("arena_bytes"):
+            text += f"; TFLite Micro arena {self.tflite_micro['arena_bytes']:,} bytes"
+        return text
 
 
 def _atomic_write(path, data):
@@ -586,6 +596,8 @@ def export_int8(
     *,
     max_param_bytes=MAX_PARAM_BYTES,
     max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+    int8_io=False,
+    micro=True,
 ):
     """Export an int8 TFLite model, its front-end constants and a JSON description.
 
@@ -605,9 +617,18 @@ def export_int8(
         max_param_bytes: the parameter-memory limit (128,000 bytes, DCASE); ``None`` skips
             the check.
         max_calibration_samples: clips used for post-training calibration.
+        int8_io: int8 input spectrograms and int8 output logits instead of float32 (no
+            QUANTIZE/DEQUANTIZE at the ends: a device quantises its front-end output
+            itself); the scales and zero points are recorded in ``NAME.json`` under
+            ``inputs[i]["int8_quantization"]`` and ``output["int8_quantization"]``. The
+            output range bounds every logit the model can produce.
+        micro: run the file once in TensorFlow Lite for Microcontrollers (the
+            ``tflite-micro`` package) and record its tensor arena in ``NAME.json`` under
+            ``"tflite_micro"`` (``keras_asc.quantization.micro.micro_report``). A model TFLM
+            cannot run is still written, with the reason recorded and a warning.
 
     Returns:
-        ``ExportResult`` (paths, file size, parameter bytes).
+        ``ExportResult`` (paths, file size, parameter bytes, TFLite Micro arena).
 
     Raises:
         BudgetExceededError: the int8 parameters exceed ``max_param_bytes``; nothing is
@@ -640,10 +661,15 @@ def export_int8(
         None if qat else representative_dataset,
         max_calibration_samples=max_calibration_samples,
     )
+    if int8_io:
+        content = with_int8_io(content)
     counted = parameter_bytes(content)
     check_parameter_bytes(counted, spec.name, max_param_bytes)
     frontends = [frontend_params(config) for config in spec.frontends]
     description = _describe(content, spec, frontends, counted, "qat" if qat else "ptq")
+    description = _io_quantization(description, content)
+    if micro:
+        description["tflite_micro"] = _micro_description(content, os.path.basename(path))
     # The front-end sidecar follows the TFLite input order, like the JSON.
     ordered = [frontends[entry["model_input"]] for entry in description["inputs"]]
     json_path, frontend_path = sidecar_paths(path)
@@ -651,5 +677,207 @@ def export_int8(
     _atomic_write(json_path, (json.dumps(description, indent=2) + "\n").encode())
     _atomic_write(path, content)
     return ExportResult(
-        path, json_path, frontend_path, len(content), counted, description["quantization"]
+        path,
+        json_path,
+        frontend_path,
+        len(content),
+        counted,
+        description["quantization"],
+        description.get("tflite_micro"),
     )
+
+
+# === int8 input and output ===
+
+# Float ops that may follow the last int8 tensor (logit pooling, ensemble weighted sum), and
+# how each maps the value interval of its inputs to its output's.
+_INTERVAL_SAME = ("MEAN", "RESHAPE", "SQUEEZE", "AVERAGE_POOL_2D")
+
+
+def _interval_product(a, b):
+    products = [x * y for x in a for y in b]
+    return min(products), max(products)
+
+
+def _constant_interval(model, tensor):
+    data = model.buffers[tensor.buffer].data
+    if data is None or not len(data) or tensor.type not in _NUMPY:
+        return None
+    values = np.frombuffer(bytes(np.asarray(data, np.uint8)), dtype=_NUMPY[tensor.type])
+    return float(values.min()), float(values.max())
+
+
+_NUMPY = {tflite_schema.TensorType.FLOAT32: np.float32, tflite_schema.TensorType.INT32: np.int32}
+
+
+def output_interval(model):
+    """Bounds of the float output of a flatbuffer object, propagated from the int8 tensors.
+
+    The logits are computed in float from dequantised int8 tensors by a few ops (pooling
+    sum, scaling, ensemble weights and sum); each maps intervals exactly, so the result
+    bounds every logit the model can produce, without data.
+    """
+    subgraph = model.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    intervals = {}
+    for op in subgraph.operators:
+        name = _OP_NAMES.get(codes[op.opcodeIndex])
+        inputs = [int(i) for i in op.inputs if i >= 0]
+        output = int(op.outputs[0])
+        tensor = subgraph.tensors[output]
+
+        def interval(index):
+            if index in intervals:
+                return intervals[index]
+            return _constant_interval(model, subgraph.tensors[index])
+
+        if name == "DEQUANTIZE":
+            source = subgraph.tensors[inputs[0]].quantization
+            info = np.iinfo(np.int8)
+            scale, zero = float(source.scale[0]), int(source.zeroPoint[0])
+            intervals[output] = (scale * (info.min - zero), scale * (info.max - zero))
+            continue
+        known = [interval(i) for i in inputs]
+        if tensor.type != tflite_schema.TensorType.FLOAT32 or not known or known[0] is None:
+            continue
+        if name in _INTERVAL_SAME:
+            intervals[output] = known[0]
+        elif name == "SUM":
+            count = np.prod(subgraph.tensors[inputs[0]].shape) / np.prod(tensor.shape)
+            intervals[output] = (known[0][0] * count, known[0][1] * count)
+        elif name == "MUL" and known[1] is not None:
+            intervals[output] = _interval_product(known[0], known[1])
+        elif name == "ADD" and known[1] is not None:
+            intervals[output] = (known[0][0] + known[1][0], known[0][1] + known[1][1])
+    index = int(subgraph.outputs[0])
+    if index not in intervals:
+        raise ValueError(
+            "int8 output: the logits are not computed from int8 tensors by pooling, scaling "
+            "and sums only, so no int8 range can be derived for them."
+        )
+    return intervals[index]
+
+
+def _quantize_output(content):
+    """Append QUANTIZE then DEQUANTIZE to the float output, with the range of ``output_interval``.
+
+    ``modify_model_io_type`` then drops the DEQUANTIZE, leaving an int8 output.
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    subgraph = model.subgraphs[0]
+    low, high = output_interval(model)
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255.0 or 1.0
+    zero_point = int(np.clip(np.round(-128 - low / scale), -128, 127))
+    output = int(subgraph.outputs[0])
+    source = subgraph.tensors[output]
+
+    def add_tensor(dtype, quantization, name):
+        tensor = tflite_schema.TensorT()
+        tensor.name = name
+        tensor.type = dtype
+        tensor.shape = np.array(source.shape, np.int32)
+        tensor.shapeSignature = (
+            None if source.shapeSignature is None else np.array(source.shapeSignature, np.int32)
+        )
+        buffer = tflite_schema.BufferT()
+        model.buffers.append(buffer)
+        tensor.buffer = len(model.buffers) - 1
+        tensor.quantization = quantization
+        subgraph.tensors.append(tensor)
+        return len(subgraph.tensors) - 1
+
+    quantization = tflite_schema.QuantizationParametersT()
+    quantization.scale = np.array([scale], np.float32)
+    quantization.zeroPoint = np.array([zero_point], np.int64)
+    int8 = add_tensor(tflite_schema.TensorType.INT8, quantization, b"logits_int8")
+    float_out = add_tensor(tflite_schema.TensorType.FLOAT32, None, b"logits")
+
+    def opcode(builtin):
+        for position, code in enumerate(model.operatorCodes):
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+                return position
+        code = tflite_schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = builtin
+        code.version = 1
+        model.operatorCodes.append(code)
+        return len(model.operatorCodes) - 1
+
+    for builtin, inputs, outputs in (
+        (tflite_schema.BuiltinOperator.QUANTIZE, [output], [int8]),
+        (tflite_schema.BuiltinOperator.DEQUANTIZE, [int8], [float_out]),
+    ):
+        op = tflite_schema.OperatorT()
+        op.opcodeIndex = opcode(builtin)
+        op.inputs = np.array(inputs, np.int32)
+        op.outputs = np.array(outputs, np.int32)
+        subgraph.operators.append(op)
+    subgraph.outputs = np.array([float_out], np.int32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def with_int8_io(content):
+    """The model with int8 inputs (the spectrograms quantised as the first QUANTIZE ops did)
+    and an int8 output (the logits quantised over the range they can take).
+
+    The input side is TensorFlow Lite's own ``modify_model_io_type``; the float logits get a
+    QUANTIZE op whose range bounds every value they can take (``output_interval``).
+    """
+    from tensorflow.lite.python.util import modify_model_io_type
+
+    names = _io_names(content)
+    content = bytes(modify_model_io_type(_quantize_output(content), tf.int8, tf.int8))
+    # The int8 tensors that become the inputs and output keep the float ones' names.
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    subgraph = model.subgraphs[0]
+    for index, name in zip([*subgraph.inputs, *subgraph.outputs], names, strict=True):
+        subgraph.tensors[int(index)].name = name
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _io_names(content):
+    subgraph = flatbuffer_utils.convert_bytearray_to_object(bytearray(content)).subgraphs[0]
+    return [subgraph.tensors[int(i)].name for i in [*subgraph.inputs, *subgraph.outputs]]
+
+
+def _io_quantization(description, content):
+    """Record the scale and zero point of int8 inputs and output in the description."""
+    interpreter = make_interpreter(model_content=content)
+    by_name = {d["name"]: d for d in interpreter.get_input_details()}
+    for entry in description["inputs"]:
+        detail = by_name[entry["name"]]
+        if np.dtype(detail["dtype"]) == np.int8:
+            scale, zero_point = detail["quantization"]
+            entry["int8_quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+    output = interpreter.get_output_details()[0]
+    if np.dtype(output["dtype"]) == np.int8:
+        scale, zero_point = output["quantization"]
+        description["output"]["int8_quantization"] = {
+            "scale": float(scale),
+            "zero_point": int(zero_point),
+        }
+        description["output"]["meaning"] = "int8 logits (no softmax): (q - zero_point) * scale"
+    return description
+
+
+# === TFLite Micro ===
+
+
+def _micro_description(content, name):
+    """The ``"tflite_micro"`` entry of the description: the arena, or why it was not measured."""
+    if not micro_module.micro_available():
+        warnings.warn(
+            f"{name}: tflite-micro is not installed, so the TFLite Micro arena is not measured "
+            f"(pip install keras-asc[micro]).",
+            stacklevel=3,
+        )
+        return {"runs": None, "reason": "tflite-micro is not installed"}
+    try:
+        return micro_module.micro_report(content, name=name).as_json()
+    except micro_module.MicroUnsupportedError as error:
+        warnings.warn(str(error), stacklevel=3)
+        return {
+            "runs": False,
+            "reason": str(error),
+            "interpreter": f"tflite-micro {micro_module.micro_version()}",
+        }

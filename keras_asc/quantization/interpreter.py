@@ -109,7 +109,10 @@ class TFLiteClassifier:
     frames, 1) array for a single model, or a list with one array per input (in the order of
     ``input_names``) for an ensemble.
 
-    Uses the LiteRT interpreter (``ai_edge_litert``) when installed, else ``tf.lite``.
+    Uses the LiteRT interpreter (``ai_edge_litert``) when installed, else ``tf.lite``. A file
+    exported with int8 input and output (``export_int8(..., int8_io=True)``) is fed the
+    spectrograms quantised with each input's recorded scale and zero point, and its int8
+    logits are dequantised: ``predict`` returns float logits either way.
 
     Args:
         path: the ``.tflite`` file written by ``export_int8``; its ``.json`` and
@@ -203,10 +206,29 @@ class TFLiteClassifier:
 
     def _run(self, arrays):
         self._resize(arrays[0].shape[0])
-        for detail, array in zip(self._inputs, arrays, strict=True):
+        for detail, array in zip(self._inputs, self.interpreter_inputs(arrays), strict=True):
             self.interpreter.set_tensor(detail["index"], array)
         self.interpreter.invoke()
-        return np.array(self.interpreter.get_tensor(self._output["index"]))
+        return self.output_logits(self.interpreter.get_tensor(self._output["index"]))
+
+    def interpreter_inputs(self, spectrograms):
+        """The arrays the file takes for float spectrograms (one per input, ``input_names``
+        order): the spectrograms themselves, or for a file with int8 inputs
+        (``export_int8(..., int8_io=True)``) the spectrograms quantised with each input's
+        scale and zero point."""
+        return [
+            quantize_array(array, detail)
+            for array, detail in zip(spectrograms, self._inputs, strict=True)
+        ]
+
+    def output_logits(self, output):
+        """Float logits of the file's raw output (dequantised when the output is int8)."""
+        return dequantize_array(output, self._output)
+
+    def as_spectrograms(self, x):
+        """Float spectrograms, one array per input, of waveforms or spectrograms (see the
+        class doc)."""
+        return self._as_inputs(x)
 
     def _as_inputs(self, x):
         if isinstance(x, (list, tuple)):
@@ -242,6 +264,27 @@ class TFLiteClassifier:
 
     def __repr__(self):
         return f"TFLiteClassifier({self.path!r}, inputs={self.input_names})"
+
+
+def quantize_array(array, detail):
+    """``array`` in the dtype of an interpreter tensor (``detail``: its interpreter details):
+    unchanged for float32, quantised with the tensor's scale and zero point for int8."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return np.ascontiguousarray(array, dtype="float32")
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    quantized = np.round(np.asarray(array, "float32") / scale) + zero_point
+    return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def dequantize_array(array, detail):
+    """Float values of an interpreter tensor's raw ``array`` (int8 dequantised)."""
+    array = np.asarray(array)
+    if array.dtype == np.float32:
+        return np.array(array)
+    scale, zero_point = detail["quantization"]
+    return ((array.astype("float32") - zero_point) * scale).astype("float32")
 
 
 def prediction_agreement(classifier, reference, batches):

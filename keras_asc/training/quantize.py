@@ -182,6 +182,8 @@ def quantize_run(
     steps_per_epoch=None,
     ptq=False,
     calibration_clips=256,
+    int8_io=False,
+    micro=True,
     out_dir=None,
     seed=0,
     cache_dir=None,
@@ -207,6 +209,9 @@ def quantize_run(
         steps_per_epoch: QAT batches per epoch (``None``: the whole split).
         ptq: post-training quantisation only (calibration, no QAT; any Keras backend).
         calibration_clips: clips for post-training calibration.
+        int8_io: int8 input spectrograms and int8 output logits (``export_int8``).
+        micro: record each file's TFLite Micro tensor arena in its ``.json``
+            (``export_int8``).
         out_dir: output folder (default: ``int8`` inside the run directory).
         seed: seed of the data order.
         cache_dir: cache decoded audio here (reused by later runs).
@@ -290,6 +295,8 @@ def quantize_run(
             path,
             qat=not ptq,
             max_calibration_samples=calibration_clips,
+            int8_io=int8_io,
+            micro=micro,
         )
         exports.append((target, result))
     result = QuantizeRunResult(model, tuple(exports), "ptq" if ptq else "qat")
