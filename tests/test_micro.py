@@ -72,7 +72,7 @@ def test_export_records_the_arena_tflite_micro_needs(exports):
 
 
 def test_tflite_micro_agrees_with_litert(exports, waveforms):
-    from keras_asc.quantization.micro import micro_agreement
+    from keras_asc.quantization.interpreter import micro_agreement
 
     # One int8 step of the logits (the int8-output file's scale; both files share calibration).
     step = json.loads(open(exports[True].json_path).read())["output"]["int8_quantization"]["scale"]

@@ -40,6 +40,11 @@ _EXPORTS = {
     "TFLiteClassifier": "interpreter",
     "prediction_agreement": "interpreter",
     "verify_tflite": "interpreter",
+    "micro_agreement": "interpreter",
+    "micro_report": "micro",
+    "check_micro": "micro",
+    "MicroInterpreter": "micro",
+    "MicroUnsupportedError": "micro",
 }
 
 __all__ = sorted(_EXPORTS)

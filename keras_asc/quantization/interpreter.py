@@ -1,5 +1,6 @@
 """Run an exported int8 model like a Keras model: waveforms in, float logits out."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import zipfile
 
 import numpy as np
 
+from keras_asc.quantization import micro
 from keras_asc.quantization.export import EXPORT_FORMAT, make_interpreter, sidecar_paths
 from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params, num_frames
 
@@ -309,3 +311,53 @@ def prediction_agreement(classifier, reference, batches):
     if not total:
         raise ValueError("prediction_agreement: the batches held no clips.")
     return agree / total, total
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroAgreement:
+    """TFLite Micro next to LiteRT on the same clips.
+
+    Attributes:
+        same_class: fraction of clips with the same top class.
+        clips: clips compared.
+        max_logit_difference: largest absolute difference of the (float) logits.
+    """
+
+    same_class: float
+    clips: int
+    max_logit_difference: float
+
+    def __str__(self):
+        return (
+            f"TFLite Micro and LiteRT: same class on {100 * self.same_class:.2f} % of "
+            f"{self.clips} clips; largest logit difference {self.max_logit_difference:.4g}"
+        )
+
+
+def micro_agreement(path, x):
+    """Run clips through TFLite Micro and LiteRT and compare their classes and logits.
+
+    Args:
+        path: a ``.tflite`` file written by ``export_int8`` (its ``.json`` and
+            ``.frontend.npz`` beside it).
+        x: waveforms (batch, samples), or spectrograms as ``TFLiteClassifier.predict`` takes
+            them.
+
+    Returns:
+        ``MicroAgreement``.
+
+    Example:
+        >>> print(micro_agreement("out/moflenet57.tflite", waveforms))
+    """
+    classifier = TFLiteClassifier(path)
+    spectrograms = classifier.as_spectrograms(x)
+    litert = classifier.predict(spectrograms)
+    on_micro = micro.MicroInterpreter(path)
+    logits = classifier.output_logits(on_micro.predict(classifier.interpreter_inputs(spectrograms)))
+    if not len(litert):
+        raise ValueError("micro_agreement: no clips to compare.")
+    return MicroAgreement(
+        float(np.mean(logits.argmax(1) == litert.argmax(1))),
+        len(litert),
+        float(np.max(np.abs(logits - litert))),
+    )

@@ -8,19 +8,18 @@ the reference interpreter of the PyPI ``tflite-micro`` package (the ``micro`` ex
 ``pip install keras-asc[micro]``), the same kernels and memory planner a device build uses:
 
 - ``micro_report`` opens a file, runs it once and returns the arena it needs;
-- ``micro_predict`` runs clips through it (TFLM runs batch 1: the exported files have a
+- ``MicroInterpreter`` runs clips through it (TFLM runs batch 1: the exported files have a
   dynamic batch dimension, whose stored size 1 TFLM uses; the clips go one by one);
-- ``micro_agreement`` compares it clip by clip with LiteRT on the same inputs;
+  ``interpreter.micro_agreement`` compares it with LiteRT clip by clip;
 - ``check_micro`` raises a one-line error naming every op TFLM has no kernel for.
 
 The arena figure is what TFLM's recording allocator reports after allocating the model:
 ``head`` (the planned activations and scratch buffers, reused between ops) plus ``tail``
 (tensor structures, kernel state, quantisation data that persist for the model's lifetime).
 It is measured, not estimated, and a buffer of that size runs the model (a device aligns
-it to 16 bytes, or adds 15 bytes for TFLM to align its start); the Python package itself allocates nothing
-in the arena beyond what a device build does. TFLM's Python wrapper prints its
-allocation record and errors on the process's native stderr only; no library exposes them
-as values, so they are read from a captured file descriptor here.
+it to 16 bytes, or adds 15 bytes for TFLM to align its start). TFLM's Python wrapper prints
+its allocation record and errors on the process's native stderr only; no library exposes
+them as values, so they are read from a captured file descriptor here.
 """
 
 import contextlib
@@ -315,55 +314,3 @@ class MicroInterpreter:
             self.interpreter.invoke()
             rows.append(np.array(self.interpreter.get_output(0)))
         return np.concatenate(rows)
-
-
-@dataclasses.dataclass(frozen=True)
-class MicroAgreement:
-    """TFLite Micro next to LiteRT on the same clips.
-
-    Attributes:
-        same_class: fraction of clips with the same top class.
-        clips: clips compared.
-        max_logit_difference: largest absolute difference of the (float) logits.
-    """
-
-    same_class: float
-    clips: int
-    max_logit_difference: float
-
-    def __str__(self):
-        return (
-            f"TFLite Micro and LiteRT: same class on {100 * self.same_class:.2f} % of "
-            f"{self.clips} clips; largest logit difference {self.max_logit_difference:.4g}"
-        )
-
-
-def micro_agreement(path, x):
-    """Run clips through TFLite Micro and LiteRT and compare their classes and logits.
-
-    Args:
-        path: a ``.tflite`` file written by ``export_int8`` (its ``.json`` and
-            ``.frontend.npz`` beside it).
-        x: waveforms (batch, samples), or spectrograms as ``TFLiteClassifier.predict`` takes
-            them.
-
-    Returns:
-        ``MicroAgreement``.
-
-    Example:
-        >>> print(micro_agreement("out/moflenet57.tflite", waveforms))
-    """
-    from keras_asc.quantization.interpreter import TFLiteClassifier
-
-    classifier = TFLiteClassifier(path)
-    spectrograms = classifier.as_spectrograms(x)
-    litert = classifier.predict(spectrograms)
-    micro = MicroInterpreter(path)
-    logits = classifier.output_logits(micro.predict(classifier.interpreter_inputs(spectrograms)))
-    if not len(litert):
-        raise ValueError("micro_agreement: no clips to compare.")
-    return MicroAgreement(
-        float(np.mean(logits.argmax(1) == litert.argmax(1))),
-        len(litert),
-        float(np.max(np.abs(logits - litert))),
-    )
