@@ -126,3 +126,58 @@ def test_an_op_tflite_micro_lacks_is_named_in_one_line(tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: TFLite Micro cannot run op(s) TOPK_V2, ATAN2 (")
+
+
+def test_low_arena_gives_the_same_logits_in_a_smaller_arena(
+    exports, waveforms, tmp_path, monkeypatch
+):
+    from keras_asc.quantization import TFLiteClassifier, export_int8, micro_agreement, to_tf_keras
+    from keras_asc.quantization import export as export_module
+
+    # The tiny model's GRN tensors are under the size at which low_arena splits them.
+    monkeypatch.setattr(export_module, "LOW_ARENA_MIN_BYTES", 0)
+    default = exports[False]
+    low = export_int8(
+        to_tf_keras(_tiny()), [waveforms[:16]], tmp_path / "low.tflite", low_arena=True
+    )
+    assert json.loads(open(low.json_path).read())["low_arena"] is True
+    # Activations: 98,304 -> 81,920 bytes (the GRN blocks add persistent node structures).
+    assert low.tflite_micro["arena_head_bytes"] < default.tflite_micro["arena_head_bytes"]
+    assert low.parameters.total == default.parameters.total
+    expected = TFLiteClassifier(default.path).predict(waveforms)
+    logits = TFLiteClassifier(low.path).predict(waveforms)
+    # The same int8 tensors; the float GRN sums its squares in another order.
+    step = json.loads(open(exports[True].json_path).read())["output"]["int8_quantization"]["scale"]
+    assert np.max(np.abs(logits - expected)) <= 2 * step
+    assert np.mean(logits.argmax(1) == expected.argmax(1)) >= 0.99
+    assert micro_agreement(low.path, waveforms).same_class >= 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["model", "ensemble"])
+def test_every_preset_runs_on_tflite_micro(preset, tmp_path):
+    """Each preset and ensemble preset (post-training quantised on noise, random batch norm
+    statistics) runs on TFLite Micro, its arena is recorded and TFLM gives LiteRT's classes."""
+    import keras_asc
+    from keras_asc.models.presets import ENSEMBLE_PRESETS, MODEL_PRESETS
+    from keras_asc.quantization import export_int8, micro_agreement, to_tf_keras
+
+    names = MODEL_PRESETS if preset == "model" else ENSEMBLE_PRESETS
+    rng = np.random.default_rng(0)
+    clips = (rng.normal(size=(12, 32000)) * rng.uniform(0.01, 0.5, (12, 1))).astype("float32")
+    for name in names:
+        model = keras_asc.build(name)
+        randomize_state(model)
+        result = export_int8(
+            to_tf_keras(model),
+            [clips[:4]],
+            tmp_path / f"{name}.tflite",
+            max_param_bytes=None,
+            max_calibration_samples=4,
+        )
+        recorded = json.loads(open(result.json_path).read())["tflite_micro"]
+        assert recorded["runs"] is True, name
+        # More than the largest int8 activation of the first layers, less than a few MB.
+        assert 50_000 < recorded["arena_bytes"] < 4_000_000, (name, recorded)
+        agreement = micro_agreement(result.path, clips[4:])
+        assert agreement.same_class >= 0.99, (name, str(agreement))

@@ -43,6 +43,12 @@ def add_parser(subparsers):
         "NAME.json) instead of float32",
     )
     parser.add_argument(
+        "--low-arena",
+        action="store_true",
+        help="a smaller TFLite Micro tensor arena, same logits: GRN computed in blocks along "
+        "time, each quantised before they are joined",
+    )
+    parser.add_argument(
         "--no-micro",
         dest="micro",
         action="store_false",
@@ -113,6 +119,7 @@ def run(args):
         ptq=args.ptq,
         calibration_clips=args.calibration_clips,
         int8_io=args.int8_io,
+        low_arena=args.low_arena,
         micro=args.micro,
         out_dir=args.out,
         seed=args.seed,

@@ -34,6 +34,7 @@ but not counted; quantisation scales and zero points are metadata of the tensors
 counted either (the DCASE convention counts parameters, not their metadata).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -598,6 +599,7 @@ def export_int8(
     max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
     int8_io=False,
     micro=True,
+    low_arena=False,
 ):
     """Export an int8 TFLite model, its front-end constants and a JSON description.
 
@@ -626,6 +628,11 @@ def export_int8(
             ``tflite-micro`` package) and record its tensor arena in ``NAME.json`` under
             ``"tflite_micro"`` (``keras_asc.quantization.micro.micro_report``). A model TFLM
             cannot run is still written, with the reason recorded and a warning.
+        low_arena: a smaller TFLite Micro tensor arena, the same values: GRN (kept in
+            float) is computed in ``LOW_ARENA_GRN_BLOCKS`` blocks along time, each block
+            quantised before the blocks are joined (``quantize_before_concatenation``), so
+            the largest float tensors are a quarter of their size. Recorded in ``NAME.json``
+            as ``"low_arena"``.
 
     Returns:
         ``ExportResult`` (paths, file size, parameter bytes, TFLite Micro arena).
@@ -656,11 +663,14 @@ def export_int8(
                 f"representative_dataset=None)."
             )
     spec = twin_spec(twin)
-    content = convert_int8(
-        twin,
-        None if qat else representative_dataset,
-        max_calibration_samples=max_calibration_samples,
-    )
+    with _BlockwiseGRN() if low_arena else contextlib.nullcontext():
+        content = convert_int8(
+            twin,
+            None if qat else representative_dataset,
+            max_calibration_samples=max_calibration_samples,
+        )
+    if low_arena:
+        content = quantize_before_concatenation(content)
     if int8_io:
         content = with_int8_io(content)
     counted = parameter_bytes(content)
@@ -668,6 +678,7 @@ def export_int8(
     frontends = [frontend_params(config) for config in spec.frontends]
     description = _describe(content, spec, frontends, counted, "qat" if qat else "ptq")
     description = _io_quantization(description, content)
+    description["low_arena"] = bool(low_arena)
     if micro:
         description["tflite_micro"] = _micro_description(content, os.path.basename(path))
     # The front-end sidecar follows the TFLite input order, like the JSON.
@@ -881,3 +892,176 @@ def _micro_description(content, name):
             "reason": str(error),
             "interpreter": f"tflite-micro {micro_module.micro_version()}",
         }
+
+
+# === A smaller TFLite Micro arena ===
+
+# Row blocks of the float GRN under ``low_arena``; each block's float copy is a quarter of
+# the layer's float tensor.
+LOW_ARENA_GRN_BLOCKS = 4
+# GRN layers whose float tensor is smaller stay whole: each block adds ops, and every op
+# costs TFLite Micro persistent arena (node, tensor and quantisation structures).
+LOW_ARENA_MIN_BYTES = 65536
+
+
+def _blockwise_grn_call(self, inputs):
+    """GRN computed block by block along the time axis: the same values, smaller float tensors.
+
+    The statistics pass splits the int8 input (one SPLIT) and sums the squares of each
+    dequantised block; the output pass takes each block again with its own slice, so that
+    the converter does not merge the two passes' blocks and keep every float block alive
+    between them.
+    """
+    rows = inputs.shape[1]
+    if 4 * np.prod(inputs.shape[1:]) < LOW_ARENA_MIN_BYTES:
+        return _BlockwiseGRN.call(self, inputs)  # small enough: the extra ops cost more
+    blocks = min(LOW_ARENA_GRN_BLOCKS, rows)
+    sizes = [rows // blocks + (1 if i < rows % blocks else 0) for i in range(blocks)]
+    squares = [
+        tf.reduce_sum(tf.square(block), axis=(1, 2), keepdims=True)
+        for block in tf.split(inputs, sizes, axis=1)
+    ]
+    norms = tf.sqrt(tf.add_n(squares))
+    normalized = norms / (tf.reduce_mean(norms, axis=-1, keepdims=True) + self.epsilon)
+    factor = self.gamma * normalized
+    blocks = [
+        inputs[:, start : start + size]
+        for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)
+    ]
+    # The layer's own formula, gamma * (x * N(x)) + beta + x: no new constant (parameter).
+    return tf.concat([block * factor + self.beta + block for block in blocks], axis=1)
+
+
+class _BlockwiseGRN:
+    """While the converter traces, the twin's GRN layers compute block by block."""
+
+    call = twin_module.GlobalResponseNormalization.call
+
+    def __enter__(self):
+        twin_module.GlobalResponseNormalization.call = _blockwise_grn_call
+
+    def __exit__(self, *error):
+        twin_module.GlobalResponseNormalization.call = _BlockwiseGRN.call
+
+
+def quantize_before_concatenation(content):
+    """Quantise each block of a float concatenation before concatenating, not after.
+
+    The converter leaves ``CONCATENATION -> [RELU ->] QUANTIZE`` in float when the blocks
+    come from float ops (GRN computed block by block): all float blocks and their float
+    concatenation are alive at once. Each block goes through the ReLU (if any) and the
+    QUANTIZE right after the op that makes it, and the concatenation joins int8 blocks with
+    the same scale and zero point: the same int8 values, a quarter of the memory.
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    subgraph = model.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    name = lambda op: _OP_NAMES.get(codes[op.opcodeIndex])  # noqa: E731
+    consumers = {}
+    for op in subgraph.operators:
+        for index in op.inputs:
+            consumers.setdefault(int(index), []).append(op)
+    producer = {int(i): op for op in subgraph.operators for i in op.outputs}
+    float32 = tflite_schema.TensorType.FLOAT32
+    rewritten = False
+    for concat in list(subgraph.operators):
+        if name(concat) != "CONCATENATION":
+            continue
+        chain, tensor = [], int(concat.outputs[0])
+        while len(consumers.get(tensor, [])) == 1 and tensor not in subgraph.outputs:
+            (next_op,) = consumers[tensor]
+            if name(next_op) not in ("RELU", "QUANTIZE"):
+                break
+            chain.append(next_op)
+            tensor = int(next_op.outputs[0])
+            if name(next_op) == "QUANTIZE":
+                break
+        if not chain or name(chain[-1]) != "QUANTIZE":
+            continue
+        if subgraph.tensors[int(concat.outputs[0])].type != float32:
+            continue
+        if concat.builtinOptions is not None and concat.builtinOptions.fusedActivationFunction:
+            continue
+        quantized = subgraph.tensors[int(chain[-1].outputs[0])]
+        new_inputs = []
+        for block in [int(i) for i in concat.inputs]:
+            current = block
+            after = producer.get(block)
+            for op in chain:
+                tensor = tflite_schema.TensorT()
+                source = subgraph.tensors[current]
+                is_quantize = name(op) == "QUANTIZE"
+                tensor.name = f"t{len(subgraph.tensors)}".encode()
+                tensor.type = quantized.type if is_quantize else float32
+                tensor.shape = np.array(source.shape, np.int32)
+                tensor.quantization = quantized.quantization if is_quantize else None
+                model.buffers.append(tflite_schema.BufferT())
+                tensor.buffer = len(model.buffers) - 1
+                subgraph.tensors.append(tensor)
+                new = tflite_schema.OperatorT()
+                new.opcodeIndex = op.opcodeIndex
+                new.builtinOptionsType = op.builtinOptionsType
+                new.builtinOptions = op.builtinOptions
+                new.inputs = np.array([current], np.int32)
+                new.outputs = np.array([len(subgraph.tensors) - 1], np.int32)
+                position = subgraph.operators.index(after) + 1 if after is not None else 0
+                subgraph.operators.insert(position, new)
+                after, current = new, len(subgraph.tensors) - 1
+            new_inputs.append(current)
+        concat.inputs = np.array(new_inputs, np.int32)
+        concat.outputs = np.array(chain[-1].outputs, np.int32)
+        for op in chain:
+            subgraph.operators.remove(op)
+        rewritten = True
+    if rewritten:
+        _drop_unused_tensors(subgraph)
+    rewritten = _dequantize_when_needed(subgraph, name) or rewritten
+    if not rewritten:
+        return content
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _drop_unused_tensors(subgraph):
+    """Remove tensors no op reads or writes (TFLite Micro would plan memory for them)."""
+    used = {int(i) for i in [*subgraph.inputs, *subgraph.outputs] if i >= 0}
+    for op in subgraph.operators:
+        used.update(int(i) for i in [*op.inputs, *op.outputs] if i >= 0)
+    kept = sorted(used)
+    new_index = {old: new for new, old in enumerate(kept)}
+
+    def remap(indices):
+        return np.array([new_index[int(i)] if i >= 0 else -1 for i in indices], np.int32)
+
+    subgraph.tensors = [subgraph.tensors[i] for i in kept]
+    for op in subgraph.operators:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+        if op.intermediates is not None and len(op.intermediates):
+            op.intermediates = remap(op.intermediates)
+    subgraph.inputs, subgraph.outputs = remap(subgraph.inputs), remap(subgraph.outputs)
+
+
+def _dequantize_when_needed(subgraph, name):
+    """Move each DEQUANTIZE to just before the first op that reads its float output.
+
+    The converter may dequantise all blocks of a layer first and use them later, keeping
+    every float block alive at once; run one op later, a DEQUANTIZE's float output (four
+    times its int8 input) lives only while it is used.
+    """
+    moved = False
+    for op in [op for op in subgraph.operators if name(op) == "DEQUANTIZE"]:
+        output = int(op.outputs[0])
+        position = subgraph.operators.index(op)
+        first = next(
+            (
+                k
+                for k, other in enumerate(subgraph.operators)
+                if k > position and output in [int(i) for i in other.inputs]
+            ),
+            None,
+        )
+        if first is None or first == position + 1:
+            continue
+        subgraph.operators.remove(op)
+        subgraph.operators.insert(first - 1, op)
+        moved = True
+    return moved
