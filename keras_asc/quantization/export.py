@@ -951,7 +951,15 @@ def quantize_before_concatenation(content):
     come from float ops (GRN computed block by block): all float blocks and their float
     concatenation are alive at once. Each block goes through the ReLU (if any) and the
     QUANTIZE right after the op that makes it, and the concatenation joins int8 blocks with
-    the same scale and zero point: the same int8 values, a quarter of the memory.
+    the same scale and zero point: the same int8 values, a quarter of the memory. Tensors
+    left without an op are removed, and every DEQUANTIZE is moved next to the op that first
+    reads it (``_dequantize_when_needed``).
+
+    Args:
+        content: the flatbuffer bytes.
+
+    Returns:
+        The rewritten flatbuffer bytes (``content`` itself when nothing matched).
     """
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     subgraph = model.subgraphs[0]
