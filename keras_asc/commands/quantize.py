@@ -42,6 +42,24 @@ def add_parser(subparsers):
         help="put the float32 log-mel front-end into the .tflite file: it then takes the "
         "waveform (batch, samples) and gives logits, so an app needs only that file",
     )
+    parser.add_argument(
+        "--int8-io",
+        action="store_true",
+        help="int8 input spectrograms and int8 output logits (scales and zero points in "
+        "NAME.json) instead of float32",
+    )
+    parser.add_argument(
+        "--low-arena",
+        action="store_true",
+        help="a smaller TFLite Micro tensor arena, same logits: GRN computed in blocks along "
+        "time, each quantised before they are joined",
+    )
+    parser.add_argument(
+        "--no-micro",
+        dest="micro",
+        action="store_false",
+        help="skip the TFLite Micro run that records each file's tensor arena in NAME.json",
+    )
     parser.add_argument("--out", help="output folder (default: int8 inside the run directory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order (default 0)")
     parser.add_argument(
@@ -106,6 +124,9 @@ def run(args):
         steps_per_epoch=args.steps_per_epoch,
         ptq=args.ptq,
         calibration_clips=args.calibration_clips,
+        int8_io=args.int8_io,
+        low_arena=args.low_arena,
+        micro=args.micro,
         out_dir=args.out,
         seed=args.seed,
         cache_dir=args.cache,

@@ -42,6 +42,11 @@ _EXPORTS = {
     "verify_tflite": "interpreter",
     "export_onnx": "onnx",
     "tf_frontend": "export",
+    "micro_agreement": "interpreter",
+    "micro_report": "micro",
+    "check_micro": "micro",
+    "MicroInterpreter": "micro",
+    "MicroUnsupportedError": "micro",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,7 +17,11 @@
   filter bank, constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the
   reference.
 - ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
-  and weights, parameter bytes, file size.
+  and weights, parameter bytes, file size, and the tensor arena TensorFlow Lite for
+  Microcontrollers needs to run the file (``"tflite_micro"``, see ``micro.micro_report``).
+
+With ``int8_io=True`` the QUANTIZE at each input and the float output go: the file takes int8
+spectrograms and gives int8 logits, their scales and zero points recorded in ``NAME.json``.
 
 Parameter memory is read back from the flatbuffer (LiteRT's schema module): the constant
 input tensors of the ops (not produced by an op, not a model input) are the parameters. The
@@ -33,10 +37,12 @@ but not counted; quantisation scales and zero points are metadata of the tensors
 counted either (the DCASE convention counts parameters, not their metadata).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -47,6 +53,7 @@ from tensorflow.lite.tools import flatbuffer_utils
 
 from keras_asc.complexity import MAX_PARAM_BYTES, BudgetExceededError
 from keras_asc.layers.frontend import LogMelSpectrogram
+from keras_asc.quantization import micro as micro_module
 from keras_asc.quantization import qat
 from keras_asc.quantization import twin as twin_module
 from keras_asc.quantization.frontend import (
@@ -620,9 +627,13 @@ class ExportResult:
     file_bytes: int
     parameters: ParameterBytes
     quantization: str
+    tflite_micro: dict = None  # the "tflite_micro" entry of NAME.json (None: not checked)
 
     def __str__(self):
-        return f"{self.path}: {self.file_bytes:,} bytes on disk; {self.parameters}"
+        text = f"{self.path}: {self.file_bytes:,} bytes on disk; {self.parameters}"
+        if self.tflite_micro and self.tflite_micro.get("arena_bytes"):
+            text += f"; TFLite Micro arena {self.tflite_micro['arena_bytes']:,} bytes"
+        return text
 
 
 def _atomic_write(path, data):
@@ -737,6 +748,9 @@ def export_int8(
     max_param_bytes=MAX_PARAM_BYTES,
     max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
     frontend_in_file=False,
+    int8_io=False,
+    micro=True,
+    low_arena=False,
 ):
     """Export an int8 TFLite model, its front-end constants and a JSON description.
 
@@ -763,10 +777,24 @@ def export_int8(
             (each computes its own spectrogram), and gives the logits, so an app needs the
             one file. ``NAME.json`` says ``"frontend_in_file": true``; the calibration
             batches must then be waveforms. The front-end's constants are not counted in the
-            parameter bytes.
+            parameter bytes. Cannot be combined with ``int8_io``.
+        int8_io: int8 input spectrograms and int8 output logits instead of float32 (no
+            QUANTIZE/DEQUANTIZE at the ends: a device quantises its front-end output
+            itself); the scales and zero points are recorded in ``NAME.json`` under
+            ``inputs[i]["int8_quantization"]`` and ``output["int8_quantization"]``. The
+            output range bounds every logit the model can produce.
+        micro: run the file once in TensorFlow Lite for Microcontrollers (the
+            ``tflite-micro`` package) and record its tensor arena in ``NAME.json`` under
+            ``"tflite_micro"`` (``keras_asc.quantization.micro.micro_report``). A model TFLM
+            cannot run is still written, with the reason recorded and a warning.
+        low_arena: a smaller TFLite Micro tensor arena, the same values: GRN (kept in
+            float) is computed in ``LOW_ARENA_GRN_BLOCKS`` blocks along time, each block
+            quantised before the blocks are joined (``quantize_before_concatenation``), so
+            the largest float tensors are a quarter of their size. Recorded in ``NAME.json``
+            as ``"low_arena"``.
 
     Returns:
-        ``ExportResult`` (paths, file size, parameter bytes).
+        ``ExportResult`` (paths, file size, parameter bytes, TFLite Micro arena).
 
     Raises:
         BudgetExceededError: the int8 parameters exceed ``max_param_bytes``; nothing is
@@ -794,18 +822,32 @@ def export_int8(
                 f"representative_dataset=None)."
             )
     spec = twin_spec(twin)
-    content = convert_int8(
-        twin,
-        None if qat else representative_dataset,
-        max_calibration_samples=max_calibration_samples,
-        frontend_in_file=frontend_in_file,
-    )
+    if int8_io and frontend_in_file:
+        raise ValueError(
+            "int8_io=True and frontend_in_file=True cannot be combined: a file with the "
+            "front-end inside takes float32 waveforms."
+        )
+    with _BlockwiseGRN() if low_arena else contextlib.nullcontext():
+        content = convert_int8(
+            twin,
+            None if qat else representative_dataset,
+            max_calibration_samples=max_calibration_samples,
+            frontend_in_file=frontend_in_file,
+        )
+    if low_arena:
+        content = quantize_before_concatenation(content)
+    if int8_io:
+        content = with_int8_io(content)
     counted = parameter_bytes(content, skip_frontend=frontend_in_file)
     check_parameter_bytes(counted, spec.name, max_param_bytes)
     frontends = [frontend_params(config) for config in spec.frontends]
     description = _describe(
         content, spec, frontends, counted, "qat" if qat else "ptq", frontend_in_file
     )
+    description = _io_quantization(description, content)
+    description["low_arena"] = bool(low_arena)
+    if micro:
+        description["tflite_micro"] = _micro_description(content, os.path.basename(path))
     # The front-end sidecar follows the TFLite input order, like the JSON (with the front-end
     # in the file: the model's input order, the order of ``inputs[0]["frontends"]``).
     ordered = (
@@ -818,5 +860,388 @@ def export_int8(
     _atomic_write(json_path, (json.dumps(description, indent=2) + "\n").encode())
     _atomic_write(path, content)
     return ExportResult(
-        path, json_path, frontend_path, len(content), counted, description["quantization"]
+        path,
+        json_path,
+        frontend_path,
+        len(content),
+        counted,
+        description["quantization"],
+        description.get("tflite_micro"),
     )
+
+
+# === int8 input and output ===
+
+# Float ops that may follow the last int8 tensor (logit pooling, ensemble weighted sum), and
+# how each maps the value interval of its inputs to its output's.
+_INTERVAL_SAME = ("MEAN", "RESHAPE", "SQUEEZE", "AVERAGE_POOL_2D")
+
+
+def _interval_product(a, b):
+    products = [x * y for x in a for y in b]
+    return min(products), max(products)
+
+
+def _constant_interval(model, tensor):
+    data = model.buffers[tensor.buffer].data
+    if data is None or not len(data) or tensor.type not in _NUMPY:
+        return None
+    values = np.frombuffer(bytes(np.asarray(data, np.uint8)), dtype=_NUMPY[tensor.type])
+    return float(values.min()), float(values.max())
+
+
+_NUMPY = {tflite_schema.TensorType.FLOAT32: np.float32, tflite_schema.TensorType.INT32: np.int32}
+
+
+def output_interval(model):
+    """Bounds of the float output of a flatbuffer object, propagated from the int8 tensors.
+
+    The logits are computed in float from dequantised int8 tensors by a few ops (pooling
+    sum, scaling, ensemble weights and sum); each maps intervals exactly, so the result
+    bounds every logit the model can produce, without data.
+    """
+    subgraph = model.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    intervals = {}
+    for op in subgraph.operators:
+        name = _OP_NAMES.get(codes[op.opcodeIndex])
+        inputs = [int(i) for i in op.inputs if i >= 0]
+        output = int(op.outputs[0])
+        tensor = subgraph.tensors[output]
+
+        def interval(index):
+            if index in intervals:
+                return intervals[index]
+            return _constant_interval(model, subgraph.tensors[index])
+
+        if name == "DEQUANTIZE":
+            source = subgraph.tensors[inputs[0]].quantization
+            info = np.iinfo(np.int8)
+            scale, zero = float(source.scale[0]), int(source.zeroPoint[0])
+            intervals[output] = (scale * (info.min - zero), scale * (info.max - zero))
+            continue
+        known = [interval(i) for i in inputs]
+        if tensor.type != tflite_schema.TensorType.FLOAT32 or not known or known[0] is None:
+            continue
+        if name in _INTERVAL_SAME:
+            intervals[output] = known[0]
+        elif name == "SUM":
+            count = np.prod(subgraph.tensors[inputs[0]].shape) / np.prod(tensor.shape)
+            intervals[output] = (known[0][0] * count, known[0][1] * count)
+        elif name == "MUL" and known[1] is not None:
+            intervals[output] = _interval_product(known[0], known[1])
+        elif name == "ADD" and known[1] is not None:
+            intervals[output] = (known[0][0] + known[1][0], known[0][1] + known[1][1])
+    index = int(subgraph.outputs[0])
+    if index not in intervals:
+        raise ValueError(
+            "int8 output: the logits are not computed from int8 tensors by pooling, scaling "
+            "and sums only, so no int8 range can be derived for them."
+        )
+    return intervals[index]
+
+
+def _quantize_output(content):
+    """Append QUANTIZE then DEQUANTIZE to the float output, with the range of ``output_interval``.
+
+    ``modify_model_io_type`` then drops the DEQUANTIZE, leaving an int8 output.
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    subgraph = model.subgraphs[0]
+    low, high = output_interval(model)
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = (high - low) / 255.0 or 1.0
+    zero_point = int(np.clip(np.round(-128 - low / scale), -128, 127))
+    output = int(subgraph.outputs[0])
+    source = subgraph.tensors[output]
+
+    def add_tensor(dtype, quantization, name):
+        tensor = tflite_schema.TensorT()
+        tensor.name = name
+        tensor.type = dtype
+        tensor.shape = np.array(source.shape, np.int32)
+        tensor.shapeSignature = (
+            None if source.shapeSignature is None else np.array(source.shapeSignature, np.int32)
+        )
+        buffer = tflite_schema.BufferT()
+        model.buffers.append(buffer)
+        tensor.buffer = len(model.buffers) - 1
+        tensor.quantization = quantization
+        subgraph.tensors.append(tensor)
+        return len(subgraph.tensors) - 1
+
+    quantization = tflite_schema.QuantizationParametersT()
+    quantization.scale = np.array([scale], np.float32)
+    quantization.zeroPoint = np.array([zero_point], np.int64)
+    int8 = add_tensor(tflite_schema.TensorType.INT8, quantization, b"logits_int8")
+    float_out = add_tensor(tflite_schema.TensorType.FLOAT32, None, b"logits")
+
+    def opcode(builtin):
+        for position, code in enumerate(model.operatorCodes):
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+                return position
+        code = tflite_schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = builtin
+        code.version = 1
+        model.operatorCodes.append(code)
+        return len(model.operatorCodes) - 1
+
+    for builtin, inputs, outputs in (
+        (tflite_schema.BuiltinOperator.QUANTIZE, [output], [int8]),
+        (tflite_schema.BuiltinOperator.DEQUANTIZE, [int8], [float_out]),
+    ):
+        op = tflite_schema.OperatorT()
+        op.opcodeIndex = opcode(builtin)
+        op.inputs = np.array(inputs, np.int32)
+        op.outputs = np.array(outputs, np.int32)
+        subgraph.operators.append(op)
+    subgraph.outputs = np.array([float_out], np.int32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def with_int8_io(content):
+    """The model with int8 inputs (the spectrograms quantised as the first QUANTIZE ops did)
+    and an int8 output (the logits quantised over the range they can take).
+
+    The input side is TensorFlow Lite's own ``modify_model_io_type``; the float logits get a
+    QUANTIZE op whose range bounds every value they can take (``output_interval``).
+    """
+    from tensorflow.lite.python.util import modify_model_io_type
+
+    names = _io_names(content)
+    content = bytes(modify_model_io_type(_quantize_output(content), tf.int8, tf.int8))
+    # The int8 tensors that become the inputs and output keep the float ones' names.
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    subgraph = model.subgraphs[0]
+    for index, name in zip([*subgraph.inputs, *subgraph.outputs], names, strict=True):
+        subgraph.tensors[int(index)].name = name
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _io_names(content):
+    subgraph = flatbuffer_utils.convert_bytearray_to_object(bytearray(content)).subgraphs[0]
+    return [subgraph.tensors[int(i)].name for i in [*subgraph.inputs, *subgraph.outputs]]
+
+
+def _io_quantization(description, content):
+    """Record the scale and zero point of int8 inputs and output in the description."""
+    interpreter = make_interpreter(model_content=content)
+    by_name = {d["name"]: d for d in interpreter.get_input_details()}
+    for entry in description["inputs"]:
+        detail = by_name[entry["name"]]
+        if np.dtype(detail["dtype"]) == np.int8:
+            scale, zero_point = detail["quantization"]
+            entry["int8_quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+    output = interpreter.get_output_details()[0]
+    if np.dtype(output["dtype"]) == np.int8:
+        scale, zero_point = output["quantization"]
+        description["output"]["int8_quantization"] = {
+            "scale": float(scale),
+            "zero_point": int(zero_point),
+        }
+        description["output"]["meaning"] = "int8 logits (no softmax): (q - zero_point) * scale"
+    return description
+
+
+# === TFLite Micro ===
+
+
+def _micro_description(content, name):
+    """The ``"tflite_micro"`` entry of the description: the arena, or why it was not measured."""
+    if not micro_module.micro_available():
+        warnings.warn(
+            f"{name}: tflite-micro is not installed, so the TFLite Micro arena is not measured "
+            f"(pip install keras-asc[micro]).",
+            stacklevel=3,
+        )
+        return {"runs": None, "reason": "tflite-micro is not installed"}
+    try:
+        return micro_module.micro_report(content, name=name).as_json()
+    except micro_module.MicroUnsupportedError as error:
+        warnings.warn(str(error), stacklevel=3)
+        return {
+            "runs": False,
+            "reason": str(error),
+            "interpreter": f"tflite-micro {micro_module.micro_version()}",
+        }
+
+
+# === A smaller TFLite Micro arena ===
+
+# Row blocks of the float GRN under ``low_arena``; each block's float copy is a quarter of
+# the layer's float tensor.
+LOW_ARENA_GRN_BLOCKS = 4
+# GRN layers whose float tensor is smaller stay whole: each block adds ops, and every op
+# costs TFLite Micro persistent arena (node, tensor and quantisation structures).
+LOW_ARENA_MIN_BYTES = 65536
+
+
+def _blockwise_grn_call(self, inputs):
+    """GRN computed block by block along the time axis: the same values, smaller float tensors.
+
+    The statistics pass splits the int8 input (one SPLIT) and sums the squares of each
+    dequantised block; the output pass takes each block again with its own slice, so that
+    the converter does not merge the two passes' blocks and keep every float block alive
+    between them.
+    """
+    rows = inputs.shape[1]
+    if 4 * np.prod(inputs.shape[1:]) < LOW_ARENA_MIN_BYTES:
+        return _BlockwiseGRN.call(self, inputs)  # small enough: the extra ops cost more
+    blocks = min(LOW_ARENA_GRN_BLOCKS, rows)
+    sizes = [rows // blocks + (1 if i < rows % blocks else 0) for i in range(blocks)]
+    squares = [
+        tf.reduce_sum(tf.square(block), axis=(1, 2), keepdims=True)
+        for block in tf.split(inputs, sizes, axis=1)
+    ]
+    norms = tf.sqrt(tf.add_n(squares))
+    normalized = norms / (tf.reduce_mean(norms, axis=-1, keepdims=True) + self.epsilon)
+    factor = self.gamma * normalized
+    blocks = [
+        inputs[:, start : start + size]
+        for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)
+    ]
+    # The layer's own formula, gamma * (x * N(x)) + beta + x: no new constant (parameter).
+    return tf.concat([block * factor + self.beta + block for block in blocks], axis=1)
+
+
+class _BlockwiseGRN:
+    """While the converter traces, the twin's GRN layers compute block by block."""
+
+    call = twin_module.GlobalResponseNormalization.call
+
+    def __enter__(self):
+        twin_module.GlobalResponseNormalization.call = _blockwise_grn_call
+
+    def __exit__(self, *error):
+        twin_module.GlobalResponseNormalization.call = _BlockwiseGRN.call
+
+
+def quantize_before_concatenation(content):
+    """Quantise each block of a float concatenation before concatenating, not after.
+
+    The converter leaves ``CONCATENATION -> [RELU ->] QUANTIZE`` in float when the blocks
+    come from float ops (GRN computed block by block): all float blocks and their float
+    concatenation are alive at once. Each block goes through the ReLU (if any) and the
+    QUANTIZE right after the op that makes it, and the concatenation joins int8 blocks with
+    the same scale and zero point: the same int8 values, a quarter of the memory. Tensors
+    left without an op are removed, and every DEQUANTIZE is moved next to the op that first
+    reads it (``_dequantize_when_needed``).
+
+    Args:
+        content: the flatbuffer bytes.
+
+    Returns:
+        The rewritten flatbuffer bytes (``content`` itself when nothing matched).
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    subgraph = model.subgraphs[0]
+    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+    name = lambda op: _OP_NAMES.get(codes[op.opcodeIndex])  # noqa: E731
+    consumers = {}
+    for op in subgraph.operators:
+        for index in op.inputs:
+            consumers.setdefault(int(index), []).append(op)
+    producer = {int(i): op for op in subgraph.operators for i in op.outputs}
+    float32 = tflite_schema.TensorType.FLOAT32
+    rewritten = False
+    for concat in list(subgraph.operators):
+        if name(concat) != "CONCATENATION":
+            continue
+        chain, tensor = [], int(concat.outputs[0])
+        while len(consumers.get(tensor, [])) == 1 and tensor not in subgraph.outputs:
+            (next_op,) = consumers[tensor]
+            if name(next_op) not in ("RELU", "QUANTIZE"):
+                break
+            chain.append(next_op)
+            tensor = int(next_op.outputs[0])
+            if name(next_op) == "QUANTIZE":
+                break
+        if not chain or name(chain[-1]) != "QUANTIZE":
+            continue
+        if subgraph.tensors[int(concat.outputs[0])].type != float32:
+            continue
+        if concat.builtinOptions is not None and concat.builtinOptions.fusedActivationFunction:
+            continue
+        quantized = subgraph.tensors[int(chain[-1].outputs[0])]
+        new_inputs = []
+        for block in [int(i) for i in concat.inputs]:
+            current = block
+            after = producer.get(block)
+            for op in chain:
+                tensor = tflite_schema.TensorT()
+                source = subgraph.tensors[current]
+                is_quantize = name(op) == "QUANTIZE"
+                tensor.name = f"t{len(subgraph.tensors)}".encode()
+                tensor.type = quantized.type if is_quantize else float32
+                tensor.shape = np.array(source.shape, np.int32)
+                tensor.quantization = quantized.quantization if is_quantize else None
+                model.buffers.append(tflite_schema.BufferT())
+                tensor.buffer = len(model.buffers) - 1
+                subgraph.tensors.append(tensor)
+                new = tflite_schema.OperatorT()
+                new.opcodeIndex = op.opcodeIndex
+                new.builtinOptionsType = op.builtinOptionsType
+                new.builtinOptions = op.builtinOptions
+                new.inputs = np.array([current], np.int32)
+                new.outputs = np.array([len(subgraph.tensors) - 1], np.int32)
+                position = subgraph.operators.index(after) + 1 if after is not None else 0
+                subgraph.operators.insert(position, new)
+                after, current = new, len(subgraph.tensors) - 1
+            new_inputs.append(current)
+        concat.inputs = np.array(new_inputs, np.int32)
+        concat.outputs = np.array(chain[-1].outputs, np.int32)
+        for op in chain:
+            subgraph.operators.remove(op)
+        rewritten = True
+    if rewritten:
+        _drop_unused_tensors(subgraph)
+    rewritten = _dequantize_when_needed(subgraph, name) or rewritten
+    if not rewritten:
+        return content
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _drop_unused_tensors(subgraph):
+    """Remove tensors no op reads or writes (TFLite Micro would plan memory for them)."""
+    used = {int(i) for i in [*subgraph.inputs, *subgraph.outputs] if i >= 0}
+    for op in subgraph.operators:
+        used.update(int(i) for i in [*op.inputs, *op.outputs] if i >= 0)
+    kept = sorted(used)
+    new_index = {old: new for new, old in enumerate(kept)}
+
+    def remap(indices):
+        return np.array([new_index[int(i)] if i >= 0 else -1 for i in indices], np.int32)
+
+    subgraph.tensors = [subgraph.tensors[i] for i in kept]
+    for op in subgraph.operators:
+        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+        if op.intermediates is not None and len(op.intermediates):
+            op.intermediates = remap(op.intermediates)
+    subgraph.inputs, subgraph.outputs = remap(subgraph.inputs), remap(subgraph.outputs)
+
+
+def _dequantize_when_needed(subgraph, name):
+    """Move each DEQUANTIZE to just before the first op that reads its float output.
+
+    The converter may dequantise all blocks of a layer first and use them later, keeping
+    every float block alive at once; run one op later, a DEQUANTIZE's float output (four
+    times its int8 input) lives only while it is used.
+    """
+    moved = False
+    for op in [op for op in subgraph.operators if name(op) == "DEQUANTIZE"]:
+        output = int(op.outputs[0])
+        position = subgraph.operators.index(op)
+        first = next(
+            (
+                k
+                for k, other in enumerate(subgraph.operators)
+                if k > position and output in [int(i) for i in other.inputs]
+            ),
+            None,
+        )
+        if first is None or first == position + 1:
+            continue
+        subgraph.operators.remove(op)
+        subgraph.operators.insert(first - 1, op)
+        moved = True
+    return moved

@@ -1,5 +1,6 @@
 """Run an exported int8 model like a Keras model: waveforms in, float logits out."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import zipfile
 
 import numpy as np
 
+from keras_asc.quantization import micro
 from keras_asc.quantization.export import EXPORT_FORMAT, make_interpreter, sidecar_paths
 from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params, num_frames
 
@@ -111,7 +113,10 @@ class TFLiteClassifier:
     (``"frontend_in_file": true`` in its JSON) computes the log-mels itself: it is fed the
     waveforms directly and takes no spectrograms.
 
-    Uses the LiteRT interpreter (``ai_edge_litert``) when installed, else ``tf.lite``.
+    Uses the LiteRT interpreter (``ai_edge_litert``) when installed, else ``tf.lite``. A file
+    exported with int8 input and output (``export_int8(..., int8_io=True)``) is fed the
+    spectrograms quantised with each input's recorded scale and zero point, and its int8
+    logits are dequantised: ``predict`` returns float logits either way.
 
     Args:
         path: the ``.tflite`` file written by ``export_int8``; its ``.json`` and
@@ -214,10 +219,29 @@ class TFLiteClassifier:
 
     def _run(self, arrays):
         self._resize(arrays[0].shape[0])
-        for detail, array in zip(self._inputs, arrays, strict=True):
+        for detail, array in zip(self._inputs, self.interpreter_inputs(arrays), strict=True):
             self.interpreter.set_tensor(detail["index"], array)
         self.interpreter.invoke()
-        return np.array(self.interpreter.get_tensor(self._output["index"]))
+        return self.output_logits(self.interpreter.get_tensor(self._output["index"]))
+
+    def interpreter_inputs(self, spectrograms):
+        """The arrays the file takes for float spectrograms (one per input, ``input_names``
+        order): the spectrograms themselves, or for a file with int8 inputs
+        (``export_int8(..., int8_io=True)``) the spectrograms quantised with each input's
+        scale and zero point."""
+        return [
+            quantize_array(array, detail)
+            for array, detail in zip(spectrograms, self._inputs, strict=True)
+        ]
+
+    def output_logits(self, output):
+        """Float logits of the file's raw output (dequantised when the output is int8)."""
+        return dequantize_array(output, self._output)
+
+    def as_spectrograms(self, x):
+        """Float spectrograms, one array per input, of waveforms or spectrograms (see the
+        class doc)."""
+        return self._as_inputs(x)
 
     def _as_inputs(self, x):
         if self.frontend_in_file:
@@ -278,6 +302,25 @@ def _check_waveform_input(path, inputs):
             f"waveform input is expected; the file has inputs of shapes "
             f"{[tuple(int(d) for d in i['shape_signature']) for i in inputs]}."
         )
+def quantize_array(array, detail):
+    """``array`` in the dtype of an interpreter tensor (``detail``: its interpreter details):
+    unchanged for float32, quantised with the tensor's scale and zero point for int8."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return np.ascontiguousarray(array, dtype="float32")
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    quantized = np.round(np.asarray(array, "float32") / scale) + zero_point
+    return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def dequantize_array(array, detail):
+    """Float values of an interpreter tensor's raw ``array`` (int8 dequantised)."""
+    array = np.asarray(array)
+    if array.dtype == np.float32:
+        return np.array(array)
+    scale, zero_point = detail["quantization"]
+    return ((array.astype("float32") - zero_point) * scale).astype("float32")
 
 
 def prediction_agreement(classifier, reference, batches):
@@ -302,3 +345,53 @@ def prediction_agreement(classifier, reference, batches):
     if not total:
         raise ValueError("prediction_agreement: the batches held no clips.")
     return agree / total, total
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroAgreement:
+    """TFLite Micro next to LiteRT on the same clips.
+
+    Attributes:
+        same_class: fraction of clips with the same top class.
+        clips: clips compared.
+        max_logit_difference: largest absolute difference of the (float) logits.
+    """
+
+    same_class: float
+    clips: int
+    max_logit_difference: float
+
+    def __str__(self):
+        return (
+            f"TFLite Micro and LiteRT: same class on {100 * self.same_class:.2f} % of "
+            f"{self.clips} clips; largest logit difference {self.max_logit_difference:.4g}"
+        )
+
+
+def micro_agreement(path, x):
+    """Run clips through TFLite Micro and LiteRT and compare their classes and logits.
+
+    Args:
+        path: a ``.tflite`` file written by ``export_int8`` (its ``.json`` and
+            ``.frontend.npz`` beside it).
+        x: waveforms (batch, samples), or spectrograms as ``TFLiteClassifier.predict`` takes
+            them.
+
+    Returns:
+        ``MicroAgreement``.
+
+    Example:
+        >>> print(micro_agreement("out/moflenet57.tflite", waveforms))
+    """
+    classifier = TFLiteClassifier(path)
+    spectrograms = classifier.as_spectrograms(x)
+    litert = classifier.predict(spectrograms)
+    on_micro = micro.MicroInterpreter(path)
+    logits = classifier.output_logits(on_micro.predict(classifier.interpreter_inputs(spectrograms)))
+    if not len(litert):
+        raise ValueError("micro_agreement: no clips to compare.")
+    return MicroAgreement(
+        float(np.mean(logits.argmax(1) == litert.argmax(1))),
+        len(litert),
+        float(np.max(np.abs(logits - litert))),
+    )

@@ -90,12 +90,17 @@ class QuantizeRunResult:
     agreements: tuple = ()
 
     def summary(self):
-        """The table of files with their parameter and file bytes, then the files written."""
-        lines = [f"{'file':<40} {'parameter bytes':>16} {'file bytes':>11}  quantisation"]
+        """The table of files with their parameter and file bytes and TFLite Micro arena,
+        then the files written."""
+        lines = [
+            f"{'file':<40} {'parameter bytes':>16} {'file bytes':>11} {'TFLM arena':>11}  "
+            f"quantisation"
+        ]
         for _, result in self.exports:
             lines.append(
                 f"{os.path.basename(result.path):<40} {result.parameters.total:>16,} "
-                f"{result.file_bytes:>11,}  {result.quantization}"
+                f"{result.file_bytes:>11,} {_arena_text(result.tflite_micro):>11}  "
+                f"{result.quantization}"
             )
         for _, result in self.exports:
             lines.append(
@@ -116,6 +121,11 @@ class QuantizeRunResult:
                 f"of {clips} clips"
             )
         return "\n".join(lines)
+
+
+def _arena_text(entry):
+    """The arena column: bytes, or '-' when TFLite Micro did not run the file."""
+    return f"{entry['arena_bytes']:,}" if entry and entry.get("arena_bytes") else "-"
 
 
 def recipe_spectrogram_augmentations(run, model, seed=0):
@@ -182,6 +192,9 @@ def quantize_run(
     steps_per_epoch=None,
     ptq=False,
     calibration_clips=256,
+    int8_io=False,
+    low_arena=False,
+    micro=True,
     out_dir=None,
     seed=0,
     cache_dir=None,
@@ -208,6 +221,10 @@ def quantize_run(
         steps_per_epoch: QAT batches per epoch (``None``: the whole split).
         ptq: post-training quantisation only (calibration, no QAT; any Keras backend).
         calibration_clips: clips for post-training calibration.
+        int8_io: int8 input spectrograms and int8 output logits (``export_int8``).
+        low_arena: a smaller TFLite Micro tensor arena, same logits (``export_int8``).
+        micro: record each file's TFLite Micro tensor arena in its ``.json``
+            (``export_int8``).
         out_dir: output folder (default: ``int8`` inside the run directory).
         seed: seed of the data order.
         cache_dir: cache decoded audio here (reused by later runs).
@@ -294,6 +311,9 @@ def quantize_run(
             qat=not ptq,
             max_calibration_samples=calibration_clips,
             frontend_in_file=frontend_in_file,
+            int8_io=int8_io,
+            low_arena=low_arena,
+            micro=micro,
         )
         exports.append((target, result))
     result = QuantizeRunResult(model, tuple(exports), "ptq" if ptq else "qat")
