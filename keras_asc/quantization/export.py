@@ -11,6 +11,16 @@
   recorded in ``NAME.json`` for a device that prefers to quantise the spectrogram itself.
   The batch dimension is dynamic (resize the input tensors). An ensemble is one file with one
   spectrogram input per member and the weighted sum of the member logits (float32).
+  MofleNet's channel shuffles are folded away (``fold_shuffle=True``, the default): the Keras
+  model and its tf_keras twin keep the shuffle (one GATHER per block in the converted file),
+  and ``fold_channel_shuffles`` then removes each GATHER from the flatbuffer and permutes the
+  constants after it instead (depthwise filters, their int32 biases and per-channel
+  quantisation scales, the input-channel axis of the 1x1 projection). Done on the converted
+  file rather than in the twin, it is exact by construction: no weight is re-quantised, every
+  int8 product and int32 sum stays what it was, and the logits are bit-identical, whereas a
+  twin without the shuffle would need its QAT quantiser ranges permuted too and converted
+  again. No converter or LiteRT tool removes a GATHER whose permutation a later layer could
+  absorb, hence the hand-written pass.
 - ``NAME.frontend.npz``: the log-mel front-end of every input (window, mel filter bank,
   constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the reference.
 - ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
@@ -460,6 +470,229 @@ def compact_flatbuffer(content):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+# === Folding the channel shuffle ===
+
+# Ops that treat every channel alike and hold no per-channel constants: a channel permutation
+# passes through them unchanged.
+_CHANNELWISE = {"RELU", "RELU6", "RELU_N1_TO_1", "MAX_POOL_2D", "AVERAGE_POOL_2D"}
+
+
+def _op_name(model, op):
+    code = model.operatorCodes[op.opcodeIndex]
+    return _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+
+
+def _constant(model, tensor):
+    """The data of a constant tensor as a NumPy array of its shape, or ``None``."""
+    buffer = model.buffers[tensor.buffer]
+    if buffer.data is None or len(buffer.data) == 0:
+        return None
+    dtype = np.dtype(_TENSOR_TYPES[tensor.type])
+    raw = bytes(np.asarray(buffer.data, dtype=np.uint8))
+    return np.frombuffer(raw, dtype=dtype).reshape([int(d) for d in tensor.shape])
+
+
+def _quantization_key(tensor):
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    return (tuple(np.asarray(q.scale).tolist()), tuple(np.asarray(q.zeroPoint).tolist()))
+
+
+def _set_constant(model, index, subgraph, values):
+    """Store ``values`` in tensor ``index``, in a buffer of its own if it shared one."""
+    tensor = subgraph.tensors[index]
+    shared = sum(
+        1 for graph in model.subgraphs for other in graph.tensors if other.buffer == tensor.buffer
+    )
+    if shared > 1:
+        model.buffers.append(tflite_schema.BufferT())
+        tensor.buffer = len(model.buffers) - 1
+    model.buffers[tensor.buffer].data = np.frombuffer(
+        np.ascontiguousarray(values).tobytes(), dtype=np.uint8
+    )
+
+
+def _permute_tensor(model, subgraph, index, axis, order):
+    """Reorder tensor ``index`` (its constant data, if any, and per-channel quantisation)
+    along ``axis`` so that position ``i`` holds what position ``order[i]`` held."""
+    tensor = subgraph.tensors[index]
+    axis %= len(tensor.shape)
+    values = _constant(model, tensor)
+    if values is not None:
+        _set_constant(model, index, subgraph, np.take(values, order, axis=axis))
+    q = tensor.quantization
+    if q is not None and q.scale is not None and len(q.scale) > 1 and q.quantizedDimension == axis:
+        q.scale = np.asarray(q.scale)[order]
+        q.zeroPoint = np.asarray(q.zeroPoint)[order]
+        for field in ("min", "max"):
+            if getattr(q, field) is not None and len(getattr(q, field)) == len(order):
+                setattr(q, field, np.asarray(getattr(q, field))[order])
+
+
+def _shuffle_permutation(model, subgraph, op):
+    """The channel permutation of a GATHER that only reorders the last axis, or ``None``."""
+    if len(op.inputs) != 2 or len(op.outputs) != 1:
+        return None
+    source, indices_tensor = (subgraph.tensors[i] for i in op.inputs)
+    output = subgraph.tensors[op.outputs[0]]
+    options = op.builtinOptions
+    rank = len(source.shape)
+    if (
+        rank < 2
+        or options is None
+        or getattr(options, "batchDims", 0) != 0
+        or getattr(options, "axis", 0) % rank != rank - 1
+        or list(output.shape) != list(source.shape)
+        or _quantization_key(source) != _quantization_key(output)
+    ):
+        return None
+    indices = _constant(model, indices_tensor)
+    channels = int(source.shape[-1])
+    if indices is None or indices.shape != (channels,):
+        return None
+    if not np.array_equal(np.sort(indices), np.arange(channels)):
+        return None
+    return indices.astype(np.int64)
+
+
+def _absorbing_chain(model, subgraph, tensor, channels):
+    """The ops from ``tensor`` to the first convolution that sums over its channels.
+
+    Returns ``[(op, kind)]`` with kind ``"depthwise"``, ``"channelwise"`` or ``"conv"`` (the
+    last one), or ``None`` when the tensor does not flow, through single-consumer per-channel
+    ops, into a convolution over all ``channels`` (then the permutation cannot be folded).
+    """
+    chain = []
+    outputs = {int(i) for i in subgraph.outputs}
+    while True:
+        users = [
+            (op, position)
+            for op in subgraph.operators
+            for position, index in enumerate(op.inputs)
+            if index == tensor
+        ]
+        if tensor in outputs or len(users) != 1 or users[0][1] != 0:
+            return None
+        op, _ = users[0]
+        kind = _op_name(model, op)
+        shape = [int(d) for d in subgraph.tensors[op.inputs[1]].shape] if len(op.inputs) > 1 else []
+        if kind == "CONV_2D" and shape[-1:] == [channels]:
+            return [*chain, (op, "conv")]
+        if kind == "DEPTHWISE_CONV_2D" and shape[-1:] == [channels]:
+            chain.append((op, "depthwise"))
+        elif kind in ("PAD", "PADV2"):
+            paddings = _constant(model, subgraph.tensors[op.inputs[1]])
+            if paddings is None or np.any(paddings[-1]):
+                return None
+            chain.append((op, "channelwise"))
+        elif kind in _CHANNELWISE:
+            chain.append((op, "channelwise"))
+        else:
+            return None
+        if len(op.outputs) != 1:
+            return None
+        tensor = int(op.outputs[0])
+
+
+def _fold_gather(model, subgraph, op):
+    permutation = _shuffle_permutation(model, subgraph, op)
+    if permutation is None:
+        return False
+    chain = _absorbing_chain(model, subgraph, int(op.outputs[0]), len(permutation))
+    if chain is None:
+        return False
+    # Without the GATHER, channel i holds what the GATHER moved to position inverse[i]; every
+    # per-channel constant downstream moves the same way, so each value meets the weights it
+    # met before and the convolution that sums over the channels sees the same products.
+    inverse = np.argsort(permutation)
+    for consumer, kind in chain:
+        if kind == "conv":
+            _permute_tensor(model, subgraph, int(consumer.inputs[1]), -1, inverse)
+            break
+        if kind == "depthwise":
+            _permute_tensor(model, subgraph, int(consumer.inputs[1]), -1, inverse)
+            if len(consumer.inputs) > 2 and consumer.inputs[2] >= 0:
+                _permute_tensor(model, subgraph, int(consumer.inputs[2]), 0, inverse)
+        _permute_tensor(model, subgraph, int(consumer.outputs[0]), -1, inverse)
+    first = chain[0][0]
+    first.inputs = [int(op.inputs[0]) if i == op.outputs[0] else int(i) for i in first.inputs]
+    subgraph.operators = [other for other in subgraph.operators if other is not op]
+    return True
+
+
+def _prune(model):
+    """Drop tensors no op uses, operator codes no op runs and the data of orphaned buffers."""
+    for number, subgraph in enumerate(model.subgraphs):
+        used = {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
+        for op in subgraph.operators:
+            for field in (op.inputs, op.outputs, op.intermediates):
+                used.update(int(i) for i in (field if field is not None else ()) if i >= 0)
+        order = sorted(used)
+        new_index = {old: new for new, old in enumerate(order)}
+
+        def remap(values, new_index=new_index):
+            return [new_index[int(i)] if i >= 0 else -1 for i in values]
+
+        subgraph.tensors = [subgraph.tensors[i] for i in order]
+        subgraph.inputs, subgraph.outputs = remap(subgraph.inputs), remap(subgraph.outputs)
+        for op in subgraph.operators:
+            op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+            if op.intermediates is not None:
+                op.intermediates = remap(op.intermediates)
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == number:
+                for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
+                    entry.tensorIndex = new_index[int(entry.tensorIndex)]
+    referenced = {t.buffer for graph in model.subgraphs for t in graph.tensors}
+    referenced |= {entry.buffer for entry in model.metadata or []}
+    for index, buffer in enumerate(model.buffers):
+        if index not in referenced:
+            buffer.data = None
+    codes = sorted({op.opcodeIndex for graph in model.subgraphs for op in graph.operators})
+    new_code = {old: new for new, old in enumerate(codes)}
+    model.operatorCodes = [model.operatorCodes[i] for i in codes]
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            op.opcodeIndex = new_code[op.opcodeIndex]
+
+
+def fold_channel_shuffles(content):
+    """Remove every channel shuffle (a GATHER over the channel axis) that the following
+    per-channel layers can absorb, permuting their weights instead.
+
+    A shuffle is folded when its output flows, through ops that each have one consumer and act
+    on every channel separately (PAD, ReLU, pooling, depthwise convolutions with one filter per
+    channel), into a convolution that sums over all its input channels. The depthwise filters,
+    their int32 biases, their per-channel quantisation scales and zero points and the input-
+    channel axis of that convolution's filter are permuted with the inverse of the shuffle, and
+    the GATHER is removed. Every int8 product and every int32 sum of the network is then
+    exactly what it was (only the order of the terms of the convolution's channel sum changes,
+    and integer sums do not depend on it), so the logits are bit-identical. A GATHER that does
+    not match (another consumer, a grouped convolution after it, an output) stays.
+
+    Args:
+        content: the flatbuffer bytes of a TFLite model.
+
+    Returns:
+        The flatbuffer bytes without the folded GATHER ops (compacted as by
+        ``compact_flatbuffer``); ``content`` itself when there is nothing to fold.
+
+    Example:
+        >>> folded = fold_channel_shuffles(convert_int8(qat_model))
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    folded = 0
+    for subgraph in model.subgraphs:
+        for op in list(subgraph.operators):
+            if _op_name(model, op) == "GATHER":
+                folded += _fold_gather(model, subgraph, op)
+    if not folded:
+        return bytes(content)
+    _prune(model)
+    return compact_flatbuffer(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+
+
 # === Export ===
 
 
@@ -586,6 +819,7 @@ def export_int8(
     *,
     max_param_bytes=MAX_PARAM_BYTES,
     max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
+    fold_shuffle=True,
 ):
     """Export an int8 TFLite model, its front-end constants and a JSON description.
 
@@ -605,6 +839,9 @@ def export_int8(
         max_param_bytes: the parameter-memory limit (128,000 bytes, DCASE); ``None`` skips
             the check.
         max_calibration_samples: clips used for post-training calibration.
+        fold_shuffle: fold every channel shuffle into the weights of the layers after it
+            (``fold_channel_shuffles``): the same int8 logits, bit for bit, without the
+            GATHER ops. ``False`` keeps the shuffles in the file.
 
     Returns:
         ``ExportResult`` (paths, file size, parameter bytes).
@@ -640,6 +877,8 @@ def export_int8(
         None if qat else representative_dataset,
         max_calibration_samples=max_calibration_samples,
     )
+    if fold_shuffle:
+        content = fold_channel_shuffles(content)
     counted = parameter_bytes(content)
     check_parameter_bytes(counted, spec.name, max_param_bytes)
     frontends = [frontend_params(config) for config in spec.frontends]
