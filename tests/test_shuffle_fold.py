@@ -35,14 +35,17 @@ def _count(content, op_name):
 
 @pytest.fixture(scope="module")
 def tiny_exports(tmp_path_factory):
-    """(unfolded path, folded path, spectrograms) of a tiny MofleNet's QAT-structured export."""
+    """A tiny MofleNet's QAT-structured int8 conversion and its exports with and without the
+    fold: ``(converted flatbuffer, export without fold, default export, spectrograms)``."""
     from keras_asc.models import AudioClassifier
     from keras_asc.quantization import (
         calibrate_activation_ranges,
+        convert_int8,
         export_int8,
         quantize_model,
         to_tf_keras,
     )
+    from keras_asc.quantization import export as export_module
 
     keras.utils.set_random_seed(0)
     model = AudioClassifier.from_preset("moflenet57", **TINY_MOFLE_CONFIG, name="tiny_mofle")
@@ -52,18 +55,25 @@ def tiny_exports(tmp_path_factory):
     rng = np.random.default_rng(0)
     spectrograms = rng.normal(0.0, 1.0, (32, 256, 64, 1)).astype("float32")
     calibrate_activation_ranges(qat_model, twin, iter([spectrograms[:16], spectrograms[16:]]))
+    converted = convert_int8(qat_model)
     folder = tmp_path_factory.mktemp("fold")
-    plain = export_int8(qat_model, None, folder / "plain.tflite", qat=True, fold_shuffle=False)
-    folded = export_int8(qat_model, None, folder / "folded.tflite", qat=True)
-    return plain, folded, spectrograms
+    # Both exports start from the same conversion (the converter is the slow part).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(export_module, "convert_int8", lambda *args, **kwargs: converted)
+        plain = export_int8(qat_model, None, folder / "plain.tflite", qat=True, fold_shuffle=False)
+        folded = export_int8(qat_model, None, folder / "folded.tflite", qat=True)
+    return converted, plain, folded, spectrograms
 
 
 def test_folded_export_has_no_shuffle_and_bit_identical_logits(tiny_exports):
     from keras_asc.quantization import read_graph
+    from keras_asc.quantization.export import float_average_pools, fold_channel_shuffles
 
-    plain, folded, spectrograms = tiny_exports
+    converted, plain, folded, spectrograms = tiny_exports
     plain_content = open(plain.path, "rb").read()
     folded_content = open(folded.path, "rb").read()
+    assert plain_content == float_average_pools(converted)
+    assert folded_content == float_average_pools(fold_channel_shuffles(converted))
     # One shuffle per MofleBlock (three stages of one block each).
     assert _count(plain_content, "GATHER") == 3
     assert _count(folded_content, "GATHER") == 0
@@ -72,10 +82,65 @@ def test_folded_export_has_no_shuffle_and_bit_identical_logits(tiny_exports):
     # The weights moved, none was added or dropped; the gather indices are gone from the file.
     assert folded.parameters.total == plain.parameters.total
     assert folded.file_bytes < plain.file_bytes
-    expected = _run(plain_content, spectrograms)
-    logits = _run(folded_content, spectrograms)
+    expected = _run(converted, spectrograms)
     assert np.abs(expected).max() > 0.1  # a network that computes something
-    np.testing.assert_array_equal(logits, expected)
+    np.testing.assert_array_equal(_run(plain_content, spectrograms), expected)
+    np.testing.assert_array_equal(_run(folded_content, spectrograms), expected)
+
+
+def test_int8_average_pools_run_in_float_with_the_same_int8_results(tiny_exports):
+    from keras_asc.quantization import read_graph
+    from keras_asc.quantization.export import float_average_pools
+
+    converted, _, _, spectrograms = tiny_exports
+    rewritten = float_average_pools(converted)
+
+    def pooled(content):
+        """Every int8 tensor that an AVERAGE_POOL_2D (or the QUANTIZE after it) writes, from
+        LiteRT's own kernels (XNNPACK does not write the tensors inside its partitions)."""
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        graph = read_graph(content)
+        interpreter = Interpreter(
+            model_content=content,
+            num_threads=1,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=True,
+        )
+        (detail,) = interpreter.get_input_details()
+        interpreter.resize_tensor_input(detail["index"], spectrograms.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], spectrograms)
+        interpreter.invoke()
+        readers = {i: op for op in graph.ops for i in op.inputs}
+        outputs = []
+        for op in graph.ops:
+            if op.name == "AVERAGE_POOL_2D":
+                (index,) = op.outputs
+                if graph.tensors[index].dtype == "float32":  # rewritten: read the QUANTIZE's
+                    (index,) = readers[index].outputs
+                outputs.append(interpreter.get_tensor(index))
+        return graph, outputs
+
+    before_graph, before = pooled(converted)
+    after_graph, after = pooled(rewritten)
+    int8_pools = [
+        op
+        for op in before_graph.ops
+        if op.name == "AVERAGE_POOL_2D" and before_graph.tensors[op.inputs[0]].dtype == "int8"
+    ]
+    assert len(int8_pools) == len(before) >= 1
+    assert after_graph.op_names.count("DEQUANTIZE") == before_graph.op_names.count(
+        "DEQUANTIZE"
+    ) + len(before)
+    assert all(
+        after_graph.tensors[op.inputs[0]].dtype == "float32"
+        for op in after_graph.ops
+        if op.name == "AVERAGE_POOL_2D"
+    )
+    for expected, result in zip(before, after, strict=True):
+        assert result.dtype == np.int8 and np.ptp(expected.astype(int)) > 10
+        np.testing.assert_array_equal(result, expected)
 
 
 def test_fold_permutes_depthwise_weights_and_their_quantisation(tiny_exports):
@@ -83,7 +148,7 @@ def test_fold_permutes_depthwise_weights_and_their_quantisation(tiny_exports):
     from keras_asc.quantization.export import make_interpreter
     from keras_asc.quantization.twin import shuffle_permutation
 
-    plain, folded, _ = tiny_exports
+    _, plain, folded, _ = tiny_exports
 
     def depthwise_filters(path):
         interpreter = make_interpreter(model_path=path)

@@ -20,7 +20,10 @@
   int8 product and int32 sum stays what it was, and the logits are bit-identical, whereas a
   twin without the shuffle would need its QAT quantiser ranges permuted too and converted
   again. No converter or LiteRT tool removes a GATHER whose permutation a later layer could
-  absorb, hence the hand-written pass.
+  absorb, hence the hand-written pass. The strided shortcuts' 3x3 average pooling runs in
+  float32 between a DEQUANTIZE and a QUANTIZE to the same scale (``float_average_pools``):
+  bit-identical to the int8 pooling, but LiteRT's XNNPACK delegate runs it, where the int8
+  op split the delegated graph.
 - ``NAME.frontend.npz``: the log-mel front-end of every input (window, mel filter bank,
   constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the reference.
 - ``NAME.json``: inputs (names, shapes, quantisation, front-end constants), output, members
@@ -657,6 +660,97 @@ def _prune(model):
             op.opcodeIndex = new_code[op.opcodeIndex]
 
 
+def _opcode_index(model, builtin):
+    """Index of ``builtin`` in the model's operator codes, added if absent."""
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return index
+    code = tflite_schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)  # the one-byte field of older readers
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _float_twin_tensor(subgraph, index):
+    """Add a float32 tensor of the shape of tensor ``index``; returns its index."""
+    source = subgraph.tensors[index]
+    tensor = tflite_schema.TensorT()
+    tensor.shape = list(source.shape)
+    tensor.shapeSignature = None if source.shapeSignature is None else list(source.shapeSignature)
+    tensor.type = tflite_schema.TensorType.FLOAT32
+    tensor.buffer = 0
+    tensor.name = (source.name or b"") + b"_float"
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def float_average_pools(content):
+    """Run every int8 ``AVERAGE_POOL_2D`` without padding as DEQUANTIZE, float pooling, QUANTIZE.
+
+    LiteRT's XNNPACK delegate runs the int8 network but not an int8 average pooling, so each
+    one (MofleNet's strided shortcuts) runs in LiteRT's own kernel and splits the delegated
+    graph around it. In float the delegate runs it, and the result is the same int8 tensor:
+    the int8 kernel (input and output share scale and zero point; explicit PAD ops, "valid"
+    pooling, so every window has all N = kh * kw elements) returns ``sum(q) / N`` rounded
+    half away from zero, and the float path returns ``round(sum(q) / N - z) + z`` up to float
+    error. For an odd N (9 for MofleNet's 3x3), ``sum(q) / N`` is never closer than 1/(2N)
+    to a half-integer, far more than the float error, so both round to the same integer.
+    Pools that do not meet these conditions (an even N, unequal quantisation, "same"
+    padding, a fused activation) stay as they are.
+
+    Args:
+        content: the flatbuffer bytes of a TFLite model.
+
+    Returns:
+        The flatbuffer bytes (``content`` itself when no pooling qualifies).
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    rewritten = 0
+    for subgraph in model.subgraphs:
+        operators = []
+        for op in subgraph.operators:
+            if _op_name(model, op) == "AVERAGE_POOL_2D" and _exact_in_float(subgraph, op):
+                source, target = int(op.inputs[0]), int(op.outputs[0])
+                float_source = _float_twin_tensor(subgraph, source)
+                float_target = _float_twin_tensor(subgraph, target)
+                dequantize = tflite_schema.OperatorT()
+                dequantize.opcodeIndex = _opcode_index(
+                    model, tflite_schema.BuiltinOperator.DEQUANTIZE
+                )
+                dequantize.inputs, dequantize.outputs = [source], [float_source]
+                quantize = tflite_schema.OperatorT()
+                quantize.opcodeIndex = _opcode_index(model, tflite_schema.BuiltinOperator.QUANTIZE)
+                quantize.inputs, quantize.outputs = [float_target], [target]
+                op.inputs, op.outputs = [float_source], [float_target]
+                operators += [dequantize, op, quantize]
+                rewritten += 1
+            else:
+                operators.append(op)
+        subgraph.operators = operators
+    if not rewritten:
+        return bytes(content)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _exact_in_float(subgraph, op):
+    source = subgraph.tensors[op.inputs[0]]
+    target = subgraph.tensors[op.outputs[0]]
+    options = op.builtinOptions
+    if source.type != tflite_schema.TensorType.INT8 or target.type != source.type:
+        return False
+    key = _quantization_key(source)
+    if key is None or len(key[0]) != 1 or key != _quantization_key(target):
+        return False
+    window = options.filterHeight * options.filterWidth
+    return (
+        options.padding == tflite_schema.Padding.VALID
+        and options.fusedActivationFunction == tflite_schema.ActivationFunctionType.NONE
+        and window % 2 == 1
+    )
+
+
 def fold_channel_shuffles(content):
     """Remove every channel shuffle (a GATHER over the channel axis) that the following
     per-channel layers can absorb, permuting their weights instead.
@@ -879,6 +973,7 @@ def export_int8(
     )
     if fold_shuffle:
         content = fold_channel_shuffles(content)
+    content = float_average_pools(content)
     counted = parameter_bytes(content)
     check_parameter_bytes(counted, spec.name, max_param_bytes)
     frontends = [frontend_params(config) for config in spec.frontends]
