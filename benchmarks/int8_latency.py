@@ -16,8 +16,8 @@ XNNPACK delegate) and timed alone; the table sums the time per op type after sub
 cost of an empty invoke. Ops timed alone miss the fusions XNNPACK makes across ops (a PAD into
 the convolution after it), so the sum differs from the network time; it shows where time goes.
 
-Models are preset names (built untrained; a QAT-structured int8 file is exported for them,
-which times the same as a trained one), run
+Models are preset names (built untrained, GRN scalars set non-zero as after training; a
+QAT-structured int8 file is exported for them, which times the same as a trained one), run
 directories (their ``model.keras`` and, when present, the files in ``int8/`` written by
 ``keras-asc quantize``) or ``.keras`` files.
 
@@ -122,6 +122,20 @@ def int8_files(model, int8_dir, out_dir, export_kwargs=None):
             **(export_kwargs or {}),
         ).path
     return paths
+
+
+def trained_like_grn(model, seed=0):
+    """Give an untrained preset's GRN layers non-zero gamma and beta, as training does: with
+    the initial zeros the converter folds most of GRN's float arithmetic away, and the int8
+    file would time faster than a trained model's."""
+    from keras_asc.layers import GlobalResponseNormalization, leaf_layers
+
+    rng = np.random.default_rng(seed)
+    for member in getattr(model, "members", [model]):
+        for layer in leaf_layers(member):
+            if isinstance(layer, GlobalResponseNormalization):
+                layer.gamma.assign(np.float32(rng.uniform(0.2, 0.5)))
+                layer.beta.assign(np.float32(rng.uniform(-0.1, 0.1)))
 
 
 def float_parts(keras_model):
@@ -303,6 +317,8 @@ def main(argv=None):
     rows, profiles, counts = [], [], {}
     for source in args.models:
         model, int8_dir = load_float_model(source)
+        if int8_dir is None:
+            trained_like_grn(model)
         paths = int8_files(model, int8_dir, out_dir, export_kwargs)
         counts.update(op_counts(paths))
         rows += benchmark(model, paths, clips, args.seconds)
