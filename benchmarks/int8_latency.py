@@ -93,6 +93,9 @@ def load_float_model(source):
     if source.endswith(".keras"):
         folder = os.path.dirname(os.path.abspath(source))
         return load(source), os.path.join(folder, "int8")
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same weights in every run and checkout
     return keras_asc.build(source), None
 
 
