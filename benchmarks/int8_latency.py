@@ -1,22 +1,32 @@
 """Latency of int8 TFLite models next to their float Keras models, on one CPU thread.
 
-For every model (and, for an ensemble, every member and the ensemble file) it times, on the
-same 1-s clips:
+For every model (and, for an ensemble, every member and the ensemble file) it times, in one run
+on the same 1-s clips, at batch 1 and batch 32:
 
-- the float Keras model on waveforms (front-end included), batch 1 and batch 32;
-- the int8 TFLite network alone (spectrogram in, ``num_threads=1``), batch 1 and batch 32;
-- the int8 network plus the NumPy front-end (waveform in, what ``TFLiteClassifier`` does),
-  batch 1.
+- front-end: the float model's ``LogMelSpectrogram`` layer(s) (Keras) and the NumPy front-end
+  that ``TFLiteClassifier`` runs (``frontend_numpy``, whichever implementation the checkout has);
+- network: the float Keras backbone(s) on spectrograms and the int8 TFLite network alone
+  (spectrogram in, ``num_threads=1``);
+- total: waveform in, logits out (``model.predict_on_batch`` and ``TFLiteClassifier.predict``),
 
-and prints milliseconds per clip, clips per second and the speed-up over the float model at
-batch 1. Models are preset names (built untrained; a QAT-structured int8 file is exported for
-them, which times the same as a trained one), run directories (their ``model.keras`` and, when
-present, the files in ``int8/`` written by ``keras-asc quantize``) or ``.keras`` files.
+and prints milliseconds per clip for float and int8 and the float / int8 ratio of each part,
+plus the op count of each int8 file. ``--profile`` adds a per-op profile of each int8 network
+at batch 1: every op of the file is cut out into a one-op LiteRT model (same tensors, same
+XNNPACK delegate) and timed alone; the table sums the time per op type after subtracting the
+cost of an empty invoke. Ops timed alone miss the fusions XNNPACK makes across ops (a PAD into
+the convolution after it), so the sum differs from the network time; it shows where time goes.
+
+Models are preset names (built untrained, GRN scalars set non-zero as after training; a
+QAT-structured int8 file is exported for them, which times the same as a trained one), run
+directories (their ``model.keras`` and, when present, the files in ``int8/`` written by
+``keras-asc quantize``) or ``.keras`` files.
 
 Usage:
     KERAS_BACKEND=tensorflow python benchmarks/int8_latency.py moflenet57 cp_resnet59 \\
-        moflenet57_cp_resnet59_v2
+        moflenet57_cp_resnet59_v2 --profile
     KERAS_BACKEND=tensorflow python benchmarks/int8_latency.py runs/moflenet57 --seconds 3
+    # the int8 files as exported before the channel-shuffle fold:
+    KERAS_BACKEND=tensorflow python benchmarks/int8_latency.py moflenet57 --no-fold-shuffle
 
 The float Keras model also runs on one thread unless ``--float-threads 0`` (TensorFlow's
 default) is given; the thread settings are printed with the table.
@@ -49,6 +59,14 @@ def parse_args(argv=None):
     parser.add_argument(
         "--out", help="folder for exported int8 files (default: a temporary folder)"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a per-op profile of each int8 network"
+    )
+    parser.add_argument(
+        "--no-fold-shuffle",
+        action="store_true",
+        help="export presets with export_int8(..., fold_shuffle=False) (the GATHER ops stay)",
+    )
     return parser.parse_args(argv)
 
 
@@ -75,10 +93,13 @@ def load_float_model(source):
     if source.endswith(".keras"):
         folder = os.path.dirname(os.path.abspath(source))
         return load(source), os.path.join(folder, "int8")
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same weights in every run and checkout
     return keras_asc.build(source), None
 
 
-def int8_files(model, int8_dir, out_dir):
+def int8_files(model, int8_dir, out_dir, export_kwargs=None):
     """``{name: .tflite path}`` for the model and (ensembles) its members, exporting if needed."""
     from keras_asc.quantization import export_int8, member_models, quantize_model
 
@@ -97,42 +118,87 @@ def int8_files(model, int8_dir, out_dir):
             )
         by_name = {m.name: m for m in [qat, *member_models(qat)]}
         paths[name] = export_int8(
-            by_name[name], None, os.path.join(out_dir, f"{name}.tflite"), qat=True
+            by_name[name],
+            None,
+            os.path.join(out_dir, f"{name}.tflite"),
+            qat=True,
+            **(export_kwargs or {}),
         ).path
     return paths
 
 
+def trained_like_grn(model, seed=0):
+    """Give an untrained preset's GRN layers non-zero gamma and beta, as training does: with
+    the initial zeros the converter folds most of GRN's float arithmetic away, and the int8
+    file would time faster than a trained model's."""
+    from keras_asc.layers import GlobalResponseNormalization, leaf_layers
+
+    rng = np.random.default_rng(seed)
+    for member in getattr(model, "members", [model]):
+        for layer in leaf_layers(member):
+            if isinstance(layer, GlobalResponseNormalization):
+                layer.gamma.assign(np.float32(rng.uniform(0.2, 0.5)))
+                layer.beta.assign(np.float32(rng.uniform(-0.1, 0.1)))
+
+
+def float_parts(keras_model):
+    """``(front-end model, network model)`` of a Keras model or ensemble: waveform ->
+    spectrogram(s), and spectrogram(s) -> logits of every member."""
+    import keras
+
+    members = list(getattr(keras_model, "members", [keras_model]))
+    waveform = keras.Input((keras_model.input_shape[-1],))
+    frontend = keras.Model(waveform, [m.frontend(waveform) for m in members])
+    inputs = [keras.Input(m.backbone.input_shape[1:]) for m in members]
+    network = keras.Model(inputs, [m.backbone(x) for m, x in zip(members, inputs, strict=True)])
+    return frontend, network
+
+
 def benchmark(model, paths, clips, seconds):
-    """Rows (model, engine, batch, seconds per clip) for one Keras model and its int8 files."""
+    """Rows (model, part, batch, float seconds per clip, int8 seconds per clip)."""
     from keras_asc.quantization import TFLiteClassifier
 
     rows = []
     keras_models = {model.name: model, **{m.name: m for m in getattr(model, "members", [])}}
     for name, path in paths.items():
         keras_model = keras_models[name]
+        frontend, network = float_parts(keras_model)
+        classifier = TFLiteClassifier(path, num_threads=1, batch_size=32)
+        float_spectrograms = frontend.predict_on_batch(clips[:32])
+        float_spectrograms = (
+            float_spectrograms if isinstance(float_spectrograms, list) else [float_spectrograms]
+        )
+        int8_spectrograms = classifier.spectrograms(clips[:32])
         for batch in (1, 32):
             x = clips[:batch]
-            seconds_per_call = time_call(lambda x=x, m=keras_model: m.predict_on_batch(x), seconds)
-            rows.append((name, "keras float32, waveform", batch, seconds_per_call / batch))
-        classifier = TFLiteClassifier(path, num_threads=1, batch_size=32)
-        spectrograms = classifier.spectrograms(clips[:32])
-        for batch in (1, 32):
-            inputs = [s[:batch] for s in spectrograms]
-            seconds_per_call = time_call(
-                lambda inputs=inputs, c=classifier: c.predict(inputs), seconds
-            )
-            rows.append((name, "tflite int8, spectrogram", batch, seconds_per_call / batch))
-        seconds_per_call = time_call(lambda c=classifier: c.predict(clips[:1]), seconds)
-        rows.append((name, "tflite int8 + numpy front-end", 1, seconds_per_call))
+            f_specs = [s[:batch] for s in float_spectrograms]
+            i_specs = [s[:batch] for s in int8_spectrograms]
+            parts = {
+                "front-end": (
+                    lambda x=x, f=frontend: f.predict_on_batch(x),
+                    lambda x=x, c=classifier: c.spectrograms(x),
+                ),
+                "network": (
+                    lambda s=f_specs, n=network: n.predict_on_batch(s),
+                    lambda s=i_specs, c=classifier: c.predict(s),
+                ),
+                "total": (
+                    lambda x=x, m=keras_model: m.predict_on_batch(x),
+                    lambda x=x, c=classifier: c.predict(x),
+                ),
+            }
+            for part, (float_call, int8_call) in parts.items():
+                float_time = time_call(float_call, seconds) / batch
+                int8_time = time_call(int8_call, seconds) / batch
+                rows.append((name, part, batch, float_time, int8_time))
     return rows
 
 
 def format_table(rows):
-    reference = {(r[0]): r[3] for r in rows if r[1].startswith("keras") and r[2] == 1}
-    header = ("model", "engine", "batch", "ms/clip", "clips/s", "speed-up vs float b1")
+    header = ("model", "part", "batch", "float ms/clip", "int8 ms/clip", "float / int8")
     lines = [header] + [
-        (name, engine, str(batch), f"{1000 * t:.2f}", f"{1 / t:.1f}", f"{reference[name] / t:.2f}x")
-        for name, engine, batch, t in rows
+        (name, part, str(batch), f"{1000 * f:.3f}", f"{1000 * i:.3f}", f"{f / i:.2f}x")
+        for name, part, batch, f, i in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = []
@@ -146,6 +212,92 @@ def format_table(rows):
         if index == 0:
             text.append("-" * len(text[0]))
     return "\n".join(text)
+
+
+# === Per-op profile ===
+
+
+def _interpreter(content):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=bytes(content), num_threads=1)
+    interpreter.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for detail in interpreter.get_input_details():
+        if detail["dtype"] == np.float32:
+            value = rng.normal(0.0, 1.0, detail["shape"]).astype("float32")
+        else:
+            value = np.zeros(detail["shape"], detail["dtype"])
+        interpreter.set_tensor(detail["index"], value)
+    return interpreter
+
+
+def _invoke_seconds(interpreter, calls=100, repeats=7):
+    """Fastest mean seconds per ``invoke`` over ``repeats`` runs of ``calls`` (a loaded
+    machine only ever adds time)."""
+    for _ in range(3):
+        interpreter.invoke()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(calls):
+            interpreter.invoke()
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best
+
+
+def op_profile(path):
+    """``(network seconds, empty-invoke seconds, [(op name, seconds)])`` of a .tflite file at
+    batch 1, each op timed alone as a one-op model (see the module doc)."""
+    import copy
+
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from keras_asc.quantization import read_graph
+
+    content = open(path, "rb").read()
+    graph = read_graph(content)
+    network = _invoke_seconds(_interpreter(content))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    subgraph = model.subgraphs[0]
+    produced = {i for op in graph.ops for i in op.outputs} | set(graph.inputs)
+    timings = []
+    for op, described in zip(subgraph.operators, graph.ops, strict=True):
+        alone = copy.copy(subgraph)
+        alone.operators = [op]
+        alone.inputs = [int(i) for i in op.inputs if i >= 0 and int(i) in produced]
+        alone.outputs = [int(i) for i in op.outputs]
+        single = copy.copy(model)
+        single.subgraphs = [alone]
+        single.signatureDefs = []
+        content = flatbuffer_utils.convert_object_to_bytearray(single)
+        timings.append((described.name, _invoke_seconds(_interpreter(content))))
+    empty = min(t for _, t in timings)  # the cheapest op: about the cost of invoke itself
+    return network, empty, [(name, t - empty) for name, t in timings]
+
+
+def format_profile(name, path):
+    network, empty, timings = op_profile(path)
+    totals, counts = {}, {}
+    for op, seconds in timings:
+        totals[op] = totals.get(op, 0.0) + seconds
+        counts[op] = counts.get(op, 0) + 1
+    alone = sum(totals.values())
+    lines = [
+        f"{name}: {len(timings)} ops; network {1e3 * network:.3f} ms per invoke; ops timed "
+        f"alone sum to {1e3 * alone:.3f} ms (minus {1e6 * empty:.1f} us per empty invoke)",
+        f"  {'op':20s} {'count':>5s} {'ms':>8s} {'share':>6s}",
+    ]
+    for op in sorted(totals, key=totals.get, reverse=True):
+        share = totals[op] / alone if alone else 0.0
+        lines.append(f"  {op:20s} {counts[op]:5d} {1e3 * totals[op]:8.3f} {100 * share:5.1f}%")
+    return "\n".join(lines)
+
+
+def op_counts(paths):
+    from keras_asc.quantization import read_graph
+
+    return {name: len(read_graph(path).ops) for name, path in paths.items()}
 
 
 def main(argv=None):
@@ -164,16 +316,27 @@ def main(argv=None):
         )
     clips = np.random.default_rng(0).normal(0.0, 0.1, (32, 32000)).astype("float32")
     out_dir = args.out or tempfile.mkdtemp(prefix="keras-asc-int8-")
-    rows = []
+    export_kwargs = {"fold_shuffle": False} if args.no_fold_shuffle else {}
+    rows, profiles, counts = [], [], {}
     for source in args.models:
         model, int8_dir = load_float_model(source)
-        rows += benchmark(model, int8_files(model, int8_dir, out_dir), clips, args.seconds)
+        if int8_dir is None:
+            trained_like_grn(model)
+        paths = int8_files(model, int8_dir, out_dir, export_kwargs)
+        counts.update(op_counts(paths))
+        rows += benchmark(model, paths, clips, args.seconds)
+        if args.profile:
+            profiles += [format_profile(name, path) for name, path in paths.items()]
     threads = args.float_threads or "TensorFlow default"
     print(
-        f"TFLite interpreter: 1 thread; float Keras ({keras.backend.backend()}): {threads} thread(s); "
-        f"CPU: {os.cpu_count()} logical cores"
+        f"TFLite interpreter: 1 thread; float Keras ({keras.backend.backend()}): {threads} "
+        f"thread(s); CPU: {os.cpu_count()} logical cores; int8 files in {out_dir}"
     )
+    print("int8 ops: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
     print(format_table(rows))
+    for profile in profiles:
+        print()
+        print(profile)
 
 
 if __name__ == "__main__":

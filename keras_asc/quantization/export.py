@@ -13,6 +13,19 @@
   spectrogram input per member and the weighted sum of the member logits (float32).
   With ``frontend_in_file=True`` the file starts with the float32 log-mel front-end instead
   (builtin ops ahead of the first QUANTIZE) and takes one waveform (batch, num_samples).
+  MofleNet's channel shuffles are folded away (``fold_shuffle=True``, the default): the Keras
+  model and its tf_keras twin keep the shuffle (one GATHER per block in the converted file),
+  and ``fold_channel_shuffles`` then removes each GATHER from the flatbuffer and permutes the
+  constants after it instead (depthwise filters, their int32 biases and per-channel
+  quantisation scales, the input-channel axis of the 1x1 projection). Done on the converted
+  file rather than in the twin, it is exact by construction: no weight is re-quantised, every
+  int8 product and int32 sum stays what it was, and the logits are bit-identical, whereas a
+  twin without the shuffle would need its QAT quantiser ranges permuted too and converted
+  again. No converter or LiteRT tool removes a GATHER whose permutation a later layer could
+  absorb, hence the hand-written pass. The strided shortcuts' 3x3 average pooling runs in
+  float32 between a DEQUANTIZE and a QUANTIZE to the same scale (``float_average_pools``):
+  bit-identical to the int8 pooling, but LiteRT's XNNPACK delegate runs it, where the int8
+  op split the delegated graph.
 - ``NAME.frontend.npz``: the log-mel front-end of every input (window, dense and sparse mel
   filter bank, constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the
   reference.
@@ -614,6 +627,320 @@ def frontend_ops(graph):
     return found
 
 
+# === Folding the channel shuffle ===
+
+# Ops that treat every channel alike and hold no per-channel constants: a channel permutation
+# passes through them unchanged.
+_CHANNELWISE = {"RELU", "RELU6", "RELU_N1_TO_1", "MAX_POOL_2D", "AVERAGE_POOL_2D"}
+
+
+def _op_name(model, op):
+    code = model.operatorCodes[op.opcodeIndex]
+    return _OP_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode))
+
+
+def _constant(model, tensor):
+    """The data of a constant tensor as a NumPy array of its shape, or ``None``."""
+    buffer = model.buffers[tensor.buffer]
+    if buffer.data is None or len(buffer.data) == 0:
+        return None
+    dtype = np.dtype(_TENSOR_TYPES[tensor.type])
+    raw = bytes(np.asarray(buffer.data, dtype=np.uint8))
+    return np.frombuffer(raw, dtype=dtype).reshape([int(d) for d in tensor.shape])
+
+
+def _quantization_key(tensor):
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return None
+    return (tuple(np.asarray(q.scale).tolist()), tuple(np.asarray(q.zeroPoint).tolist()))
+
+
+def _set_constant(model, index, subgraph, values):
+    """Store ``values`` in tensor ``index``, in a buffer of its own if it shared one."""
+    tensor = subgraph.tensors[index]
+    shared = sum(
+        1 for graph in model.subgraphs for other in graph.tensors if other.buffer == tensor.buffer
+    )
+    if shared > 1:
+        model.buffers.append(tflite_schema.BufferT())
+        tensor.buffer = len(model.buffers) - 1
+    model.buffers[tensor.buffer].data = np.frombuffer(
+        np.ascontiguousarray(values).tobytes(), dtype=np.uint8
+    )
+
+
+def _permute_tensor(model, subgraph, index, axis, order):
+    """Reorder tensor ``index`` (its constant data, if any, and per-channel quantisation)
+    along ``axis`` so that position ``i`` holds what position ``order[i]`` held."""
+    tensor = subgraph.tensors[index]
+    axis %= len(tensor.shape)
+    values = _constant(model, tensor)
+    if values is not None:
+        _set_constant(model, index, subgraph, np.take(values, order, axis=axis))
+    q = tensor.quantization
+    if q is not None and q.scale is not None and len(q.scale) > 1 and q.quantizedDimension == axis:
+        q.scale = np.asarray(q.scale)[order]
+        q.zeroPoint = np.asarray(q.zeroPoint)[order]
+        for field in ("min", "max"):
+            if getattr(q, field) is not None and len(getattr(q, field)) == len(order):
+                setattr(q, field, np.asarray(getattr(q, field))[order])
+
+
+def _shuffle_permutation(model, subgraph, op):
+    """The channel permutation of a GATHER that only reorders the last axis, or ``None``."""
+    if len(op.inputs) != 2 or len(op.outputs) != 1:
+        return None
+    source, indices_tensor = (subgraph.tensors[i] for i in op.inputs)
+    output = subgraph.tensors[op.outputs[0]]
+    options = op.builtinOptions
+    rank = len(source.shape)
+    if (
+        rank < 2
+        or options is None
+        or getattr(options, "batchDims", 0) != 0
+        or getattr(options, "axis", 0) % rank != rank - 1
+        or list(output.shape) != list(source.shape)
+        or _quantization_key(source) != _quantization_key(output)
+    ):
+        return None
+    indices = _constant(model, indices_tensor)
+    channels = int(source.shape[-1])
+    if indices is None or indices.shape != (channels,):
+        return None
+    if not np.array_equal(np.sort(indices), np.arange(channels)):
+        return None
+    return indices.astype(np.int64)
+
+
+def _absorbing_chain(model, subgraph, tensor, channels):
+    """The ops from ``tensor`` to the first convolution that sums over its channels.
+
+    Returns ``[(op, kind)]`` with kind ``"depthwise"``, ``"channelwise"`` or ``"conv"`` (the
+    last one), or ``None`` when the tensor does not flow, through single-consumer per-channel
+    ops, into a convolution over all ``channels`` (then the permutation cannot be folded).
+    """
+    chain = []
+    outputs = {int(i) for i in subgraph.outputs}
+    while True:
+        users = [
+            (op, position)
+            for op in subgraph.operators
+            for position, index in enumerate(op.inputs)
+            if index == tensor
+        ]
+        if tensor in outputs or len(users) != 1 or users[0][1] != 0:
+            return None
+        op, _ = users[0]
+        kind = _op_name(model, op)
+        shape = [int(d) for d in subgraph.tensors[op.inputs[1]].shape] if len(op.inputs) > 1 else []
+        if kind == "CONV_2D" and shape[-1:] == [channels]:
+            return [*chain, (op, "conv")]
+        if kind == "DEPTHWISE_CONV_2D" and shape[-1:] == [channels]:
+            chain.append((op, "depthwise"))
+        elif kind in ("PAD", "PADV2"):
+            paddings = _constant(model, subgraph.tensors[op.inputs[1]])
+            if paddings is None or np.any(paddings[-1]):
+                return None
+            chain.append((op, "channelwise"))
+        elif kind in _CHANNELWISE:
+            chain.append((op, "channelwise"))
+        else:
+            return None
+        if len(op.outputs) != 1:
+            return None
+        tensor = int(op.outputs[0])
+
+
+def _fold_gather(model, subgraph, op):
+    permutation = _shuffle_permutation(model, subgraph, op)
+    if permutation is None:
+        return False
+    chain = _absorbing_chain(model, subgraph, int(op.outputs[0]), len(permutation))
+    if chain is None:
+        return False
+    # Without the GATHER, channel i holds what the GATHER moved to position inverse[i]; every
+    # per-channel constant downstream moves the same way, so each value meets the weights it
+    # met before and the convolution that sums over the channels sees the same products.
+    inverse = np.argsort(permutation)
+    for consumer, kind in chain:
+        if kind == "conv":
+            _permute_tensor(model, subgraph, int(consumer.inputs[1]), -1, inverse)
+            break
+        if kind == "depthwise":
+            _permute_tensor(model, subgraph, int(consumer.inputs[1]), -1, inverse)
+            if len(consumer.inputs) > 2 and consumer.inputs[2] >= 0:
+                _permute_tensor(model, subgraph, int(consumer.inputs[2]), 0, inverse)
+        _permute_tensor(model, subgraph, int(consumer.outputs[0]), -1, inverse)
+    first = chain[0][0]
+    first.inputs = [int(op.inputs[0]) if i == op.outputs[0] else int(i) for i in first.inputs]
+    subgraph.operators = [other for other in subgraph.operators if other is not op]
+    return True
+
+
+def _prune(model):
+    """Drop tensors no op uses, operator codes no op runs and the data of orphaned buffers."""
+    for number, subgraph in enumerate(model.subgraphs):
+        used = {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
+        for op in subgraph.operators:
+            for field in (op.inputs, op.outputs, op.intermediates):
+                used.update(int(i) for i in (field if field is not None else ()) if i >= 0)
+        order = sorted(used)
+        new_index = {old: new for new, old in enumerate(order)}
+
+        def remap(values, new_index=new_index):
+            return [new_index[int(i)] if i >= 0 else -1 for i in values]
+
+        subgraph.tensors = [subgraph.tensors[i] for i in order]
+        subgraph.inputs, subgraph.outputs = remap(subgraph.inputs), remap(subgraph.outputs)
+        for op in subgraph.operators:
+            op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
+            if op.intermediates is not None:
+                op.intermediates = remap(op.intermediates)
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == number:
+                for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
+                    entry.tensorIndex = new_index[int(entry.tensorIndex)]
+    referenced = {t.buffer for graph in model.subgraphs for t in graph.tensors}
+    referenced |= {entry.buffer for entry in model.metadata or []}
+    for index, buffer in enumerate(model.buffers):
+        if index not in referenced:
+            buffer.data = None
+    codes = sorted({op.opcodeIndex for graph in model.subgraphs for op in graph.operators})
+    new_code = {old: new for new, old in enumerate(codes)}
+    model.operatorCodes = [model.operatorCodes[i] for i in codes]
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            op.opcodeIndex = new_code[op.opcodeIndex]
+
+
+def _opcode_index(model, builtin):
+    """Index of ``builtin`` in the model's operator codes, added if absent."""
+    for index, code in enumerate(model.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return index
+    code = tflite_schema.OperatorCodeT()
+    code.builtinCode = builtin
+    code.deprecatedBuiltinCode = min(builtin, 127)  # the one-byte field of older readers
+    code.version = 1
+    model.operatorCodes.append(code)
+    return len(model.operatorCodes) - 1
+
+
+def _float_twin_tensor(subgraph, index):
+    """Add a float32 tensor of the shape of tensor ``index``; returns its index."""
+    source = subgraph.tensors[index]
+    tensor = tflite_schema.TensorT()
+    tensor.shape = list(source.shape)
+    tensor.shapeSignature = None if source.shapeSignature is None else list(source.shapeSignature)
+    tensor.type = tflite_schema.TensorType.FLOAT32
+    tensor.buffer = 0
+    tensor.name = (source.name or b"") + b"_float"
+    subgraph.tensors.append(tensor)
+    return len(subgraph.tensors) - 1
+
+
+def float_average_pools(content):
+    """Run every int8 ``AVERAGE_POOL_2D`` without padding as DEQUANTIZE, float pooling, QUANTIZE.
+
+    LiteRT's XNNPACK delegate runs the int8 network but not an int8 average pooling, so each
+    one (MofleNet's strided shortcuts) runs in LiteRT's own kernel and splits the delegated
+    graph around it. In float the delegate runs it, and the result is the same int8 tensor:
+    the int8 kernel (input and output share scale and zero point; explicit PAD ops, "valid"
+    pooling, so every window has all N = kh * kw elements) returns ``sum(q) / N`` rounded
+    half away from zero, and the float path returns ``round(sum(q) / N - z) + z`` up to float
+    error. For an odd N (9 for MofleNet's 3x3), ``sum(q) / N`` is never closer than 1/(2N)
+    to a half-integer, far more than the float error, so both round to the same integer.
+    Pools that do not meet these conditions (an even N, unequal quantisation, "same"
+    padding, a fused activation) stay as they are.
+
+    Args:
+        content: the flatbuffer bytes of a TFLite model.
+
+    Returns:
+        The flatbuffer bytes (``content`` itself when no pooling qualifies).
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    rewritten = 0
+    for subgraph in model.subgraphs:
+        operators = []
+        for op in subgraph.operators:
+            if _op_name(model, op) == "AVERAGE_POOL_2D" and _exact_in_float(subgraph, op):
+                source, target = int(op.inputs[0]), int(op.outputs[0])
+                float_source = _float_twin_tensor(subgraph, source)
+                float_target = _float_twin_tensor(subgraph, target)
+                dequantize = tflite_schema.OperatorT()
+                dequantize.opcodeIndex = _opcode_index(
+                    model, tflite_schema.BuiltinOperator.DEQUANTIZE
+                )
+                dequantize.inputs, dequantize.outputs = [source], [float_source]
+                quantize = tflite_schema.OperatorT()
+                quantize.opcodeIndex = _opcode_index(model, tflite_schema.BuiltinOperator.QUANTIZE)
+                quantize.inputs, quantize.outputs = [float_target], [target]
+                op.inputs, op.outputs = [float_source], [float_target]
+                operators += [dequantize, op, quantize]
+                rewritten += 1
+            else:
+                operators.append(op)
+        subgraph.operators = operators
+    if not rewritten:
+        return bytes(content)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _exact_in_float(subgraph, op):
+    source = subgraph.tensors[op.inputs[0]]
+    target = subgraph.tensors[op.outputs[0]]
+    options = op.builtinOptions
+    if source.type != tflite_schema.TensorType.INT8 or target.type != source.type:
+        return False
+    key = _quantization_key(source)
+    if key is None or len(key[0]) != 1 or key != _quantization_key(target):
+        return False
+    window = options.filterHeight * options.filterWidth
+    return (
+        options.padding == tflite_schema.Padding.VALID
+        and options.fusedActivationFunction == tflite_schema.ActivationFunctionType.NONE
+        and window % 2 == 1
+    )
+
+
+def fold_channel_shuffles(content):
+    """Remove every channel shuffle (a GATHER over the channel axis) that the following
+    per-channel layers can absorb, permuting their weights instead.
+
+    A shuffle is folded when its output flows, through ops that each have one consumer and act
+    on every channel separately (PAD, ReLU, pooling, depthwise convolutions with one filter per
+    channel), into a convolution that sums over all its input channels. The depthwise filters,
+    their int32 biases, their per-channel quantisation scales and zero points and the input-
+    channel axis of that convolution's filter are permuted with the inverse of the shuffle, and
+    the GATHER is removed. Every int8 product and every int32 sum of the network is then
+    exactly what it was (only the order of the terms of the convolution's channel sum changes,
+    and integer sums do not depend on it), so the logits are bit-identical. A GATHER that does
+    not match (another consumer, a grouped convolution after it, an output) stays.
+
+    Args:
+        content: the flatbuffer bytes of a TFLite model.
+
+    Returns:
+        The flatbuffer bytes without the folded GATHER ops (compacted as by
+        ``compact_flatbuffer``); ``content`` itself when there is nothing to fold.
+
+    Example:
+        >>> folded = fold_channel_shuffles(convert_int8(qat_model))
+    """
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    folded = 0
+    for subgraph in model.subgraphs:
+        for op in list(subgraph.operators):
+            if _op_name(model, op) == "GATHER":
+                folded += _fold_gather(model, subgraph, op)
+    if not folded:
+        return bytes(content)
+    _prune(model)
+    return compact_flatbuffer(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+
+
 # === Export ===
 
 
@@ -751,6 +1078,7 @@ def export_int8(
     int8_io=False,
     micro=True,
     low_arena=False,
+    fold_shuffle=True,
 ):
     """Export an int8 TFLite model, its front-end constants and a JSON description.
 
@@ -792,6 +1120,9 @@ def export_int8(
             quantised before the blocks are joined (``quantize_before_concatenation``), so
             the largest float tensors are a quarter of their size. Recorded in ``NAME.json``
             as ``"low_arena"``.
+        fold_shuffle: fold every channel shuffle into the weights of the layers after it
+            (``fold_channel_shuffles``): the same int8 logits, bit for bit, without the
+            GATHER ops. ``False`` keeps the shuffles in the file.
 
     Returns:
         ``ExportResult`` (paths, file size, parameter bytes, TFLite Micro arena).
@@ -834,6 +1165,9 @@ def export_int8(
             max_calibration_samples=max_calibration_samples,
             frontend_in_file=frontend_in_file,
         )
+    if fold_shuffle:
+        content = fold_channel_shuffles(content)
+    content = float_average_pools(content)
     if low_arena:
         content = quantize_before_concatenation(content)
     if int8_io:
