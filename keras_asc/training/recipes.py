@@ -3,7 +3,8 @@ augmentations and front-end augmentation settings per model preset.
 
 This is the one place that holds the report's training numbers; ``keras_asc.train`` and
 ``keras-asc train`` read them, and a command-line or API override (epochs, batch size, extra
-augmentations) is applied on top of a recipe, never instead of it.
+augmentations, any setting by name with ``Recipe.with_settings`` / ``--set KEY=VALUE``) is
+applied on top of a recipe, never instead of it.
 
 Example:
     >>> recipe = get_recipe("cp_resnet59")

@@ -6,7 +6,8 @@ the recipe's learning-rate schedule, and fits with Keras progress bars. Everythi
 behind lives in one run directory:
 
 ```
-run_config.json        model, split, seed, epochs, data dir, the effective recipe
+run_config.json        model, split, seed, epochs, data dir, the effective recipe (and the
+                       recipe overrides and distillation teachers, when given)
 log.csv                one row per epoch (appended across resumes, each epoch once)
 tensorboard/           TensorBoard event files (with the tensorboard package installed)
 checkpoints/last.keras, best.keras, best.json
