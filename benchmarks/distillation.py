@@ -98,7 +98,7 @@ def main(argv=None):
 
     for seed in args.seeds:
         for label, kd in (("student", None), ("student + KD", teachers)):
-            name = f"{args.student}-seed{seed}" + ("-kd" if kd else "")
+            name = f"{args.student}-e{args.epochs}-seed{seed}" + ("-kd" if kd else "")
             run_dir, seconds = _train(
                 args.student,
                 args.epochs,
