@@ -862,16 +862,8 @@ def train(
         from keras_asc.training import distill
 
         described_teachers = distill.check_teachers(teachers, split)
-    keras.utils.set_random_seed(seed)
-    waveform_augs, spectrogram_factories, described = _resolve_augmentations(
-        recipe, list(augment or ()), dirs_dir, seed
-    )
-    scope, replicas = _distribution_scope(distribution, recipe.batch_size)
-
-    from keras_asc.data.pipeline import make_dataset
-
-    targets = None
-    if distilling:
+        # Before the seed is set: loading the teachers draws initial weights, and the student
+        # should start from the same draw as without distillation.
         targets = distill.teacher_logits(
             teachers,
             data_dir,
@@ -880,6 +872,14 @@ def train(
             on_error=on_error,
             verbose=verbose,
         )
+    keras.utils.set_random_seed(seed)
+    waveform_augs, spectrogram_factories, described = _resolve_augmentations(
+        recipe, list(augment or ()), dirs_dir, seed
+    )
+    scope, replicas = _distribution_scope(distribution, recipe.batch_size)
+
+    from keras_asc.data.pipeline import make_dataset
+
     dataset = make_dataset(
         data_dir,
         split,
@@ -889,7 +889,7 @@ def train(
         waveform_augmentations=tuple(waveform_augs),
         cache_dir=cache_dir,
         on_error=on_error,
-        clip_targets=targets,
+        clip_targets=targets if distilling else None,
     )
     skipped = dataset.skipped_clips
     if distilling:
