@@ -1,4 +1,12 @@
-"""``keras-asc train --model NAME --split N --data DIR``: train with the model's recipe."""
+"""``keras-asc train --model NAME --split N --data DIR``: train with the model's recipe.
+
+``--set KEY=VALUE ...`` changes recipe settings (``keras-asc train --set
+device_impulse_response.p=0.5 freq_mixstyle.alpha=0.4``); ``--teachers RUN_DIR ...`` distils
+from trained runs.
+"""
+
+import ast
+import json
 
 from keras_asc import registry
 from keras_asc.commands import add_on_error_argument
@@ -58,6 +66,26 @@ def add_parser(subparsers):
         choices=("mirrored", "data_parallel"),
         help="multi-device training: mirrored (TensorFlow) or data_parallel (JAX)",
     )
+    parser.add_argument(
+        "--teachers",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="knowledge distillation from these trained runs or ensemble folders (trained on "
+        "the same split): their mean logits are the soft targets, with the recipe's "
+        "kd_temperature (2) and kd_lambda (0.02)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change a recipe setting: a field (batch_size, kd_lambda, ...) or a dotted key into "
+        "the schedule, optimiser, front-end or an augmentation (schedule.max_learning_rate, "
+        "freq_mixstyle.alpha, device_impulse_response.p, ...); VALUE is read as JSON or a "
+        "Python literal, else taken as a string. A wrong key lists the valid ones",
+    )
     add_on_error_argument(parser)
     parser.add_argument("--steps-per-epoch", type=int, help="optimiser steps per epoch")
     parser.add_argument("--validation-split", help="split evaluated after every epoch (e.g. test)")
@@ -88,14 +116,46 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
+def parse_overrides(items):
+    """``["key=value", ...]`` from ``--set`` as ``{key: value}``; values are read as JSON, then
+    as a Python literal, else kept as the string.
+
+    Example:
+        >>> parse_overrides(["freq_mixstyle.alpha=0.4", "frontend.max_frequency_jitter=null"])
+        {'freq_mixstyle.alpha': 0.4, 'frontend.max_frequency_jitter': None}
+    """
+    overrides = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        key = key.strip()
+        if not equals or not key:
+            raise ValueError(
+                f"--set expects KEY=VALUE (e.g. freq_mixstyle.alpha=0.4). Received: {item!r}"
+            )
+        if key in overrides:
+            raise ValueError(f"--set gives {key!r} twice.")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                value = text
+        overrides[key] = value
+    return overrides
+
+
 def run(args):
     from keras_asc.data.tau22 import normalize_split
     from keras_asc.training import get_recipe, train
 
     # Name errors first, before the pipeline is built; the messages list the known names.
-    get_recipe(args.model)
+    recipe = get_recipe(args.model)
     for name in args.augment:
         registry.get_augmentation(name)
+    overrides = parse_overrides(args.overrides) or None
+    if overrides:
+        recipe.with_settings(overrides)  # a wrong key or type is reported before any work
     result = train(
         args.model,
         data_dir=args.data,
@@ -118,6 +178,8 @@ def run(args):
         else normalize_split(args.validation_split),
         jit_compile=False if args.no_jit else "auto",
         on_error=args.on_error,
+        teachers=args.teachers,
+        overrides=overrides,
     )
     history = result.history
     if history.get("epoch"):

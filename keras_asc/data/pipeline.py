@@ -660,6 +660,7 @@ def make_dataset(
     sampling_rate=32000,
     clip_seconds=1.0,
     splits_dir=None,
+    clip_targets=None,
 ):
     """Batches of ``(waveforms, labels)`` from a TAU22 split, ready for ``model.fit``.
 
@@ -699,6 +700,10 @@ def make_dataset(
         clip_seconds: clip length in seconds; longer files are trimmed (the start is kept),
             shorter ones zero-padded at the end.
         splits_dir: folder with the split files (see ``tau22.find_split_file``).
+        clip_targets: optional ``{filename: float32 vector}`` with one vector (all of one
+            length) per clip of the split, e.g. a teacher's logits for knowledge distillation;
+            each vector travels with its clip through shuffling and skipping, and batches
+            become ``(waveforms, (labels, targets))``.
 
     Returns:
         A ``tf.data.Dataset`` with attributes ``clips`` (the :class:`tau22.Clip` list, in file
@@ -753,6 +758,7 @@ def make_dataset(
             batch_size=batch_size,
             drop_remainder=drop_remainder,
             num_parallel_calls=num_parallel_calls,
+            clip_targets=clip_targets,
         )
     else:
         dataset, clips, skipped = _wav_clips(
@@ -767,6 +773,7 @@ def make_dataset(
             batch_size=batch_size,
             drop_remainder=drop_remainder,
             num_parallel_calls=num_parallel_calls,
+            clip_targets=clip_targets,
         )
 
     if waveform_augmentations:
@@ -796,8 +803,17 @@ def make_dataset(
     return dataset
 
 
-def _slices(clips, first):
+def _slices(clips, first, clip_targets=None):
     labels = np.array([clip.label for clip in clips], np.int32)
+    if clip_targets is not None:
+        missing = [clip.filename for clip in clips if clip.filename not in clip_targets]
+        if missing:
+            raise ValueError(
+                f"clip_targets has no vector for {len(missing)} clip(s) of the split, e.g. "
+                f"{missing[0]!r}."
+            )
+        targets = np.stack([np.asarray(clip_targets[clip.filename], np.float32) for clip in clips])
+        labels = (labels, targets)
     devices = np.array([clip.device for clip in clips])
     return tf.data.Dataset.from_tensor_slices((first, labels, devices))
 
@@ -815,12 +831,13 @@ def _wav_clips(
     batch_size,
     drop_remainder,
     num_parallel_calls,
+    clip_targets=None,
 ):
     clips, skipped = _load_clips(data_dir, split, splits_dir, on_error)
     if not clips:
         raise ValueError(f"Split {split!r} of {os.fspath(data_dir)!r} has no readable clips.")
     paths = np.array([os.path.join(os.fspath(data_dir), clip.filename) for clip in clips])
-    dataset = _slices(clips, paths)
+    dataset = _slices(clips, paths, clip_targets)
     if shuffle:
         # The elements are file names, so a buffer of the whole split costs little memory and
         # gives a uniform shuffle.
@@ -849,7 +866,10 @@ def _wav_clips(
             # Runs once every pass, after the last clip went through the filter above.
             count = tf.numpy_function(skipped._end_pass, [], tf.int64, stateful=True)
             with tf.control_dependencies([count]):
-                return tf.zeros([num_samples]), tf.constant(0, tf.int32), tf.constant("")
+                label = tf.nest.map_structure(
+                    lambda spec: tf.zeros(spec.shape, spec.dtype), dataset.element_spec[1]
+                )
+                return tf.zeros([num_samples]), label, tf.constant("")
 
         dataset = dataset.filter(readable)
         dataset = dataset.map(lambda waveform, label, device, error: (waveform, label, device))
@@ -876,6 +896,7 @@ def _cached_clips(
     batch_size,
     drop_remainder,
     num_parallel_calls,
+    clip_targets=None,
 ):
     cache_dir = os.fspath(cache_dir)
     # The cache replaces the WAV files, so they are not checked here; building it checks them.
@@ -942,7 +963,7 @@ def _cached_clips(
             waveforms = tf.ensure_shape(waveforms, [batch_size, num_samples])
         return waveforms, labels, devices
 
-    dataset = _slices(clips, rows)
+    dataset = _slices(clips, rows, clip_targets)
     if shuffle:
         dataset = dataset.shuffle(len(clips), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)

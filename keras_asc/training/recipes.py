@@ -3,7 +3,8 @@ augmentations and front-end augmentation settings per model preset.
 
 This is the one place that holds the report's training numbers; ``keras_asc.train`` and
 ``keras-asc train`` read them, and a command-line or API override (epochs, batch size, extra
-augmentations) is applied on top of a recipe, never instead of it.
+augmentations, any setting by name with ``Recipe.with_settings`` / ``--set KEY=VALUE``) is
+applied on top of a recipe, never instead of it.
 
 Example:
     >>> recipe = get_recipe("cp_resnet59")
@@ -20,6 +21,7 @@ Reference:
 
 import copy
 import dataclasses
+import inspect
 import numbers
 
 from keras_asc import registry
@@ -61,6 +63,10 @@ class Recipe:
         frontend: ``LogMelSpectrogram`` arguments for training (frequency masking, fmax
             jitter); they replace the model preset's front-end values of the same name.
         description: where the numbers come from.
+        kd_temperature: knowledge-distillation temperature: student and teacher logits are
+            divided by it before the softmax (used only when training with teachers).
+        kd_lambda: weight of the label loss in knowledge distillation; the distillation term
+            gets ``1 - kd_lambda``.
 
     Example:
         >>> recipe = get_recipe("moflenet57").with_overrides(epochs=10, batch_size=64)
@@ -77,6 +83,9 @@ class Recipe:
     augmentations: tuple = ()
     frontend: dict = dataclasses.field(default_factory=dict)
     description: str = ""
+    # CP-JKU DCASE 2023 (cpjku_dcase23 run_training.py): temperature 2, label-loss weight 0.02.
+    kd_temperature: float = 2.0
+    kd_lambda: float = 0.02
 
     def __post_init__(self):
         if not isinstance(self.schedule, (FourPhaseSettings, WarmupCosineSettings)):
@@ -90,6 +99,7 @@ class Recipe:
             )
         _check_batch_size(self.batch_size)
         _check_weight_decay(self.weight_decay)
+        _check_kd(self.kd_temperature, self.kd_lambda)
         reserved = {"learning_rate", "weight_decay", "l2_weight_decay"} & set(self.optimizer_config)
         if reserved:
             raise ValueError(
@@ -148,6 +158,96 @@ class Recipe:
             recipe = dataclasses.replace(recipe, weight_decay=_check_weight_decay(weight_decay))
         return recipe
 
+    def settings(self):
+        """``{key: current value}`` of every setting :meth:`with_settings` can change.
+
+        Keys are the recipe's own fields (``epochs``, ``batch_size``, ``weight_decay``,
+        ``optimizer``, ``kd_temperature``, ``kd_lambda``) and dotted keys into its parts:
+        ``schedule.<field>``, ``optimizer_config.<argument>``, ``frontend.<argument>`` and
+        ``<augmentation>.<argument>`` for each of the recipe's augmentations (every constructor
+        argument but the seed and the impulse-response folder, which ``train`` supplies).
+        An argument the recipe leaves at its default shows the constructor's default.
+
+        Example:
+            >>> get_recipe("moflenet57").settings()["freq_mixstyle.alpha"]
+            0.3
+        """
+        values = {name: getattr(self, name) for name, _ in _TOP_LEVEL_SETTINGS}
+        for field in dataclasses.fields(self.schedule):
+            values[f"schedule.{field.name}"] = getattr(self.schedule, field.name)
+        for name, default in _constructor_defaults(AdamL2, _OPTIMIZER_RESERVED).items():
+            values[f"optimizer_config.{name}"] = self.optimizer_config.get(name, default)
+        for name, value in self.frontend.items():
+            values[f"frontend.{name}"] = value
+        for name, config in self.augmentations:
+            augmentation = registry.get_augmentation(name).augmentation
+            defaults = _constructor_defaults(augmentation, _AUGMENTATION_RESERVED)
+            for argument, default in {**defaults, **config}.items():
+                if argument not in _AUGMENTATION_RESERVED:
+                    values[f"{name}.{argument}"] = config.get(argument, default)
+        return values
+
+    def with_settings(self, overrides):
+        """A copy with recipe settings replaced, as ``keras-asc train --set KEY=VALUE`` does.
+
+        ``epochs`` is applied first (it scales the schedule's phases, as
+        :meth:`with_overrides` does), then every other key in turn; the new recipe is checked
+        as a new one would be.
+
+        Args:
+            overrides: ``{key: value}`` with keys from :meth:`settings`. A value must have the
+                type of the setting it replaces: an integer for an integer setting, a number
+                for a real one, a string, a boolean, a list for a tuple (``None`` only where
+                the setting may be ``None``).
+
+        Raises:
+            ValueError: an unknown key (the message lists the valid ones) or a value of the
+                wrong type (the message names the key and the expected type).
+
+        Example:
+            >>> recipe = get_recipe("moflenet57").with_settings(
+            ...     {"device_impulse_response.p": 0.5, "schedule.max_learning_rate": 0.002})
+            >>> recipe.augmentation_config("device_impulse_response")
+            {'p': 0.5}
+        """
+        if not isinstance(overrides, dict):
+            raise TypeError(f"overrides must be a dict of recipe settings. Received: {overrides!r}")
+        known = self.settings()
+        unknown = [key for key in overrides if key not in known]
+        if unknown:
+            raise ValueError(
+                f"Unknown recipe setting {unknown[0]!r} for the {self.model} recipe. Valid keys: "
+                f"{', '.join(sorted(known))}."
+            )
+        typed = {key: _typed_setting(key, value, known[key]) for key, value in overrides.items()}
+        recipe = self
+        if "epochs" in typed:
+            recipe = recipe.with_overrides(epochs=typed.pop("epochs"))
+        changes = {}
+        schedule, optimizer_config = {}, dict(recipe.optimizer_config)
+        frontend, augmentations = dict(recipe.frontend), dict(recipe.augmentations)
+        for key, value in typed.items():
+            part, _, name = key.partition(".")
+            if not name:
+                changes[part] = value
+            elif part == "schedule":
+                schedule[name] = value
+            elif part == "optimizer_config":
+                optimizer_config[name] = value
+            elif part == "frontend":
+                frontend[name] = value
+            else:
+                augmentations[part] = {**augmentations[part], name: value}
+        if schedule:
+            changes["schedule"] = dataclasses.replace(recipe.schedule, **schedule)
+        return dataclasses.replace(
+            recipe,
+            optimizer_config=optimizer_config,
+            frontend=frontend,
+            augmentations=tuple(augmentations.items()),
+            **changes,
+        )
+
     def make_optimizer(self, steps_per_epoch):
         """A fresh :class:`~keras_asc.training.optimizers.AdamL2` driven by the recipe's
         per-step schedule, with the recipe's weight decay coupled (``"adam"``) or decoupled
@@ -174,6 +274,8 @@ class Recipe:
             ],
             "frontend": _jsonable(self.frontend),
             "description": self.description,
+            "kd_temperature": self.kd_temperature,
+            "kd_lambda": self.kd_lambda,
         }
 
     @classmethod
@@ -196,6 +298,89 @@ class Recipe:
             optimizer_config=optimizer_config,
             **config,
         )
+
+
+# The recipe's own fields that --set may change, with their types.
+_TOP_LEVEL_SETTINGS = (
+    ("epochs", int),
+    ("batch_size", int),
+    ("weight_decay", float),
+    ("optimizer", str),
+    ("kd_temperature", float),
+    ("kd_lambda", float),
+)
+# Arguments that are not recipe settings: the learning rate and decay come from the schedule
+# and weight_decay; the seed and the impulse-response folder from train(); the sampling
+# rate is the pipeline's.
+_OPTIMIZER_RESERVED = ("learning_rate", "weight_decay", "l2_weight_decay", "name")
+_AUGMENTATION_RESERVED = ("seed", "directory", "name", "sampling_rate")
+
+
+def _constructor_defaults(cls, reserved):
+    """``{argument: default}`` of ``cls``'s keyword arguments, leaving out ``reserved``."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if name not in reserved
+        and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+        and parameter.default is not parameter.empty
+    }
+
+
+def _typed_setting(key, value, current):
+    """``value`` as the type of setting ``key`` (whose value is ``current``), or ValueError."""
+    kind = dict(_TOP_LEVEL_SETTINGS).get(key)
+    if kind is None:
+        if isinstance(current, bool):
+            kind = bool
+        elif isinstance(current, numbers.Integral) and not key.startswith("schedule."):
+            kind = int
+        elif isinstance(current, numbers.Real):
+            kind = float
+        elif isinstance(current, (tuple, list)):
+            kind = tuple
+        elif current is not None:
+            kind = type(current)
+    if kind is None:  # a setting that defaults to None takes any JSON value
+        return value
+    if value is None and current is None:
+        return None
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names[tuple] = "a list"
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    elif kind is tuple:
+        ok = isinstance(value, (tuple, list))
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ValueError(
+            f"Recipe setting {key!r} takes {names.get(kind, kind.__name__)} "
+            f"(now {current!r}); received {value!r} ({type(value).__name__})."
+        )
+    if kind is float:
+        return float(value)
+    if kind is int:
+        return int(value)
+    if kind is tuple:
+        return tuple(value)
+    return value
+
+
+def _check_kd(temperature, kd_lambda):
+    for name, value in (("kd_temperature", temperature), ("kd_lambda", kd_lambda)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"Recipe.{name} must be a number. Received: {name}={value!r}")
+    if not temperature > 0:
+        raise ValueError(
+            f"Recipe.kd_temperature must be > 0. Received: kd_temperature={temperature!r}"
+        )
+    if not 0 <= kd_lambda <= 1:
+        raise ValueError(f"Recipe.kd_lambda must be in [0, 1]. Received: kd_lambda={kd_lambda!r}")
 
 
 def _check_batch_size(batch_size):

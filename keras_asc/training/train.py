@@ -6,7 +6,8 @@ the recipe's learning-rate schedule, and fits with Keras progress bars. Everythi
 behind lives in one run directory:
 
 ```
-run_config.json        model, split, seed, epochs, data dir, the effective recipe
+run_config.json        model, split, seed, epochs, data dir, the effective recipe (and the
+                       recipe overrides and distillation teachers, when given)
 log.csv                one row per epoch (appended across resumes, each epoch once)
 tensorboard/           TensorBoard event files (with the tensorboard package installed)
 checkpoints/last.keras, best.keras, best.json
@@ -90,6 +91,8 @@ _RESUME_KEYS = (
     "steps_per_epoch",
     "augmentations",
     "validation_split",
+    "teachers",
+    "overrides",
 )
 # Offsets that give every random component its own seed derived from the run seed.
 _FRONTEND_SEED_OFFSET = 1
@@ -683,9 +686,9 @@ def _check_run_dir(run_dir, config, resume, overwrite=False):
             "continue it, overwrite=True (--overwrite) to replace it, or choose another out_dir."
         )
     differences = [
-        f"{key}: run has {previous.get(key)!r}, now {config[key]!r}"
+        f"{key}: run has {previous.get(key)!r}, now {config.get(key)!r}"
         for key in _RESUME_KEYS
-        if previous.get(key) != config[key]
+        if previous.get(key) != config.get(key)
     ]
     if differences:
         raise ValueError(
@@ -704,6 +707,29 @@ def _check_run_dir(run_dir, config, resume, overwrite=False):
         )
         return True, False
     return True, True
+
+
+def _effective_overrides(overrides, run_dir, resuming):
+    """The recipe overrides of this call: ``overrides`` as given (checked to be a dict with
+    string keys), or, when it is ``None`` and the run in ``run_dir`` is continued, the ones
+    that run recorded in run_config.json."""
+    if overrides is None:
+        if not resuming:
+            return None
+        try:
+            previous = _read_run_config(run_dir) if os.path.isdir(run_dir) else None
+        except RunDirError:
+            return None  # reported by _check_run_dir with its own advice
+        recorded = (previous or {}).get("overrides")
+        if recorded:
+            _note(f"continuing the run in {run_dir} with its recipe overrides {recorded}.")
+        return recorded or None
+    if not isinstance(overrides, dict) or not all(isinstance(key, str) for key in overrides):
+        raise TypeError(
+            f"overrides must be a dict of recipe settings by name. Received: overrides={overrides!r}"
+        )
+    # JSON-ready, as run_config.json records them (tuples become lists).
+    return json.loads(json.dumps(overrides)) or None
 
 
 def _check_int(name, value, minimum):
@@ -737,6 +763,8 @@ def train(
     tensorboard=None,
     jit_compile="auto",
     on_error="raise",
+    teachers=None,
+    overrides=None,
 ):
     """Train a registered model on a TAU22 training split with its recipe.
 
@@ -779,6 +807,16 @@ def train(
         on_error: ``"raise"`` (default): a missing or undecodable clip stops the run with an
             error naming the file; ``"skip"``: such clips are dropped and listed at the end
             (``TrainResult.skipped_clips``).
+        teachers: run directories or ensemble folders of trained teachers for knowledge
+            distillation (``keras_asc.training.distill``): their mean logits, computed once
+            per training clip (and stored in ``cache_dir`` when given), are the soft targets
+            of a loss weighted by the recipe's ``kd_lambda`` with temperature
+            ``kd_temperature``. Every teacher must have been trained on ``split``.
+        overrides: ``{key: value}`` recipe settings to change, e.g.
+            ``{"device_impulse_response.p": 0.5, "freq_mixstyle.alpha": 0.4}``; the keys are
+            those of ``Recipe.settings()``, applied after ``epochs``/``batch_size``/
+            ``weight_decay``. They are recorded in run_config.json; continuing a run without
+            ``overrides`` applies the recorded ones.
 
     Returns:
         A :class:`TrainResult` (model, run directory, per-epoch history, effective recipe).
@@ -812,9 +850,28 @@ def train(
         raise FileNotFoundError(f"Impulse-response folder {os.fspath(dirs_dir)!r} does not exist.")
     if isinstance(augment, str):
         augment = [augment]
+    run_dir = os.path.abspath(out_dir or os.path.join("runs", f"{model}-split{split}-seed{seed}"))
     recipe = get_recipe(model).with_overrides(
         epochs=epochs, batch_size=batch_size, weight_decay=weight_decay
     )
+    overrides = _effective_overrides(overrides, run_dir, resume and not overwrite)
+    if overrides:
+        recipe = recipe.with_settings(overrides)
+    distilling = teachers is not None
+    if distilling:
+        from keras_asc.training import distill
+
+        described_teachers = distill.check_teachers(teachers, split)
+        # Before the seed is set: loading the teachers draws initial weights, and the student
+        # should start from the same draw as without distillation.
+        targets = distill.teacher_logits(
+            teachers,
+            data_dir,
+            split,
+            cache_dir=cache_dir,
+            on_error=on_error,
+            verbose=verbose,
+        )
     keras.utils.set_random_seed(seed)
     waveform_augs, spectrogram_factories, described = _resolve_augmentations(
         recipe, list(augment or ()), dirs_dir, seed
@@ -832,8 +889,14 @@ def train(
         waveform_augmentations=tuple(waveform_augs),
         cache_dir=cache_dir,
         on_error=on_error,
+        clip_targets=targets if distilling else None,
     )
     skipped = dataset.skipped_clips
+    if distilling:
+        # Labels and teacher logits as one target tensor, which every backend's fit accepts.
+        clips = dataset.clips
+        dataset = dataset.map(distill.join_targets)
+        dataset.clips, dataset.skipped_clips = clips, skipped
     fit_steps = steps_per_epoch
     if steps_per_epoch is None:
         steps = _steps_per_epoch(dataset, split, recipe.batch_size)
@@ -860,7 +923,6 @@ def train(
             on_error=on_error,
         )
 
-    run_dir = os.path.abspath(out_dir or os.path.join("runs", f"{model}-split{split}-seed{seed}"))
     config = {
         "model": model,
         "split": split,
@@ -879,6 +941,17 @@ def train(
         "keras_version": keras.__version__,
         "recipe": recipe.to_dict(),
     }
+    if overrides:
+        config["overrides"] = overrides
+    if distilling:
+        config["teachers"] = described_teachers
+        config["distillation"] = {
+            "temperature": recipe.kd_temperature,
+            "lambda": recipe.kd_lambda,
+            "teacher_logits": None
+            if cache_dir is None
+            else distill.teacher_logits_path(cache_dir, data_dir, split, described_teachers),
+        }
     # Round-trip through JSON so that the comparison with a saved config sees the same types.
     config = json.loads(json.dumps(config))
     resuming, complete = _check_run_dir(run_dir, config, resume, overwrite)
@@ -890,10 +963,16 @@ def train(
 
     with scope:
         network, training_network = _build_model(model, recipe, spectrogram_factories, seed)
+        if distilling:
+            loss = distill.DistillationLoss(recipe.kd_temperature, recipe.kd_lambda)
+            accuracy = distill.LabelAccuracy(name="accuracy")
+        else:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
         training_network.compile(
             optimizer=recipe.make_optimizer(steps),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            loss=loss,
+            metrics=[accuracy],
             jit_compile=jit_compile,
         )
         if verbose:
@@ -904,6 +983,7 @@ def train(
             print(
                 f"keras-asc train: {model} on split{split} ({steps} steps/epoch x {recipe.epochs} "
                 f"epochs, batch {recipe.batch_size}, {params}) -> {run_dir}"
+                + (f" [distilled from {len(described_teachers)} teacher(s)]" if distilling else "")
                 + (" [resuming]" if resuming else ""),
                 flush=True,
             )
