@@ -580,18 +580,6 @@ def load_table(source, *, splits=None, seeds=None, rows=None):
     )
 
 
-def check_teachers_supported(table, train_function=None):
-    """Raise a clear error when a row names teachers but ``train`` has no ``teachers=``."""
-    train_function = train_function or train
-    needs = [row.name for row in table.rows if row.teachers]
-    if needs and "teachers" not in inspect.signature(train_function).parameters:
-        raise ValueError(
-            f"Rows {needs} of table {table.source} name teachers (knowledge distillation), but "
-            "keras_asc.training.train in this installation takes no teachers= argument; "
-            "remove the teachers or update keras-asc."
-        )
-
-
 # === Cells ===
 
 
@@ -942,7 +930,6 @@ def reproduce(
     """
     if not isinstance(table, Table):
         table = load_table(table, splits=splits, seeds=seeds, rows=rows)
-    check_teachers_supported(table)
     out_dir = os.fspath(out_dir)
     all_cells = plan_cells(table, out_dir)
     chosen = select_cells(all_cells, cells) if cells is not None else all_cells
