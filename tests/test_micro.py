@@ -204,7 +204,7 @@ def test_low_arena_fits_the_v2_ensemble_in_256_kb(tmp_path):
         export_int8(qat, None, tmp_path / f"{low}.tflite", qat=True, low_arena=low).tflite_micro
         for low in (False, True)
     )
-    # 432,672 -> 254,032 bytes with tflite-micro 0.dev20261023: MofleNet57's first-stage GRN
-    # held three float32 64 x 16 x 32 tensors (384 KiB); now the largest live set is int8.
-    assert default["arena_bytes"] > 400_000
+    # MofleNet57's first-stage GRN keeps float32 64 x 16 x 32 tensors alive; with low_arena
+    # they are computed in blocks along time and the largest live set is int8.
+    assert low["arena_bytes"] < default["arena_bytes"]
     assert low["arena_bytes"] <= 256_000 and low["runs"] is True
