@@ -244,7 +244,10 @@ def teacher_logits(
         verbose: print a line when the logits are computed or reused.
 
     Returns:
-        ``{filename: float32 logits}`` for every readable clip of the split.
+        ``{filename: float32 logits}`` for every clip of the split; the row of a clip that
+        could not be read (``on_error="skip"``) is NaN. The pipeline drops such clips before
+        they reach the loss, but without a cache it lists them and drops them only as it reads
+        them, so every clip it lists needs a row.
     """
     described = check_teachers(teachers, split)
     path = None
@@ -270,9 +273,7 @@ def teacher_logits(
         if path is not None:
             with atomic_path(path, suffix=".npy") as temporary:
                 np.save(temporary, logits)
-    return {
-        name: row for name, row in zip(filenames, logits, strict=True) if np.all(np.isfinite(row))
-    }
+    return dict(zip(filenames, logits, strict=True))
 
 
 # --- the loss ------------------------------------------------------------------------------
