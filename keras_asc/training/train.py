@@ -815,7 +815,9 @@ def train(
             distillation (``keras_asc.training.distill``): their mean logits, computed once
             per training clip (and stored in ``cache_dir`` when given), are the soft targets
             of a loss weighted by the recipe's ``kd_lambda`` with temperature
-            ``kd_temperature``. Every teacher must have been trained on ``split``.
+            ``kd_temperature``. Every teacher must have been trained on ``split``. The
+            teachers run only once the run folder takes the run and it is not complete;
+            continuing a run without ``teachers`` uses the ones it recorded.
         overrides: ``{key: value}`` recipe settings to change, e.g.
             ``{"device_impulse_response.p": 0.5, "freq_mixstyle.alpha": 0.4}``; the keys are
             those of ``Recipe.settings()``, applied after ``epochs``/``batch_size``/
