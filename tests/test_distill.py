@@ -2,19 +2,23 @@
 loss against NumPy, per-clip teacher targets through the shuffled pipeline, stored and reused
 teacher logits, run_config.json, and the refusal of teachers trained on another split."""
 
+import io
 import json
 import os
+import shutil
+import sys
 
 import keras
 import numpy as np
 import pytest
+import soundfile
 from helpers import TinyMofle
 
 import keras_asc
 from keras_asc import plugins
 from keras_asc.cli import main
 from keras_asc.data.pipeline import make_dataset
-from keras_asc.training import build_ensemble, load_model, train
+from keras_asc.training import build_ensemble, distill, load_model, train
 from keras_asc.training.distill import (
     DistillationLoss,
     LabelAccuracy,
@@ -141,7 +145,7 @@ def test_targets_follow_their_clips_through_the_shuffle(synthetic_root):
     assert len(set(seen)) == len(seen) == len(split.clips) // 4 * 4  # ... and each clip once
 
 
-def test_distilled_run(tiny_model, synthetic_root, teachers, tmp_path, capsys):
+def test_distilled_run(tiny_model, synthetic_root, teachers, tmp_path, capsys, monkeypatch):
     cache = tmp_path / "cache"
     result = _train(
         tiny_model,
@@ -175,6 +179,88 @@ def test_distilled_run(tiny_model, synthetic_root, teachers, tmp_path, capsys):
     by_name = teacher_logits(teachers, synthetic_root, 25, cache_dir=str(cache))
     assert "reused" in capsys.readouterr().out and os.path.getmtime(stored) == mtime
     np.testing.assert_array_equal(by_name[clean.clips[3].filename], logits[3])
+
+    # Continuing the complete run without teachers takes the recorded ones (and overrides),
+    # and loads the model without running any teacher; other teachers, or a folder that
+    # refuses the run, are refused before the teachers run.
+    def no_teacher_pass(*args, **kwargs):
+        raise AssertionError("the teachers ran")
+
+    monkeypatch.setattr(distill, "teacher_logits", no_teacher_pass)
+    again = _train(tiny_model, synthetic_root, tmp_path / "student", split=25, cache_dir=str(cache))
+    assert again.training_model is None and again.recipe.kd_lambda == 0.5
+    with pytest.raises(ValueError, match=r"its settings differ \(teachers: run has"):
+        _train(tiny_model, synthetic_root, tmp_path / "student", split=25, teachers=teachers[:1])
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds files this run did not write"):
+        _train(tiny_model, synthetic_root, tmp_path / "busy", split=25, teachers=teachers)
+
+
+def _unreadable_wav():
+    buffer = io.BytesIO()
+    signal = np.zeros(1600, np.float32)
+    signal[100] = np.nan  # the reader refuses non-finite samples
+    soundfile.write(buffer, signal, 16000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
+
+
+def test_distilled_run_skips_an_unreadable_clip_without_cache(
+    tiny_model, synthetic_root, teachers, tmp_path
+):
+    data = shutil.copytree(synthetic_root, tmp_path / "data")
+    rows = (data / "split25.csv").read_text().splitlines()[1:]
+    bad = rows[0].split("\t")[0]
+    (data / bad).write_bytes(_unreadable_wav())
+
+    targets = teacher_logits(teachers, str(data), 25, on_error="skip", verbose=0)
+    # Every clip keeps a row, NaN for the unreadable one, which the pipeline drops as it reads.
+    assert len(targets) == len(rows) and np.isnan(targets[bad]).all()
+    assert all(np.isfinite(row).all() for name, row in targets.items() if name != bad)
+
+    # One full pass (no steps_per_epoch), so the bad clip is met; its NaN row never reaches
+    # the loss.
+    result = train(
+        tiny_model,
+        data_dir=str(data),
+        split=25,
+        epochs=1,
+        batch_size=8,
+        out_dir=str(tmp_path / "student"),
+        verbose=0,
+        tensorboard=False,
+        jit_compile=_fast_compile(),
+        teachers=teachers,
+        on_error="skip",
+    )
+    assert np.isfinite(result.history["loss"][0])
+    assert list(result.skipped_clips.errors) == [str(data / bad)]
+
+
+def test_a_model_compiled_for_distillation_loads_in_a_fresh_process(tmp_path, monkeypatch):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(inputs))
+    model.compile(
+        optimizer="sgd",
+        loss=DistillationLoss(temperature=3.0, kd_lambda=0.1),
+        metrics=[LabelAccuracy(name="accuracy")],
+    )
+    path = str(tmp_path / "kd.keras")
+    model.save(path)
+    # As in a new process, where nothing has imported the classes yet: Keras does not know
+    # them until the loader imports them.
+    registered = keras.saving.get_custom_objects()
+    for name in ("keras_asc>DistillationLoss", "keras_asc>LabelAccuracy"):
+        monkeypatch.delitem(registered, name)
+    for module in ("keras_asc.training.distill", "keras_asc.training.losses"):
+        monkeypatch.delitem(sys.modules, module)
+        monkeypatch.delattr(module)
+    loaded = load_model(path)
+    assert type(loaded.loss).__name__ == "DistillationLoss"
+    assert (loaded.loss.temperature, loaded.loss.kd_lambda) == (3.0, 0.1)
+    y_true = np.array([[2.0, 0.5, 1.0, -1.0]], np.float32)
+    metrics = loaded.evaluate(np.ones((1, 4), np.float32), y_true, verbose=0, return_dict=True)
+    assert set(metrics) == {"loss", "accuracy"} and np.isfinite(metrics["loss"])
 
 
 def test_teacher_from_another_split_is_refused(

@@ -293,6 +293,27 @@ def test_int8_export_complexity_reads_parameter_bytes_and_the_arena(model_path, 
     figures = submission.system_complexity(Export(), str(tmp_path / "elsewhere.tflite"))
     assert figures.memory_use is None and figures.macs is None
 
+    # RUN/int8/MEMBER.tflite of an ensemble run: the member's MACs, not the whole ensemble's.
+    from keras_asc.training import build_ensemble
+
+    ensemble_run = tmp_path / "ensemble"
+    ensemble = build_ensemble([model_path, model_path], weights=[0.5, 0.5], out_dir=ensemble_run)
+    member = ensemble.members[1]
+    Export.description["model"] = member.name
+    figures = submission.system_complexity(Export(), str(ensemble_run / "int8" / "m.tflite"))
+    assert figures.macs == complexity.profile(member).macs < complexity.profile(ensemble).macs
+
+    # `keras-asc reproduce` leaves CELL/int8/NAME.tflite beside the run in CELL/run/.
+    cell = tmp_path / "cell"
+    (cell / "run").mkdir(parents=True)
+    shutil.copy(model_path, cell / "run" / "model.keras")
+    (cell / "run" / "run_config.json").write_text(json.dumps({"model": "tiny", "split": 25}))
+    Export.description["model"] = "tiny"  # not a registered model: only the run knows its MACs
+    figures = submission.system_complexity(Export(), str(cell / "int8" / "tiny.tflite"))
+    assert figures.macs == complexity.profile(load_model(model_path)).macs
+    with pytest.raises(ValueError, match="trained on split 25"):
+        submission._check_trained_on(5, str(cell / "int8" / "tiny.tflite"))
+
 
 # === Bad input ===
 

@@ -10,3 +10,11 @@ def add_on_error_argument(parser, skipped="leave them out and report how many an
         help=f"missing or unreadable audio files: stop with an error naming the file (raise, "
         f"default) or {skipped} (skip)",
     )
+
+
+def check_positive(flag, value):
+    """``value`` (an integer option, or ``None`` when not given), refused below 1 with a
+    message naming ``flag``."""
+    if value is not None and value < 1:
+        raise ValueError(f"{flag} must be a positive integer. Received: {value}")
+    return value

@@ -1,5 +1,7 @@
 """``keras-asc quantize RUN_DIR --data DIR``: QAT fine-tuning and int8 TFLite export."""
 
+from keras_asc.commands import check_positive
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -83,17 +85,12 @@ def add_parser(subparsers):
     parser.set_defaults(func=run)
 
 
-def _check_positive(name, value):
-    if value is not None and value < 1:
-        raise ValueError(f"{name} must be a positive integer. Received: {value}")
-
-
 def _check_args(args):
     """The command's own checks, so that its messages name its flags."""
     import keras
 
     for name in ("epochs", "batch_size", "steps_per_epoch", "calibration_clips"):
-        _check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+        check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
     if not args.ptq and keras.backend.backend() != "tensorflow":
         raise ValueError(
             "quantisation-aware training needs KERAS_BACKEND=tensorflow (received "

@@ -1,6 +1,8 @@
 """``keras-asc reproduce TABLE --data DIR --out DIR``: train, ensemble, quantise and evaluate
 every cell of a results table, then write it beside the report's numbers."""
 
+from keras_asc.commands import check_positive
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -85,12 +87,6 @@ def _numbers(flag, text):
         ) from None
 
 
-def _positive(flag, value):
-    if value is not None and value < 1:
-        raise ValueError(f"{flag} must be a positive integer. Received: {value}")
-    return value
-
-
 def run(args):
     from keras_asc.training.reproduce import (
         cell_status,
@@ -120,14 +116,14 @@ def run(args):
     if not args.data:
         raise ValueError("--data DIR (the TAU22-layout dataset) is needed to run cells.")
     train_overrides = {
-        "epochs": _positive("--epochs", args.epochs),
-        "steps_per_epoch": _positive("--steps-per-epoch", args.steps_per_epoch),
-        "batch_size": _positive("--batch-size", args.batch_size),
+        "epochs": check_positive("--epochs", args.epochs),
+        "steps_per_epoch": check_positive("--steps-per-epoch", args.steps_per_epoch),
+        "batch_size": check_positive("--batch-size", args.batch_size),
     }
     qat_overrides = {
-        "epochs": _positive("--qat-epochs", args.qat_epochs),
-        "steps_per_epoch": _positive("--qat-steps-per-epoch", args.qat_steps_per_epoch),
-        "batch_size": _positive("--qat-batch-size", args.qat_batch_size),
+        "epochs": check_positive("--qat-epochs", args.qat_epochs),
+        "steps_per_epoch": check_positive("--qat-steps-per-epoch", args.qat_steps_per_epoch),
+        "batch_size": check_positive("--qat-batch-size", args.qat_batch_size),
     }
     result = reproduce(
         table,

@@ -72,7 +72,8 @@ def add_parser(subparsers):
         metavar="RUN_DIR",
         help="knowledge distillation from these trained runs or ensemble folders (trained on "
         "the same split): their mean logits are the soft targets, with the recipe's "
-        "kd_temperature (2) and kd_lambda (0.02)",
+        "kd_temperature (2) and kd_lambda (0.02); continuing a run without --teachers uses "
+        "the ones it recorded",
     )
     parser.add_argument(
         "--set",

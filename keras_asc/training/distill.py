@@ -45,12 +45,12 @@ import hashlib
 import json
 import os
 
-import keras
 import numpy as np
 
 from keras_asc.data import tau22
 from keras_asc.files import FINAL_MODEL, atomic_path
 from keras_asc.training.evaluation import load_predictor, read_run_config, run_model_name
+from keras_asc.training.losses import DistillationLoss, LabelAccuracy
 
 __all__ = [
     "DistillationLoss",
@@ -244,7 +244,10 @@ def teacher_logits(
         verbose: print a line when the logits are computed or reused.
 
     Returns:
-        ``{filename: float32 logits}`` for every readable clip of the split.
+        ``{filename: float32 logits}`` for every clip of the split; the row of a clip that
+        could not be read (``on_error="skip"``) is NaN. The pipeline drops such clips before
+        they reach the loss, but without a cache it lists them and drops them only as it reads
+        them, so every clip it lists needs a row.
     """
     described = check_teachers(teachers, split)
     path = None
@@ -270,12 +273,10 @@ def teacher_logits(
         if path is not None:
             with atomic_path(path, suffix=".npy") as temporary:
                 np.save(temporary, logits)
-    return {
-        name: row for name, row in zip(filenames, logits, strict=True) if np.all(np.isfinite(row))
-    }
+    return dict(zip(filenames, logits, strict=True))
 
 
-# --- the loss ------------------------------------------------------------------------------
+# --- the targets ---------------------------------------------------------------------------
 
 
 def join_targets(waveforms, labels_and_logits):
@@ -287,62 +288,3 @@ def join_targets(waveforms, labels_and_logits):
     labels, logits = labels_and_logits
     labels = tf.cast(labels, logits.dtype)[:, None]
     return waveforms, tf.concat([labels, logits], axis=-1)
-
-
-def _labels(y_true):
-    """Column 0 of distillation targets as int32, or plain labels as they are."""
-    if len(y_true.shape) == 2 and y_true.shape[-1] != 1:
-        return keras.ops.cast(y_true[:, 0], "int32")
-    return keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
-
-
-@keras.saving.register_keras_serializable(package="keras_asc")
-class DistillationLoss(keras.losses.Loss):
-    """Label loss plus temperature-softened KL divergence to the teachers (CP-JKU form).
-
-    ``y_true`` holds the label in column 0 and the teachers' logits in the other columns
-    (:func:`join_targets`); the per-clip loss is
-    ``kd_lambda * CE + (1 - kd_lambda) * T**2 * KL(p_teacher || p_student) / num_classes``.
-    Plain integer labels (a validation split) give the cross-entropy alone.
-
-    Args:
-        temperature: ``T``; both logit vectors are divided by it before the softmax.
-        kd_lambda: weight of the label loss; the distillation term gets ``1 - kd_lambda``.
-
-    Example:
-        >>> loss = DistillationLoss(temperature=2.0, kd_lambda=0.02)
-        >>> loss(np.array([[3.0, 0.5, 1.0, -1.0]]), np.array([[0.2, 1.0, 0.0]]))
-    """
-
-    def __init__(self, temperature=2.0, kd_lambda=0.02, name="distillation", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.temperature = float(temperature)
-        self.kd_lambda = float(kd_lambda)
-
-    def call(self, y_true, y_pred):
-        labels = _labels(y_true)
-        label_loss = keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
-        if not (len(y_true.shape) == 2 and y_true.shape[-1] != 1):
-            return label_loss
-        temperature = self.temperature
-        teacher = keras.ops.log_softmax(y_true[:, 1:] / temperature, axis=-1)
-        student = keras.ops.log_softmax(y_pred / temperature, axis=-1)
-        divergence = keras.ops.mean(keras.ops.exp(teacher) * (teacher - student), axis=-1)
-        return self.kd_lambda * label_loss + (1.0 - self.kd_lambda) * temperature**2 * divergence
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "temperature": self.temperature,
-            "kd_lambda": self.kd_lambda,
-        }
-
-
-@keras.saving.register_keras_serializable(package="keras_asc")
-class LabelAccuracy(keras.metrics.SparseCategoricalAccuracy):
-    """Sparse categorical accuracy on the label column of distillation targets (and on plain
-    labels, for a validation split)."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = keras.ops.convert_to_tensor(y_true)
-        return super().update_state(_labels(y_true), y_pred, sample_weight)

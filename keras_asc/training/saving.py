@@ -30,6 +30,9 @@ def load_model(filepath, **kwargs):
     # stays free of TensorFlow on the JAX and PyTorch backends until a tf.data pipeline is built.
     from keras_asc import augment  # noqa: F401
 
+    # The loss and metric of a distilled run, saved with its compiled checkpoints.
+    from keras_asc.training import losses  # noqa: F401
+
     if not os.path.exists(filepath):
         raise FileNotFoundError(f"No saved model at {filepath!r}.")
     # Plugins register their Keras classes when their modules are imported, which loading the

@@ -226,19 +226,35 @@ def _keras_model(predictor):
     return model if isinstance(model, keras.Model) else None
 
 
+def _run_of_export(path):
+    """The run folder of an int8 export: ``RUN`` for ``RUN/int8/NAME.tflite`` (``keras-asc
+    quantize``), ``CELL/run`` for ``CELL/int8/NAME.tflite`` (``keras-asc reproduce``); ``None``
+    when neither holds a ``model.keras``."""
+    from keras_asc.training.reproduce import CELL_RUN_DIR
+
+    above = os.path.dirname(os.path.dirname(os.path.abspath(path)))
+    for folder in (above, os.path.join(above, CELL_RUN_DIR)):
+        if os.path.isfile(os.path.join(folder, FINAL_MODEL)):
+            return folder
+    return None
+
+
 def _float_model_of_export(path, description):
-    """The float Keras model an int8 export came from: the run directory above its folder
-    (``RUN/int8/NAME.tflite``), else the registered model of that name; ``None`` if neither."""
+    """The float Keras model an int8 export came from: the model of its run folder (see
+    :func:`_run_of_export`), or the ensemble member of that run the file holds, else the
+    registered model of that name; ``None`` if neither."""
     from keras_asc import registry
     from keras_asc.training.saving import load_model
 
-    if path is not None:
-        run_model = os.path.join(
-            os.path.dirname(os.path.dirname(os.path.abspath(path))), FINAL_MODEL
-        )
-        if os.path.isfile(run_model):
-            return load_model(run_model)
     name = description.get("model")
+    run = None if path is None else _run_of_export(path)
+    if run is not None:
+        model = load_model(os.path.join(run, FINAL_MODEL))
+        # RUN/int8/MEMBER.tflite: the file of one member of an ensemble run.
+        members = {member.name: member for member in getattr(model, "members", None) or ()}
+        if model.name != name and name in members:
+            return members[name]
+        return model
     if not isinstance(name, str):
         return None
     try:
@@ -247,12 +263,14 @@ def _float_model_of_export(path, description):
         return None
 
 
-def _nonzero_parameters(path, expected):
+def _nonzero_parameters(path, expected, frontend_in_file=False):
     """Parameters of a ``.tflite`` file that are not zero, read from its constant tensors;
     ``None`` when they cannot all be matched to the tensors the parameter count found."""
     from keras_asc.quantization.export import make_interpreter, parameter_bytes
 
-    wanted = {t.name: t.size for t in parameter_bytes(path).tensors if t.role != "structure"}
+    # The front-end's constants of a file with the front-end inside are not parameters.
+    counted = parameter_bytes(path, skip_frontend=frontend_in_file)
+    wanted = {t.name: t.size for t in counted.tensors if t.role != "structure"}
     interpreter = make_interpreter(model_path=path)
     interpreter.allocate_tensors()
     total, seen = 0, 0
@@ -291,7 +309,9 @@ def system_complexity(predictor, path=None):
             precision="int8",
             total_parameters=parameters,
             total_parameters_non_zero=(
-                _nonzero_parameters(predictor.path, parameters)
+                _nonzero_parameters(
+                    predictor.path, parameters, bool(description.get("frontend_in_file", False))
+                )
                 if isinstance(getattr(predictor, "path", None), str)
                 else None
             ),
@@ -327,8 +347,8 @@ def _check_trained_on(split, system):
     path = os.path.abspath(os.fspath(system))
     if os.path.isdir(path):
         folder = path
-    elif path.endswith(".tflite"):  # RUN/int8/NAME.tflite
-        folder = os.path.dirname(os.path.dirname(path))
+    elif path.endswith(".tflite"):  # RUN/int8/NAME.tflite or CELL/int8/NAME.tflite
+        folder = _run_of_export(path) or os.path.dirname(os.path.dirname(path))
     else:  # RUN/model.keras
         folder = os.path.dirname(path)
     config = read_run_config(folder) if os.path.isdir(folder) else None
@@ -383,11 +403,11 @@ def development_result(system, predictor, data_dir=None, *, batch_size=64, on_er
     return result
 
 
-def _percent(value):
+def _rounded_percent(value):
     return None if value is None else round(100.0 * float(value), 2)
 
 
-def _loss(value):
+def _rounded_loss(value):
     return None if value is None else round(float(value), 4)
 
 
@@ -396,20 +416,20 @@ def results_block(result):
     and device-wise accuracy (percent) and log loss."""
     return {
         "overall": {
-            "accuracy": _percent(result.macro_accuracy),
-            "logloss": _loss(result.log_loss),
+            "accuracy": _rounded_percent(result.macro_accuracy),
+            "logloss": _rounded_loss(result.log_loss),
         },
         "class_wise": {
             name: {
-                "accuracy": _percent(result.class_accuracy.get(name)),
-                "logloss": _loss(result.class_log_loss.get(name)),
+                "accuracy": _rounded_percent(result.class_accuracy.get(name)),
+                "logloss": _rounded_loss(result.class_log_loss.get(name)),
             }
             for name in SCENE_LABELS
         },
         "device_wise": {
             device: {
-                "accuracy": _percent(result.device_accuracy.get(device)),
-                "logloss": _loss(result.device_log_loss.get(device)),
+                "accuracy": _rounded_percent(result.device_accuracy.get(device)),
+                "logloss": _rounded_loss(result.device_log_loss.get(device)),
             }
             for device in DEVICES
         },

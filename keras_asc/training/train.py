@@ -709,21 +709,25 @@ def _check_run_dir(run_dir, config, resume, overwrite=False):
     return True, True
 
 
+def _recorded(run_dir, key, what):
+    """What the run in ``run_dir`` recorded under ``key`` in run_config.json (``None`` when
+    there is no readable run there), with a note that the continued run uses it."""
+    try:
+        previous = _read_run_config(run_dir) if os.path.isdir(run_dir) else None
+    except RunDirError:
+        return None  # reported by _check_run_dir with its own advice
+    recorded = (previous or {}).get(key)
+    if recorded:
+        _note(f"continuing the run in {run_dir} with its {what} {recorded}.")
+    return recorded or None
+
+
 def _effective_overrides(overrides, run_dir, resuming):
     """The recipe overrides of this call: ``overrides`` as given (checked to be a dict with
     string keys), or, when it is ``None`` and the run in ``run_dir`` is continued, the ones
     that run recorded in run_config.json."""
     if overrides is None:
-        if not resuming:
-            return None
-        try:
-            previous = _read_run_config(run_dir) if os.path.isdir(run_dir) else None
-        except RunDirError:
-            return None  # reported by _check_run_dir with its own advice
-        recorded = (previous or {}).get("overrides")
-        if recorded:
-            _note(f"continuing the run in {run_dir} with its recipe overrides {recorded}.")
-        return recorded or None
+        return _recorded(run_dir, "overrides", "recipe overrides") if resuming else None
     if not isinstance(overrides, dict) or not all(isinstance(key, str) for key in overrides):
         raise TypeError(
             f"overrides must be a dict of recipe settings by name. Received: overrides={overrides!r}"
@@ -811,7 +815,9 @@ def train(
             distillation (``keras_asc.training.distill``): their mean logits, computed once
             per training clip (and stored in ``cache_dir`` when given), are the soft targets
             of a loss weighted by the recipe's ``kd_lambda`` with temperature
-            ``kd_temperature``. Every teacher must have been trained on ``split``.
+            ``kd_temperature``. Every teacher must have been trained on ``split``. The
+            teachers run only once the run folder takes the run and it is not complete;
+            continuing a run without ``teachers`` uses the ones it recorded.
         overrides: ``{key: value}`` recipe settings to change, e.g.
             ``{"device_impulse_response.p": 0.5, "freq_mixstyle.alpha": 0.4}``; the keys are
             those of ``Recipe.settings()``, applied after ``epochs``/``batch_size``/
@@ -857,21 +863,15 @@ def train(
     overrides = _effective_overrides(overrides, run_dir, resume and not overwrite)
     if overrides:
         recipe = recipe.with_settings(overrides)
+    if teachers is None and resume and not overwrite:
+        # Continuing a distilled run without teachers uses the ones it recorded.
+        recorded = _recorded(run_dir, "teachers", "teachers")
+        teachers = [teacher["path"] for teacher in recorded] if recorded else None
     distilling = teachers is not None
     if distilling:
         from keras_asc.training import distill
 
         described_teachers = distill.check_teachers(teachers, split)
-        # Before the seed is set: loading the teachers draws initial weights, and the student
-        # should start from the same draw as without distillation.
-        targets = distill.teacher_logits(
-            teachers,
-            data_dir,
-            split,
-            cache_dir=cache_dir,
-            on_error=on_error,
-            verbose=verbose,
-        )
     keras.utils.set_random_seed(seed)
     waveform_augs, spectrogram_factories, described = _resolve_augmentations(
         recipe, list(augment or ()), dirs_dir, seed
@@ -880,23 +880,23 @@ def train(
 
     from keras_asc.data.pipeline import make_dataset
 
-    dataset = make_dataset(
-        data_dir,
-        split,
-        batch_size=recipe.batch_size,
-        training=True,
-        seed=seed,
-        waveform_augmentations=tuple(waveform_augs),
-        cache_dir=cache_dir,
-        on_error=on_error,
-        clip_targets=targets if distilling else None,
-    )
+    def training_dataset(targets=None):
+        return make_dataset(
+            data_dir,
+            split,
+            batch_size=recipe.batch_size,
+            training=True,
+            seed=seed,
+            waveform_augmentations=tuple(waveform_augs),
+            cache_dir=cache_dir,
+            on_error=on_error,
+            clip_targets=targets,
+        )
+
+    # Without the teachers' logits at first: they are computed only once the run folder is
+    # known to take this run and the run is not complete yet.
+    dataset = training_dataset()
     skipped = dataset.skipped_clips
-    if distilling:
-        # Labels and teacher logits as one target tensor, which every backend's fit accepts.
-        clips = dataset.clips
-        dataset = dataset.map(distill.join_targets)
-        dataset.clips, dataset.skipped_clips = clips, skipped
     fit_steps = steps_per_epoch
     if steps_per_epoch is None:
         steps = _steps_per_epoch(dataset, split, recipe.batch_size)
@@ -960,6 +960,21 @@ def train(
     if complete:
         _note(f"run in {run_dir} is already complete; loading {FINAL_MODEL}.")
         return TrainResult(load_model(final_path), run_dir, read_history(log_path), recipe)
+    if distilling:
+        targets = distill.teacher_logits(
+            teachers, data_dir, split, cache_dir=cache_dir, on_error=on_error, verbose=verbose
+        )
+        # Loading the teachers drew initial weights: the student starts from the draw it gets
+        # without distillation, and its pipeline shuffles as it does without.
+        keras.utils.set_random_seed(seed)
+        dataset = training_dataset(targets)
+        skipped = dataset.skipped_clips
+        # Labels and teacher logits as one target tensor, which every backend's fit accepts.
+        clips = dataset.clips
+        dataset = dataset.map(distill.join_targets)
+        dataset.clips, dataset.skipped_clips = clips, skipped
+        if fit_steps is not None:
+            dataset = dataset.repeat()
 
     with scope:
         network, training_network = _build_model(model, recipe, spectrogram_factories, seed)
