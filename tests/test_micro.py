@@ -153,6 +153,51 @@ def test_low_arena_gives_the_same_logits_in_a_smaller_arena(
     assert micro_agreement(low.path, waveforms).same_class >= 0.99
 
 
+def test_signature_runner_reads_the_int8_output_of_a_low_arena_file(
+    waveforms, tmp_path, monkeypatch
+):
+    """int8_io adds an output tensor and low_arena renumbers the tensors: the signature that
+    ``get_signature_runner`` reads follows both."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_asc.quantization import TFLiteClassifier, export_int8, to_tf_keras
+    from keras_asc.quantization import export as export_module
+
+    monkeypatch.setattr(export_module, "LOW_ARENA_MIN_BYTES", 0)  # split the tiny GRN too
+    result = export_int8(
+        to_tf_keras(_tiny()),
+        [waveforms[:8]],
+        tmp_path / "low_int8.tflite",
+        int8_io=True,
+        low_arena=True,
+        micro=False,
+        max_calibration_samples=8,
+    )
+    classifier = TFLiteClassifier(result.path)
+    (spectrograms,) = classifier.interpreter_inputs(classifier.as_spectrograms(waveforms[:4]))
+    assert spectrograms.dtype == np.int8
+    interpreter = Interpreter(model_path=result.path)
+    (input_detail,) = interpreter.get_input_details()
+    (output_detail,) = interpreter.get_output_details()
+    runner = interpreter.get_signature_runner()
+    (signature_input,) = runner.get_input_details().values()
+    (output_name, signature_output), *others = runner.get_output_details().items()
+    assert not others
+    assert signature_input["index"] == input_detail["index"]
+    assert signature_output["index"] == output_detail["index"]
+    assert signature_output["dtype"] == np.int8
+    signature_logits = runner(**{next(iter(runner.get_input_details())): spectrograms})
+    signature_logits = signature_logits[output_name].copy()  # the runner's tensor, copied
+    interpreter = Interpreter(model_path=result.path)
+    interpreter.resize_tensor_input(input_detail["index"], spectrograms.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_detail["index"], spectrograms)
+    interpreter.invoke()
+    expected = interpreter.get_tensor(output_detail["index"])
+    assert expected.dtype == np.int8 and expected.shape == (4, 10)
+    np.testing.assert_array_equal(signature_logits, expected)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", ["model", "ensemble"])
 def test_every_preset_runs_on_tflite_micro(preset, tmp_path):

@@ -60,7 +60,9 @@ def add_parser(subparsers):
         "--no-micro",
         dest="micro",
         action="store_false",
-        help="skip the TFLite Micro run that records each file's tensor arena in NAME.json",
+        default=None,
+        help="skip the TFLite Micro run that records each file's tensor arena in NAME.json "
+        "(skipped anyway with --frontend-in-file: TFLite Micro has no RFFT2D kernel)",
     )
     parser.add_argument("--out", help="output folder (default: int8 inside the run directory)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data order (default 0)")
@@ -91,6 +93,11 @@ def _check_args(args):
 
     for name in ("epochs", "batch_size", "steps_per_epoch", "calibration_clips"):
         check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.int8_io and args.frontend_in_file:
+        raise ValueError(
+            "--int8-io and --frontend-in-file cannot be combined: a file with the front-end "
+            "inside takes float32 waveforms."
+        )
     if not args.ptq and keras.backend.backend() != "tensorflow":
         raise ValueError(
             "quantisation-aware training needs KERAS_BACKEND=tensorflow (received "

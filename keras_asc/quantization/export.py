@@ -25,7 +25,9 @@
   absorb, hence the hand-written pass. The strided shortcuts' 3x3 average pooling runs in
   float32 between a DEQUANTIZE and a QUANTIZE to the same scale (``float_average_pools``):
   bit-identical to the int8 pooling, but LiteRT's XNNPACK delegate runs it, where the int8
-  op split the delegated graph.
+  op split the delegated graph. With ``low_arena=True`` (a microcontroller build) the
+  pooling stays int8: TFLite Micro has an int8 kernel for it, and the float tensors would
+  raise its arena.
 - ``NAME.frontend.npz``: the log-mel front-end of every input (window, dense and sparse mel
   filter bank, constants), computed outside the int8 model; ``frontend.frontend_numpy`` is the
   reference.
@@ -403,16 +405,12 @@ def convert_int8(
         )
     spec = twin_spec(model)
     model = _traceable(model, quantized)
-    specs = _input_specs(model)
-
-    @tf.function(autograph=False)
-    def function(*inputs):
-        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
-
-    # The converter saves its trackable object first; a bare module with the variables and the
-    # one inference function saves in seconds, the tf_keras model (every layer traced) in minutes.
     if frontend_in_file:
         function, specs = _waveform_function(model, spec)
+    else:
+        function, specs = _spectrogram_function(model), _input_specs(model)
+    # The converter saves its trackable object first; a bare module with the variables and the
+    # one inference function saves in seconds, the tf_keras model (every layer traced) in minutes.
     holder = tf.Module()
     holder.model_variables = list(model.variables)
     holder.inference = function
@@ -448,6 +446,16 @@ def convert_int8(
         ),
     )
     return compact_flatbuffer(debugger.get_nondebug_quantized_model())
+
+
+def _spectrogram_function(model):
+    """The ``tf.function`` spectrogram(s) -> ``model``, one argument per model input."""
+
+    @tf.function(autograph=False)
+    def function(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    return function
 
 
 def _float_nodes(model, make_converter):
@@ -779,7 +787,10 @@ def _fold_gather(model, subgraph, op):
 
 
 def _prune(model):
-    """Drop tensors no op uses, operator codes no op runs and the data of orphaned buffers."""
+    """Drop tensors no op uses, operator codes no op runs and the data of orphaned buffers.
+
+    The remaining tensors are renumbered in the subgraphs, the ops and the signatures.
+    """
     for number, subgraph in enumerate(model.subgraphs):
         used = {int(i) for i in subgraph.inputs} | {int(i) for i in subgraph.outputs}
         for op in subgraph.operators:
@@ -1017,7 +1028,7 @@ def _describe(content, spec, frontends, counted, quantization, frontend_in_file=
             }
         )
     # Each input's front-end, matched by name (the converter may reorder the inputs).
-    names = [t for t in _input_names(spec)]
+    names = _input_names(spec)
     for entry in inputs if frontend_in_file else ():
         entry["frontends"] = [scalar_params(params) for params in frontends]
     for entry in () if frontend_in_file else inputs:
@@ -1076,7 +1087,7 @@ def export_int8(
     max_calibration_samples=DEFAULT_CALIBRATION_SAMPLES,
     frontend_in_file=False,
     int8_io=False,
-    micro=True,
+    micro=None,
     low_arena=False,
     fold_shuffle=True,
 ):
@@ -1114,12 +1125,17 @@ def export_int8(
         micro: run the file once in TensorFlow Lite for Microcontrollers (the
             ``tflite-micro`` package) and record its tensor arena in ``NAME.json`` under
             ``"tflite_micro"`` (``keras_asc.quantization.micro.micro_report``). A model TFLM
-            cannot run is still written, with the reason recorded and a warning.
+            cannot run is still written, with the reason recorded and a warning. ``None``
+            (the default): ``True``, except with ``frontend_in_file=True``, whose RFFT2D
+            TFLite Micro has no kernel for: the run is skipped and ``"tflite_micro"`` says
+            why (``"runs": false``), without a warning. ``True`` runs it anyway.
         low_arena: a smaller TFLite Micro tensor arena, the same values: GRN (kept in
             float) is computed in ``LOW_ARENA_GRN_BLOCKS`` blocks along time, each block
             quantised before the blocks are joined (``quantize_before_concatenation``), so
-            the largest float tensors are a quarter of their size. Recorded in ``NAME.json``
-            as ``"low_arena"``.
+            the largest float tensors are a quarter of their size. The shortcuts' average
+            pooling stays int8 (no ``float_average_pools``, a LiteRT/XNNPACK speed pass whose
+            float tensors would raise the arena; TFLite Micro has an int8 kernel for it).
+            Recorded in ``NAME.json`` as ``"low_arena"``.
         fold_shuffle: fold every channel shuffle into the weights of the layers after it
             (``fold_channel_shuffles``): the same int8 logits, bit for bit, without the
             GATHER ops. ``False`` keeps the shuffles in the file.
@@ -1167,9 +1183,13 @@ def export_int8(
         )
     if fold_shuffle:
         content = fold_channel_shuffles(content)
-    content = float_average_pools(content)
     if low_arena:
+        # A microcontroller build keeps the int8 pooling (TFLite Micro has an int8
+        # AVERAGE_POOL_2D kernel): the float pooling's tensors, four times the int8 ones,
+        # would raise the arena.
         content = quantize_before_concatenation(content)
+    else:
+        content = float_average_pools(content)
     if int8_io:
         content = with_int8_io(content)
     counted = parameter_bytes(content, skip_frontend=frontend_in_file)
@@ -1180,7 +1200,9 @@ def export_int8(
     )
     description = _io_quantization(description, content)
     description["low_arena"] = bool(low_arena)
-    if micro:
+    if micro is None and frontend_in_file:
+        description["tflite_micro"] = {"runs": False, "reason": MICRO_SKIPPED_IN_FILE_FRONTEND}
+    elif micro is None or micro:
         description["tflite_micro"] = _micro_description(content, os.path.basename(path))
     # The front-end sidecar follows the TFLite input order, like the JSON (with the front-end
     # in the file: the model's input order, the order of ``inputs[0]["frontends"]``).
@@ -1235,10 +1257,9 @@ def output_interval(model):
     bounds every logit the model can produce, without data.
     """
     subgraph = model.subgraphs[0]
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
     intervals = {}
     for op in subgraph.operators:
-        name = _OP_NAMES.get(codes[op.opcodeIndex])
+        name = _op_name(model, op)
         inputs = [int(i) for i in op.inputs if i >= 0]
         output = int(op.outputs[0])
         tensor = subgraph.tensors[output]
@@ -1310,26 +1331,23 @@ def _quantize_output(content):
     int8 = add_tensor(tflite_schema.TensorType.INT8, quantization, b"logits_int8")
     float_out = add_tensor(tflite_schema.TensorType.FLOAT32, None, b"logits")
 
-    def opcode(builtin):
-        for position, code in enumerate(model.operatorCodes):
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-                return position
-        code = tflite_schema.OperatorCodeT()
-        code.builtinCode = code.deprecatedBuiltinCode = builtin
-        code.version = 1
-        model.operatorCodes.append(code)
-        return len(model.operatorCodes) - 1
-
     for builtin, inputs, outputs in (
         (tflite_schema.BuiltinOperator.QUANTIZE, [output], [int8]),
         (tflite_schema.BuiltinOperator.DEQUANTIZE, [int8], [float_out]),
     ):
         op = tflite_schema.OperatorT()
-        op.opcodeIndex = opcode(builtin)
+        op.opcodeIndex = _opcode_index(model, builtin)
         op.inputs = np.array(inputs, np.int32)
         op.outputs = np.array(outputs, np.int32)
         subgraph.operators.append(op)
     subgraph.outputs = np.array([float_out], np.int32)
+    # The signature names the new output too (``modify_model_io_type`` then moves it to the
+    # int8 tensor, as it does for the inputs).
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0:
+            for entry in signature.outputs or []:
+                if int(entry.tensorIndex) == output:
+                    entry.tensorIndex = float_out
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
@@ -1400,6 +1418,13 @@ def _micro_description(content, name):
         }
 
 
+# Why export_int8 does not run a file with the front-end inside in TFLite Micro by default.
+MICRO_SKIPPED_IN_FILE_FRONTEND = (
+    "not run: the file holds the front-end, whose RFFT2D TFLite Micro has no kernel for "
+    "(micro=True runs it anyway)"
+)
+
+
 # === A smaller TFLite Micro arena ===
 
 # Row blocks of the float GRN under ``low_arena``; each block's float copy is a quarter of
@@ -1414,9 +1439,10 @@ def _blockwise_grn_call(self, inputs):
     """GRN computed block by block along the time axis: the same values, smaller float tensors.
 
     The statistics pass splits the int8 input (one SPLIT) and sums the squares of each
-    dequantised block; the output pass takes each block again with its own slice, so that
-    the converter does not merge the two passes' blocks and keep every float block alive
-    between them.
+    dequantised block; the per-channel factor comes from those norms as in the twin
+    (``twin.grn_factor``), and the output pass computes ``block * factor + beta`` on each
+    block, taken again with its own slice so that the converter does not merge the two
+    passes' blocks and keep every float block alive between them.
     """
     rows = inputs.shape[1]
     if 4 * np.prod(inputs.shape[1:]) < LOW_ARENA_MIN_BYTES:
@@ -1427,15 +1453,13 @@ def _blockwise_grn_call(self, inputs):
         tf.reduce_sum(tf.square(block), axis=(1, 2), keepdims=True)
         for block in tf.split(inputs, sizes, axis=1)
     ]
-    norms = tf.sqrt(tf.add_n(squares))
-    normalized = norms / (tf.reduce_mean(norms, axis=-1, keepdims=True) + self.epsilon)
-    factor = self.gamma * normalized
+    factor = twin_module.grn_factor(tf.sqrt(tf.add_n(squares)), self.gamma, self.epsilon)
     blocks = [
         inputs[:, start : start + size]
         for start, size in zip(np.cumsum([0, *sizes[:-1]]), sizes, strict=True)
     ]
-    # The layer's own formula, gamma * (x * N(x)) + beta + x: no new constant (parameter).
-    return tf.concat([block * factor + self.beta + block for block in blocks], axis=1)
+    # The twin's own formula, x * factor + beta, per block: no new constant (parameter).
+    return tf.concat([block * factor + self.beta for block in blocks], axis=1)
 
 
 class _BlockwiseGRN:
@@ -1458,7 +1482,7 @@ def quantize_before_concatenation(content):
     concatenation are alive at once. Each block goes through the ReLU (if any) and the
     QUANTIZE right after the op that makes it, and the concatenation joins int8 blocks with
     the same scale and zero point: the same int8 values, a quarter of the memory. Tensors
-    left without an op are removed, and every DEQUANTIZE is moved next to the op that first
+    left without an op are removed (``_prune``, which renumbers the signature too), and every DEQUANTIZE is moved next to the op that first
     reads it (``_dequantize_when_needed``).
 
     Args:
@@ -1469,8 +1493,10 @@ def quantize_before_concatenation(content):
     """
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     subgraph = model.subgraphs[0]
-    codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
-    name = lambda op: _OP_NAMES.get(codes[op.opcodeIndex])  # noqa: E731
+
+    def name(op):
+        return _op_name(model, op)
+
     consumers = {}
     for op in subgraph.operators:
         for index in op.inputs:
@@ -1528,30 +1554,13 @@ def quantize_before_concatenation(content):
             subgraph.operators.remove(op)
         rewritten = True
     if rewritten:
-        _drop_unused_tensors(subgraph)
+        # TFLite Micro would plan memory for the tensors left without an op; the signature
+        # follows the renumbered tensors.
+        _prune(model)
     rewritten = _dequantize_when_needed(subgraph, name) or rewritten
     if not rewritten:
         return content
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def _drop_unused_tensors(subgraph):
-    """Remove tensors no op reads or writes (TFLite Micro would plan memory for them)."""
-    used = {int(i) for i in [*subgraph.inputs, *subgraph.outputs] if i >= 0}
-    for op in subgraph.operators:
-        used.update(int(i) for i in [*op.inputs, *op.outputs] if i >= 0)
-    kept = sorted(used)
-    new_index = {old: new for new, old in enumerate(kept)}
-
-    def remap(indices):
-        return np.array([new_index[int(i)] if i >= 0 else -1 for i in indices], np.int32)
-
-    subgraph.tensors = [subgraph.tensors[i] for i in kept]
-    for op in subgraph.operators:
-        op.inputs, op.outputs = remap(op.inputs), remap(op.outputs)
-        if op.intermediates is not None and len(op.intermediates):
-            op.intermediates = remap(op.intermediates)
-    subgraph.inputs, subgraph.outputs = remap(subgraph.inputs), remap(subgraph.outputs)
 
 
 def _dequantize_when_needed(subgraph, name):

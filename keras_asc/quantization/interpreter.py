@@ -239,8 +239,9 @@ class TFLiteClassifier:
         return dequantize_array(output, self._output)
 
     def as_spectrograms(self, x):
-        """Float spectrograms, one array per input, of waveforms or spectrograms (see the
-        class doc)."""
+        """The float arrays the file takes, one per input, from waveforms or spectrograms
+        (see the class doc): spectrograms, or, for a file with the front-end inside
+        (``frontend_in_file``), the (batch, num_samples) waveforms themselves."""
         return self._as_inputs(x)
 
     def _as_inputs(self, x):
@@ -302,6 +303,8 @@ def _check_waveform_input(path, inputs):
             f"waveform input is expected; the file has inputs of shapes "
             f"{[tuple(int(d) for d in i['shape_signature']) for i in inputs]}."
         )
+
+
 def quantize_array(array, detail):
     """``array`` in the dtype of an interpreter tensor (``detail``: its interpreter details):
     unchanged for float32, quantised with the tensor's scale and zero point for int8."""

@@ -53,6 +53,31 @@ TWIN_PACKAGE = "keras_asc"
 # === tf_keras twins of the keras-asc custom layers ===
 
 
+def grn_factor(norms, gamma, epsilon):
+    """The per-channel factor of GRN: ``GRN(x) = x * grn_factor(norms, gamma, epsilon) + beta``.
+
+    GRN is ``gamma * x * norms / denominator + beta + x`` (``denominator``: the channel mean
+    of the norms plus epsilon), written ``x * factor + beta`` with the factor
+    ``(gamma * norms + denominator) / denominator`` computed on the (B, 1, 1, C) norms: the
+    full-size tensor goes through one multiply and one add (the int8 model's GRN runs in
+    float: two fewer full-size float ops per block, and no constant beyond gamma, beta and
+    epsilon).
+
+    Args:
+        norms: the per-channel L2 norms over time and frequency, (B, 1, 1, C).
+        gamma: the scalar gamma.
+        epsilon: added to the channel mean of the norms.
+
+    Returns:
+        The factor, (B, 1, 1, C).
+
+    Example:
+        >>> factor = grn_factor(tf.ones((1, 1, 1, 4)), 0.5, 1e-6)
+    """
+    denominator = tf.reduce_mean(norms, axis=-1, keepdims=True) + epsilon
+    return (gamma * norms + denominator) / denominator
+
+
 @tf_keras.saving.register_keras_serializable(package=TWIN_PACKAGE)
 class GlobalResponseNormalization(tf_keras.layers.Layer):
     """tf_keras twin of ``keras_asc.layers.GlobalResponseNormalization`` (scalar gamma, beta).
@@ -75,14 +100,7 @@ class GlobalResponseNormalization(tf_keras.layers.Layer):
 
     def call(self, inputs):
         norms = tf.sqrt(tf.reduce_sum(tf.square(inputs), axis=(1, 2), keepdims=True))
-        denominator = tf.reduce_mean(norms, axis=-1, keepdims=True) + self.epsilon
-        # gamma * x * norms / denominator + beta + x, written x * factor + beta with the
-        # per-channel factor (gamma * norms + denominator) / denominator, which is computed on
-        # the (B, 1, 1, C) norms: the full-size tensor goes through one multiply and one add
-        # (the int8 model's GRN runs in float: two fewer full-size float ops per block, and no
-        # constant beyond gamma, beta and epsilon).
-        factor = (self.gamma * norms + denominator) / denominator
-        return inputs * factor + self.beta
+        return inputs * grn_factor(norms, self.gamma, self.epsilon) + self.beta
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

@@ -194,7 +194,7 @@ def quantize_run(
     calibration_clips=256,
     int8_io=False,
     low_arena=False,
-    micro=True,
+    micro=None,
     out_dir=None,
     seed=0,
     cache_dir=None,
@@ -224,7 +224,8 @@ def quantize_run(
         int8_io: int8 input spectrograms and int8 output logits (``export_int8``).
         low_arena: a smaller TFLite Micro tensor arena, same logits (``export_int8``).
         micro: record each file's TFLite Micro tensor arena in its ``.json``
-            (``export_int8``).
+            (``export_int8``; ``None``: except with ``frontend_in_file``, whose RFFT2D
+            TFLite Micro cannot run).
         out_dir: output folder (default: ``int8`` inside the run directory).
         seed: seed of the data order.
         cache_dir: cache decoded audio here (reused by later runs).
@@ -239,6 +240,8 @@ def quantize_run(
 
     Raises:
         FileNotFoundError: no run directory or ``.keras`` file at ``run``.
+        ValueError: ``int8_io`` with ``frontend_in_file``, or ``frontend_in_file`` for a
+            model that takes spectrograms (checked before any training).
         BudgetExceededError: an int8 file would exceed 128,000 parameter bytes.
 
     Example:
@@ -252,6 +255,11 @@ def quantize_run(
         ("calibration_clips", calibration_clips),
     ):
         _check_positive(name, value)
+    if int8_io and frontend_in_file:
+        raise ValueError(
+            "int8_io and frontend_in_file cannot be combined: a file with the front-end "
+            "inside takes float32 waveforms."
+        )
     if not ptq and keras.backend.backend() != "tensorflow":
         raise ValueError(
             "quantisation-aware training needs KERAS_BACKEND=tensorflow (received "
@@ -260,6 +268,11 @@ def quantize_run(
     model_path, default_out = resolve_run(run)
     out_dir = out_dir or default_out
     model = load_float_model(model_path)
+    if frontend_in_file and len(model.inputs[0].shape) != 2:
+        raise ValueError(
+            f"{model_path}: frontend_in_file needs a model that takes waveforms (batch, "
+            f"samples); {model.name!r} takes spectrograms {tuple(model.inputs[0].shape)}."
+        )
     split = normalize_split(split)
 
     if ptq:
