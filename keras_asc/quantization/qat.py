@@ -326,13 +326,15 @@ def _range_variables(layer):
 
     TF-MOT names them ``output_min``/``output_max`` (output quantisers),
     ``post_activation_min``/``..._max`` (activation quantisers) and
-    ``quantize_layer_min``/``..._max`` (the input QuantizeLayer); weight ranges
-    (``kernel_min``, ...) are recomputed from the weights at every step and are left alone.
+    ``LAYER_min``/``LAYER_max`` after the input QuantizeLayer's own name (``quantize_layer``,
+    ``quantize_layer_1`` for the second one in a process or an ensemble's second input);
+    weight ranges (``kernel_min``, ...) are recomputed from the weights at every step and are
+    left alone.
     """
     found = {}
     for variable in layer.non_trainable_weights:
         short = variable.name.split("/")[-1].split(":")[0]
-        for prefix in _RANGE_NAMES:
+        for prefix in (*_RANGE_NAMES, layer.name):
             for end in ("min", "max"):
                 if short == f"{prefix}_{end}":
                     found[end] = variable
