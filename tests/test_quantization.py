@@ -385,6 +385,9 @@ def test_activation_ranges_start_at_the_float_statistics():
     model = tiny_moflenet()
     randomize_state(model, seed=3)
     twin = to_tf_keras(model)
+    # The second QAT model of a process: tf_keras names its input layer quantize_layer_N, and
+    # TF-MOT its range variables after that name.
+    quantize_model(twin)
     qat_model = quantize_model(twin)
     rng = np.random.default_rng(7)
     batches = [rng.normal(0.5, 1.0, (4, 256, 64, 1)).astype("float32") for _ in range(2)]
@@ -392,8 +395,9 @@ def test_activation_ranges_start_at_the_float_statistics():
     ranged = [layer for layer in qat_model.layers if _range_variables(layer) is not None]
     assert count == len(ranged) > 20
     # The input range: the mean over batches of each batch's minimum and maximum.
-    # The input's QuantizeLayer; tf_keras numbers its name after earlier models in the process.
-    (input_layer,) = [layer for layer in qat_model.layers if layer.name.startswith("quantize_layer")]
+    (input_layer,) = [
+        layer for layer in qat_model.layers if layer.name.startswith("quantize_layer_")
+    ]
     low, high = (v.numpy() for v in _range_variables(input_layer))
     assert low == pytest.approx(np.mean([b.min() for b in batches]), rel=1e-6)
     assert high == pytest.approx(np.mean([b.max() for b in batches]), rel=1e-6)
