@@ -30,6 +30,31 @@ def shared_data():
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def tiny_model():
+    """A tiny MofleNet registered through a plugin as ``"tiny_mofle"``, for fast training tests."""
+    from helpers import TinyMofle
+
+    from keras_asc import plugins
+
+    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-tests")
+    yield "tiny_mofle"
+    plugins.unregister_plugin(name)
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic TAU22 tree: 20 clips per class in split 100, 9 per class in test."""
+    from keras_asc.data.synthetic import make_synthetic_tau22
+
+    return make_synthetic_tau22(
+        str(tmp_path_factory.mktemp("tau22") / "synth"),
+        clips_per_class=20,
+        test_clips_per_class=9,
+        seed=0,
+    )
+
+
 @pytest.fixture
 def backend():
     import keras

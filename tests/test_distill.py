@@ -12,10 +12,8 @@ import keras
 import numpy as np
 import pytest
 import soundfile
-from helpers import TinyMofle
 
 import keras_asc
-from keras_asc import plugins
 from keras_asc.cli import main
 from keras_asc.data.pipeline import make_dataset
 from keras_asc.training import build_ensemble, distill, load_model, train
@@ -77,25 +75,6 @@ def test_loss_matches_numpy(temperature, kd_lambda):
 
 def _fast_compile():
     return False if keras.backend.backend() == "tensorflow" else "auto"
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-kd")
-    yield "tiny_mofle"
-    plugins.unregister_plugin(name)
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    from keras_asc.data.synthetic import make_synthetic_tau22
-
-    return make_synthetic_tau22(
-        str(tmp_path_factory.mktemp("tau22") / "synth"),
-        clips_per_class=20,
-        test_clips_per_class=9,
-        seed=0,
-    )
 
 
 def _train(model, root, out, split=100, **kwargs):

@@ -6,9 +6,7 @@ import json
 
 import keras
 import pytest
-from helpers import TinyMofle
 
-from keras_asc import plugins
 from keras_asc.augment import FreqMixStyle
 from keras_asc.cli import main
 from keras_asc.commands.train import parse_overrides
@@ -79,25 +77,6 @@ def test_parse_overrides():
         parse_overrides(["alpha"])
     with pytest.raises(ValueError, match="gives 'p' twice"):
         parse_overrides(["p=1", "p=2"])
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-overrides")
-    yield "tiny_mofle"
-    plugins.unregister_plugin(name)
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    from keras_asc.data.synthetic import make_synthetic_tau22
-
-    return make_synthetic_tau22(
-        str(tmp_path_factory.mktemp("tau22") / "synth"),
-        clips_per_class=20,
-        test_clips_per_class=9,
-        seed=0,
-    )
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 import pytest
 
-from keras_asc import plugins
 from keras_asc.files import FINAL_MODEL, RUN_CONFIG, FolderLock
 from keras_asc.training import reproduce as reproduce_module
 from keras_asc.training.reproduce import (
@@ -30,26 +29,7 @@ from keras_asc.training.reproduce import (
 )
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import TinyMofle, randomize_state  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-reproduce")
-    yield "tiny_mofle"
-    plugins.unregister_plugin(name)
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    from keras_asc.data.synthetic import make_synthetic_tau22
-
-    return make_synthetic_tau22(
-        str(tmp_path_factory.mktemp("tau22") / "synth"),
-        clips_per_class=20,
-        test_clips_per_class=9,
-        seed=0,
-    )
+from helpers import randomize_state  # noqa: E402
 
 
 class FakeTrain:

@@ -16,10 +16,9 @@ import textwrap
 import keras
 import numpy as np
 import pytest
-from helpers import TinyMofle, tiny_mofle_source
+from helpers import tiny_mofle_source
 
 import keras_asc
-from keras_asc import plugins
 from keras_asc.layers import leaf_layers
 from keras_asc.training import (
     DEFAULT_RECIPE,
@@ -33,25 +32,6 @@ from keras_asc.training.train import read_history
 
 # The same plugin, as source for the subprocess tests.
 PLUGIN_SOURCE = tiny_mofle_source("tiny-mofle-plugin")
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    name = plugins.register_plugin(TinyMofle(), name="tiny-mofle-plugin")
-    yield "tiny_mofle"
-    plugins.unregister_plugin(name)
-
-
-@pytest.fixture(scope="module")
-def synthetic_root(tmp_path_factory):
-    from keras_asc.data.synthetic import make_synthetic_tau22
-
-    return make_synthetic_tau22(
-        str(tmp_path_factory.mktemp("tau22") / "synth"),
-        clips_per_class=20,
-        test_clips_per_class=9,
-        seed=0,
-    )
 
 
 @pytest.fixture(scope="module")
