@@ -29,11 +29,17 @@ from keras_asc.training.schedule import (
     four_phase_factor,
     get_schedule_preset,
 )
+from keras_asc.training.rundir import RunConfig, RunDir
 from keras_asc.training.train import TrainResult, train
 
 # The quantise-a-run workflow needs TensorFlow, tf_keras and LiteRT; it loads on first use so
 # that importing keras_asc.training on the JAX or PyTorch backend does not import them.
-_QUANTIZE_EXPORTS = ("QuantizeRunResult", "evaluate_exports", "quantize_run", "recipe_spectrogram_augmentations")
+_QUANTIZE_EXPORTS = (
+    "QuantizeRunResult",
+    "evaluate_exports",
+    "quantize_run",
+    "recipe_spectrogram_augmentations",
+)
 
 
 def __getattr__(name):

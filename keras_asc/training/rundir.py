@@ -293,9 +293,9 @@ class RunDir:
         return config
 
     def write_config(self, data):
-        """Write ``data`` as ``run_config.json`` (atomically); returns the :class:`RunConfig`."""
-        with writing(self.config_path):
-            write_text_atomic(self.config_path, json.dumps(data, indent=2) + "\n")
+        """Write ``data`` as ``run_config.json`` (atomically); returns the :class:`RunConfig`.
+        An ``OSError`` (a full disk) propagates: the caller words it for its command."""
+        write_text_atomic(self.config_path, json.dumps(data, indent=2) + "\n")
         return RunConfig(self.config_path, data)
 
     @property

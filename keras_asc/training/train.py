@@ -602,7 +602,8 @@ def _check_run_dir(run, config, resume, overwrite=False):
                 "replace only what a run writes and keep the rest."
             )
         config["run_id"] = uuid.uuid4().hex
-        run.write_config(config)
+        with writing(run.config_path):
+            run.write_config(config)
         return False, False
     if not resume:
         raise FileExistsError(
