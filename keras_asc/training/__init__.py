@@ -19,6 +19,7 @@ from keras_asc.training.recipes import (
     list_recipes,
     register_recipe,
 )
+from keras_asc.training.rundir import RunConfig, RunDir
 from keras_asc.training.saving import load_model
 from keras_asc.training.schedule import (
     SCHEDULE_PRESETS,
@@ -29,7 +30,6 @@ from keras_asc.training.schedule import (
     four_phase_factor,
     get_schedule_preset,
 )
-from keras_asc.training.rundir import RunConfig, RunDir
 from keras_asc.training.train import TrainResult, train
 
 # The quantise-a-run workflow needs TensorFlow, tf_keras and LiteRT; it loads on first use so
