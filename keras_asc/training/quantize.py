@@ -343,16 +343,17 @@ def quantize_run(
     model_path, default_out = resolve_run(run)
     out_dir = expand_path(out_dir) or default_out
     verbose = progress_verbosity(verbose)
-    split = quantization_split(run, data_dir, split)
     cache_dir = expand_path(cache_dir)
     say = _say if verbose else lambda message: None
-    say(f"loading {model_path}; {'calibration' if ptq else 'QAT fine-tuning'} on {split.title}")
+    say(f"loading {model_path}")
     model = load_float_model(model_path)
     if frontend_in_file and len(model.inputs[0].shape) != 2:
         raise ValueError(
             f"{model_path}: frontend_in_file needs a model that takes waveforms (batch, "
             f"samples); {model.name!r} takes spectrograms {tuple(model.inputs[0].shape)}."
         )
+    split = quantization_split(run, data_dir, split)
+    say(f"{'calibration' if ptq else 'QAT fine-tuning'} on {split.title} of {split.root}")
 
     if ptq:
         say(f"calibration data: {calibration_clips} clips of {split.title}")
