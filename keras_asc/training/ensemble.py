@@ -302,6 +302,7 @@ def ensemble_and_report(
         :class:`~keras_asc.training.evaluation.EvaluationResult` (empty without ``data_dir``;
         the members too with ``compare``).
     """
+    out_dir = expand_path(out_dir)
     ensemble = build_ensemble(members, weights, preset=preset, name=name, out_dir=out_dir)
     described = ", ".join(
         f"{m.name} {w:g}" for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)

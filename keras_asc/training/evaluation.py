@@ -163,6 +163,7 @@ class EvaluationResult:
             The list of written paths. When ``plots`` is true but matplotlib is missing, the
             PNGs are skipped (check ``keras_asc.training.plots.matplotlib_available()``).
         """
+        out_dir = expand_path(out_dir)
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         json_path = os.path.join(out_dir, METRICS_JSON)
@@ -703,6 +704,7 @@ def evaluate(
 
 def default_out_dir(model, split):
     """``<run dir>/eval-<split>``, or ``<folder of the model file>/eval-<split>``."""
+    model = expand_path(model)
     folder = model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model))
     return os.path.join(folder, f"eval-{split}")
 
