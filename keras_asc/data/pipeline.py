@@ -233,8 +233,8 @@ def _clip_decoder(sampling_rate, num_samples, raise_errors):
 
 
 def make_dataset(
-    split,
-    name=None,
+    data,
+    split=None,
     *,
     batch_size=256,
     training=True,
@@ -263,9 +263,9 @@ def make_dataset(
     ``seed``, the epoch and the batch, so runs repeat exactly), prefetch.
 
     Args:
-        split: a :class:`tau22.Split` (``tau22.Split.load(data_dir, 25)``), or the TAU22 root
-            followed by ``name``.
-        name: with a dataset folder as ``split``: 5, 10, 25, 50, 100 (also ``"split25"``,
+        data: a :class:`tau22.Split` (``tau22.Split.load(data_dir, 25)``), or the TAU22 root
+            (then ``split`` names the split).
+        split: with a dataset folder as ``data``: 5, 10, 25, 50, 100 (also ``"split25"``,
             ``"25%"``) or ``"test"``; the split file is then read here.
         batch_size: clips per batch.
         training: training defaults: shuffle, drop the last partial batch, allow augmentations.
@@ -291,7 +291,7 @@ def make_dataset(
         clip_seconds: clip length in seconds; longer files are trimmed (the start is kept),
             shorter ones zero-padded at the end.
         splits_dir: folder with the split files (see ``tau22.find_split_file``), with a
-            dataset folder as ``split``.
+            dataset folder as ``data``.
         clip_targets: optional ``{filename: float32 vector}`` with one vector (all of one
             length) per clip of the split, e.g. a teacher's logits for knowledge distillation;
             each vector travels with its clip through shuffling and skipping, and batches
@@ -315,7 +315,7 @@ def make_dataset(
         >>> model.fit(train.dataset, epochs=2)
     """
     _check_on_error(on_error)
-    split = _resolve_split(split, name, tau22.expand_path(splits_dir))
+    split = _resolve_split(data, split, tau22.expand_path(splits_dir))
     num_samples = _num_samples(sampling_rate, clip_seconds)
     sampling_rate = int(sampling_rate)
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:

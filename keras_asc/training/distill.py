@@ -210,8 +210,8 @@ def _compute_logits(teachers, split, cache_dir, on_error, batch_size, verbose):
 
 def teacher_logits(
     teachers,
-    split,
-    name=None,
+    data,
+    split=None,
     *,
     cache_dir=None,
     on_error="raise",
@@ -227,9 +227,9 @@ def teacher_logits(
 
     Args:
         teachers: the teacher folders (see :func:`check_teachers`, which checks their split).
-        split: the training split, a :class:`~keras_asc.data.tau22.Split` (the one the
-            student trains on), or the dataset root followed by ``name``.
-        name: with a dataset root as ``split``: the split's name (5, 10, 25, 50 or 100).
+        data: the training split, a :class:`~keras_asc.data.tau22.Split` (the one the
+            student trains on), or the dataset root (then ``split`` names the split).
+        split: with a dataset root as ``data``: the split's name (5, 10, 25, 50 or 100).
         cache_dir: the decoded-audio cache folder; the logits are stored beside the caches.
         on_error: ``"raise"`` or ``"skip"``, as for ``make_dataset``.
         batch_size: clips per teacher forward pass.
@@ -241,8 +241,7 @@ def teacher_logits(
         they reach the loss, but without a cache it lists them and drops them only as it reads
         them, so every clip it lists needs a row.
     """
-    if not isinstance(split, tau22.Split):
-        split = tau22.Split.load(split, name)
+    split = data if isinstance(data, tau22.Split) else tau22.Split.load(data, split)
     described = check_teachers(teachers, split.name)
     path = None
     logits = None
