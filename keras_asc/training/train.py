@@ -326,9 +326,20 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
     if dirs_dir is not None and not os.path.isdir(dirs_dir):
         raise FileNotFoundError(f"Impulse-response folder {dirs_dir!r} does not exist.")
     options["cache_dir"] = tau22.expand_path(options["cache_dir"])
+    if options["on_error"] not in ("raise", "skip"):
+        raise ValueError(
+            f"on_error must be 'raise' or 'skip'. Received: on_error={options['on_error']!r}"
+        )
     split = tau22.Split.load(data_dir, split)
-    name = tau22.normalize_split(split.name)
-    run = RunDir(out_dir or os.path.join("runs", f"{model}-split{name}-seed{seed}"))
+    if options["on_error"] == "raise" and options["cache_dir"] is None:
+        missing = split.missing_files()  # reported before the run folder is touched
+        if missing:
+            raise tau22.MissingFilesError(
+                f"{split.missing_files_error(missing)} Download or extract the audio, or pass "
+                "on_error='skip' (--on-error skip) to drop them.",
+                missing,
+            )
+    run = RunDir(out_dir or os.path.join("runs", f"{model}-split{split.name}-seed{seed}"))
     continuing = resume and not overwrite
     recipe = get_recipe(model).with_overrides(**options["recipe"])
     overrides = _effective_overrides(options["overrides"], run, continuing)
