@@ -345,6 +345,10 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
     overrides = _effective_overrides(options["overrides"], run, continuing)
     if overrides:
         recipe = recipe.with_settings(overrides)
+    clips, batch = len(split.clips), recipe.batch_size
+    steps = steps_per_epoch or clips // batch
+    if clips < batch or steps < 1:  # full batches only: a run needs one of them at least
+        raise _zero_steps_error(split, clips, batch, clips // batch)
     teachers = options["teachers"]
     if teachers is None and continuing:  # a distilled run continues with its teachers
         recorded = _recorded(run, "teachers", "teachers")
@@ -359,10 +363,6 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
         recipe, [augment] if isinstance(augment, str) else list(augment or ()), dirs_dir, seed
     )
     scope, replicas = _distribution_scope(options["distribution"], recipe.batch_size)
-    clips, batch = len(split.clips), recipe.batch_size
-    steps = steps_per_epoch or clips // batch
-    if clips < batch or steps < 1:  # full batches only: a run needs one of them at least
-        raise _zero_steps_error(split, clips, batch, clips // batch)
     validation = options["validation_split"]
     if validation is not None:
         validation = tau22.Split.load(split.root, validation)
