@@ -44,20 +44,6 @@ def progress_verbosity(verbose=None, stream=None):
         return 2
 
 
-class NamedEpochs(keras.callbacks.Callback):
-    """Prints ``<name>: epoch i/n`` before each epoch, so the epoch lines of the members of an
-    ensemble (or of successive models in one log) say whose they are."""
-
-    def __init__(self, name, epochs, prefix="keras-asc"):
-        super().__init__()
-        self.name = name
-        self.epochs = epochs
-        self.prefix = prefix
-
-    def on_epoch_begin(self, epoch, logs=None):
-        print(f"{self.prefix}: {self.name}: epoch {epoch + 1}/{self.epochs}", flush=True)
-
-
 class NonFiniteTrainingError(ValueError):
     """Training produced a NaN or infinite loss or weights; the run stops without saving."""
 
