@@ -2,23 +2,29 @@
 
 One call builds the tf.data pipeline (with the recipe's waveform augmentations), the model
 (with the recipe's spectrogram augmentations and front-end masking/jitter), the optimiser with
-the recipe's learning-rate schedule, and fits with Keras progress bars. Everything a run leaves
-behind lives in one run directory:
+the recipe's learning-rate schedule, and fits (with progress bars on a terminal, one line per
+epoch into a file or a pipe). ``train`` is a short sequence of named steps: resolve the plan
+(the split, read once as a :class:`~keras_asc.data.tau22.Split`, the recipe, teachers,
+augmentations and steps), claim the run folder, build the data, build the model, fit, finish.
+The run folder is a :class:`~keras_asc.training.rundir.RunDir` and the callbacks live in
+:mod:`keras_asc.training.callbacks`. Everything a run leaves behind lives in one run directory:
 
 ```
-run_config.json        model, split, seed, epochs, data dir, the effective recipe (and the
-                       recipe overrides and distillation teachers, when given)
+run_config.json        model, split and its fingerprint, seed, epochs, data dir, the effective
+                       recipe (and the recipe overrides and distillation teachers, when given)
 log.csv                one row per epoch (appended across resumes, each epoch once)
 tensorboard/           TensorBoard event files (with the tensorboard package installed)
 checkpoints/last.keras, best.keras, best.json
 backup/                weights and optimiser state of the last backup (removed when the run ends)
 model.keras            the final model
-complete.json          the run id and SHA-256 of model.keras, written right after it: the
-                       completion mark (a model.keras without it is never taken as the result)
+complete.json          the run id, SHA-256 of model.keras, optimiser steps trained and the split,
+                       written right after it: the completion mark (a model.keras without it
+                       is never taken as the result)
 .keras-asc.lock        locked (flock) while a train process works in the folder
 ```
 
-A run folder belongs to one run at a time: a second ``train`` on a locked folder is refused; a
+A run that would take 0 optimiser steps (fewer clips than one batch) is refused before it
+starts. A run folder belongs to one run at a time: a second ``train`` on a locked folder is refused; a
 new run refuses a folder holding anything (``overwrite=True`` removes only the files above and
 keeps the rest); a disk error or a corrupt backup stops the run with a one-line error that says
 how to go on, and the same call continues the run once the cause is fixed.
