@@ -333,6 +333,7 @@ KILL_SOURCE = textwrap.dedent(
     f"""
     import json, os, signal, sys
     from keras_asc import plugins
+    import keras_asc
     from keras_asc.training.callbacks import RunBackup
 
     sys.path.insert(0, {TESTS_DIR!r})
