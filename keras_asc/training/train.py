@@ -351,10 +351,6 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
     overrides = _effective_overrides(options["overrides"], run, continuing)
     if overrides:
         recipe = recipe.with_settings(overrides)
-    clips, batch = len(split.clips), recipe.batch_size
-    steps = steps_per_epoch or clips // batch
-    if clips < batch or steps < 1:  # full batches only: a run needs one of them at least
-        raise _zero_steps_error(split, clips, batch, clips // batch)
     teachers = options["teachers"]
     if teachers is None and continuing:  # a distilled run continues with its teachers
         recorded = _recorded(run, "teachers", "teachers")
@@ -363,6 +359,10 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
         from keras_asc.training import distill
 
         teachers = distill.check_teachers(teachers, split.name)
+    clips, batch = len(split.clips), recipe.batch_size
+    steps = steps_per_epoch or clips // batch
+    if clips < batch or steps < 1:  # full batches only: a run needs one of them at least
+        raise _zero_steps_error(split, clips, batch, clips // batch)
     keras.utils.set_random_seed(seed)
     augment = options["augment"]
     waveform, spectrogram, described = _resolve_augmentations(
