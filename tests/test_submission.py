@@ -123,6 +123,18 @@ def runs(model_path, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def evaluated_runs(model_path, dev_root, tmp_path_factory):
+    """Runs with the development-test evaluation that `keras-asc evaluate` saves beside them
+    (one evaluation: the five runs hold the same model)."""
+    root = tmp_path_factory.mktemp("evaluated")
+    runs = {split: make_run(root / f"s{split}", model_path, split) for split in SPLITS}
+    saved = evaluate(runs[5], dev_root, "test", verbose=False)
+    for run in runs.values():
+        saved.save(default_out_dir(run, "test"), plots=False)
+    return runs, saved
+
+
+@pytest.fixture(scope="module")
 def info_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("info") / "info.yaml"
     path.write_text(yaml.safe_dump(INFO))
@@ -280,24 +292,24 @@ def test_results_are_the_development_test_evaluation(package, runs, dev_root):
 
 
 def test_saved_evaluation_is_used_without_the_dataset(
-    runs, model_path, eval_dir, dev_root, tmp_path
+    evaluated_runs, model_path, eval_dir, tmp_path
 ):
-    systems = {split: make_run(tmp_path / f"r{split}", model_path, split) for split in SPLITS}
+    unevaluated = {split: make_run(tmp_path / f"r{split}", model_path, split) for split in SPLITS}
     with pytest.raises(FileNotFoundError, match="keras-asc evaluate"):
-        submission.write_submission(systems, eval_dir, tmp_path / "a", info=INFO, verbose=False)
-    saved = evaluate(systems[5], dev_root, "test", verbose=False)
-    for system in systems.values():
-        saved.save(default_out_dir(system, "test"), plots=False)
-    again = submission.write_submission(systems, eval_dir, tmp_path / "b", info=INFO, verbose=False)
+        submission.write_submission(unevaluated, eval_dir, tmp_path / "a", info=INFO, verbose=False)
+    runs, saved = evaluated_runs
+    again = submission.write_submission(runs, eval_dir, tmp_path / "b", info=INFO, verbose=False)
     assert again.problems == ()
     assert again.meta["results"]["development_dataset"]["split_10"]["overall"]["accuracy"] == round(
         100 * saved.macro_accuracy, 2
     )
     # Metrics of another model in that folder are refused, not reported as this one's.
     other = EvaluationResult.from_dict({**saved.to_dict(), "model_name": "x"})
-    other.save(default_out_dir(systems[25], "test"), plots=False)
+    other.save(default_out_dir(unevaluated[25], "test"), plots=False)
+    for split in (5, 10, 50, 100):
+        saved.save(default_out_dir(unevaluated[split], "test"), plots=False)
     with pytest.raises(ValueError, match="evaluation of 'x'"):
-        submission.write_submission(systems, eval_dir, tmp_path / "c", info=INFO, verbose=False)
+        submission.write_submission(unevaluated, eval_dir, tmp_path / "c", info=INFO, verbose=False)
 
 
 # === The information only the user can know ===
@@ -457,12 +469,12 @@ def test_bad_inputs_are_refused_before_anything_is_written(runs, eval_dir, tmp_p
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_unreadable_wav_raise_and_skip(runs, eval_dir, dev_root, info_path, tmp_path, capsys):
+def test_cli_unreadable_wav_raise_and_skip(evaluated_runs, eval_dir, info_path, tmp_path, capsys):
     broken = tmp_path / "eval"
     shutil.copytree(eval_dir, broken)
     (broken / "audio" / "7.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
-    args = submit_args(broken, tmp_path / "out", info_path, runs)
-    args += ["--batch-size", "4", "--data", str(dev_root)]
+    args = submit_args(broken, tmp_path / "out", info_path, evaluated_runs[0])
+    args += ["--batch-size", "4"]
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("keras-asc submit: error:") and "7.wav" in err[0]
@@ -762,22 +774,18 @@ def test_the_evaluation_set_size_is_checked_at_the_real_size(tmp_path):
     rows = [f"{index}.wav\tpark\t{probabilities}" for index in range(135_730)]
     header = "\t".join(["filename", "scene_label", *CLASSES])
     full = "\n".join([header, *rows]) + "\n"
-    assert output_problems(full) == []
     files = {f"task1/{LABEL}/{LABEL}.output.split_{s}.csv": full for s in SPLITS}
     files[f"task1/{LABEL}/{LABEL}.meta.yaml"] = yaml.safe_dump(valid_meta())
     assert check_package(write_zip(tmp_path / "full.zip", files)) == []
-    # One file short, one file twice, one index past the end: each is its own problem.
-    short = "\n".join([header, *rows[:-1]]) + "\n"
-    assert output_problems(short) == ["135,729 unique files listed; the evaluation set has 135,730"]
-    doubled = "\n".join([header, *rows[:-1], rows[0]]) + "\n"
-    assert output_problems(doubled) == [
-        "a file is listed twice (row 135731: 0.wav)",
+    # One file listed twice, one index past the end, one name that is no index (in place of
+    # the last three files): each is its own line, and 135,729 files are listed.
+    wrong = [rows[0], f"135730.wav\tpark\t{probabilities}", f"last.wav\tpark\t{probabilities}"]
+    assert output_problems("\n".join([header, *rows[:-3], *wrong]) + "\n") == [
+        "a file is listed twice (row 135729: 0.wav)",
+        "file index outside 0-135729 (row 135730: 135730.wav)",
+        "file names must be <index>.wav (row 135731: last.wav)",
         "135,729 unique files listed; the evaluation set has 135,730",
     ]
-    past = "\n".join([header, *rows[:-1], f"135730.wav\tpark\t{probabilities}"]) + "\n"
-    assert output_problems(past) == ["file index outside 0-135729 (row 135731: 135730.wav)"]
-    named = "\n".join([header, *rows[:-1], f"last.wav\tpark\t{probabilities}"]) + "\n"
-    assert output_problems(named) == ["file names must be <index>.wav (row 135731: last.wav)"]
 
 
 def test_meta_problems_of_a_non_mapping():

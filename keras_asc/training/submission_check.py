@@ -254,40 +254,48 @@ def output_problems(text, expected_files=None):
         if "filename" not in header:
             return problems
     column = {name: header.index(name) for name in OUTPUT_HEADER if name in header}
+    filename, scene = column["filename"], column.get("scene_label")
+    classes = [(label, column[label]) for label in SCENE_LABELS if label in column]
+    scenes = set(SCENE_LABELS)
+    width = len(OUTPUT_HEADER)
     tally = _Tally()
     seen = set()
     for number, row in enumerate(rows, start=2):
-        if len(row) != len(OUTPUT_HEADER):
-            tally.add(f"rows must have {len(OUTPUT_HEADER)} tab-separated fields", number, len(row))
-        if column["filename"] >= len(row):
-            continue
-        name = row[column["filename"]].replace("\\", "/").rsplit("/", 1)[-1]
-        stem, extension = os.path.splitext(name)
+        if len(row) != width:
+            tally.add(f"rows must have {width} tab-separated fields", number, len(row))
+            if filename >= len(row):
+                continue
+        name = row[filename].replace("\\", "/").rsplit("/", 1)[-1]
         if name in seen:
             tally.add("a file is listed twice", number, name)
         seen.add(name)
-        if extension != ".wav":
+        if not name.endswith(".wav"):
             tally.add("file names must end in .wav", number, name)
-        if expected_files is None:
+        elif expected_files is None:
+            stem = name[: -len(".wav")]
             if not stem.isdigit():
                 tally.add("file names must be <index>.wav", number, name)
-            elif not 0 <= int(stem) < EVALUATION_FILES:
+            elif int(stem) >= EVALUATION_FILES:
                 tally.add(f"file index outside 0-{EVALUATION_FILES - 1}", number, name)
-        elif name not in expected_files:
+        if expected_files is not None and name not in expected_files:
             tally.add("a file that is not in the evaluation folder", number, name)
-        scene = column.get("scene_label")
-        if scene is not None and scene < len(row) and row[scene] not in SCENE_LABELS:
+        if scene is not None and scene < len(row) and row[scene] not in scenes:
             tally.add("scene labels must be one of the 10 classes", number, row[scene])
-        for label in SCENE_LABELS:
-            index = column.get(label)
-            if index is not None and index < len(row):
-                try:
-                    value = float(row[index])
-                except ValueError:
-                    tally.add("class columns must hold numbers", number, f"{label}={row[index]!r}")
-                    continue
-                if not math.isfinite(value):
-                    tally.add("class columns must hold finite numbers", number, f"{label}={value}")
+        try:  # the common case at once; the column-by-column loop names a wrong value
+            if all(map(math.isfinite, map(float, (row[index] for _, index in classes)))):
+                continue
+        except (ValueError, IndexError):
+            pass
+        for label, index in classes:
+            if index >= len(row):
+                continue
+            try:
+                value = float(row[index])
+            except ValueError:
+                tally.add("class columns must hold numbers", number, f"{label}={row[index]!r}")
+                continue
+            if not math.isfinite(value):
+                tally.add("class columns must hold finite numbers", number, f"{label}={value}")
     problems += tally.lines()
     wanted = EVALUATION_FILES if expected_files is None else len(expected_files)
     if len(seen) != wanted:
