@@ -104,7 +104,11 @@ def paired_gain(pairs):
     differences, from ``[(labels_accuracy, kd_accuracy), ...]`` (fractions)."""
     differences = [100.0 * (kd - plain) for plain, kd in pairs]
     mean = statistics.fmean(differences)
-    se = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else math.nan
+    se = (
+        statistics.stdev(differences) / math.sqrt(len(differences))
+        if len(differences) > 1
+        else math.nan
+    )
     return mean, se, differences
 
 
@@ -202,12 +206,18 @@ def main(argv=None):
     distilled = [100 * k for _, k in pairs]
     print()
     print(f"settings: {settings}")
-    print(f"{'student':<22} {statistics.fmean(plain):6.2f} % +- {statistics.stdev(plain):5.2f} (n={len(plain)})")
-    print(f"{'student + KD':<22} {statistics.fmean(distilled):6.2f} % +- {statistics.stdev(distilled):5.2f}")
+    print(
+        f"{'student':<22} {statistics.fmean(plain):6.2f} % +- {statistics.stdev(plain):5.2f} (n={len(plain)})"
+    )
+    print(
+        f"{'student + KD':<22} {statistics.fmean(distilled):6.2f} % +- {statistics.stdev(distilled):5.2f}"
+    )
     print(f"paired gain (KD - labels): {mean:+.2f} pp, standard error {se:.2f} pp, n={len(pairs)}")
     verdict = "a gain" if mean > 2 * se else ("a loss" if mean < -2 * se else "no measurable gain")
-    print(f"differences per seed: {', '.join(f'{d:+.2f}' for d in differences)} -> {verdict} "
-          "(|mean| > 2 standard errors counts)")
+    print(
+        f"differences per seed: {', '.join(f'{d:+.2f}' for d in differences)} -> {verdict} "
+        "(|mean| > 2 standard errors counts)"
+    )
     return 0
 
 

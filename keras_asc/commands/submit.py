@@ -86,7 +86,8 @@ _WRITE_ONLY = ("system", "out", "info", "label", "name", "abbreviation", "data")
 
 
 def check(args):
-    from keras_asc.training.submission_check import check_package, expected_evaluation_files
+    from keras_asc.training.submission import expected_evaluation_files
+    from keras_asc.training.submission_check import check_package
 
     given = [f"--{key}" for key in _WRITE_ONLY if getattr(args, key) is not None]
     if given:

@@ -190,6 +190,13 @@ def list_evaluation_files(eval_dir):
     raise ValueError(f"No .wav files in {eval_dir!r} or in its audio/ folder.")
 
 
+def expected_evaluation_files(eval_dir):
+    """The WAV file names of an evaluation folder (or of its ``audio/``): what the rows of a
+    package made from it must list (``keras-asc submit --check PACKAGE EVAL_DIR``)."""
+    _, names = list_evaluation_files(eval_dir)
+    return {name.rsplit("/", 1)[-1] for name in names}
+
+
 # === Complexity ===
 
 
@@ -794,7 +801,7 @@ def write_submission(
 
     meta_path = os.path.join(folder, meta_filename(label))
     write_text_atomic(meta_path, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
-    expected = {name.rsplit("/", 1)[-1] for name in names}
+    expected = {name.rsplit("/", 1)[-1] for name in names}  # as expected_evaluation_files
     return SubmissionResult(
         paths=(*output_paths, meta_path),
         meta=meta,
@@ -812,6 +819,7 @@ __all__ = [
     "build_meta",
     "check_label",
     "development_result",
+    "expected_evaluation_files",
     "check_information",
     "missing_information",
     "list_evaluation_files",

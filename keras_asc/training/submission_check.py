@@ -340,14 +340,6 @@ class _Package:
             return handle.read()
 
 
-def expected_evaluation_files(eval_dir):
-    """The WAV file names of an evaluation folder (or of its ``audio/``), for ``--check``."""
-    from keras_asc.training.submission import list_evaluation_files
-
-    _, names = list_evaluation_files(eval_dir)
-    return {name.rsplit("/", 1)[-1] for name in names}
-
-
 def check_package(path, expected_files=None):
     """Check a submission package; return one line per problem (empty: it passes).
 
@@ -355,7 +347,7 @@ def check_package(path, expected_files=None):
         path: a ``.zip`` file, or a folder laid out like one (holding ``task1/``), or the
             ``task1/<label>`` folder itself.
         expected_files: file names the output rows must hold exactly, instead of the DCASE
-            2024 evaluation set's 0.wav ... 135729.wav (see :func:`expected_evaluation_files`).
+            2024 evaluation set's 0.wav ... 135729.wav (see ``keras_asc.training.submission.expected_evaluation_files``).
 
     Raises:
         FileNotFoundError: no file or folder at ``path``.
@@ -441,7 +433,6 @@ def _package_problems(package, expected_files):
 __all__ = [
     "EVALUATION_FILES",
     "check_package",
-    "expected_evaluation_files",
     "label_problem",
     "meta_problems",
     "output_problems",
