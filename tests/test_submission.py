@@ -404,6 +404,13 @@ def test_int8_exports_need_their_quantisation_split(model_path, tmp_path):
         check_system_split(10, export)
     sidecar.write_text(json.dumps({"model": "tiny", "split": 10}))
     check_system_split(10, export)
+    # Split 10 both, but other clips: the run and the file record different fingerprints.
+    make_run(tmp_path / "run", model_path, 10, split_fingerprint="a" * 64)
+    sidecar.write_text(json.dumps({"split": 10, "split_fingerprint": "b" * 64}))
+    with pytest.raises(ProvenanceError, match=f"float run {run} used other clips than"):
+        check_system_split(10, export)
+    sidecar.write_text(json.dumps({"split": 10, "split_fingerprint": "a" * 64}))
+    check_system_split(10, export)
     # Fine-tuned on split 5, but the float run it came from trained on split 10.
     sidecar.write_text(json.dumps({"model": "tiny", "split": 5}))
     with pytest.raises(ProvenanceError, match=f"float run {run} used split 10"):

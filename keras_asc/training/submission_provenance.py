@@ -16,7 +16,10 @@ split or when the split of a part is not recorded:
 
 A model object or a ``.keras`` file outside a run folder records no split and is refused.
 
-:func:`recorded_split` is the one place that reads a split from these records.
+:func:`recorded_split` and :func:`recorded_fingerprint` are the one place that reads a split
+from these records, and :func:`_run_config` the one place that reads a run's configuration.
+Where a record holds the fingerprint of the split's clip list, every part must agree on it
+too: the same split name over another copy of the data is refused.
 """
 
 from __future__ import annotations
@@ -53,6 +56,23 @@ def recorded_split(record):
         return None
 
 
+def recorded_fingerprint(record):
+    """The fingerprint of the split's clip list a record names (``"split_fingerprint"``, or
+    ``"fingerprint"`` inside a ``"split"`` mapping), else ``None``."""
+    if not isinstance(record, dict):
+        return None
+    value = record.get("split")
+    if isinstance(value, dict) and isinstance(value.get("fingerprint"), str):
+        return value["fingerprint"]
+    fingerprint = record.get("split_fingerprint")
+    return fingerprint if isinstance(fingerprint, str) else None
+
+
+def _run_config(folder):
+    """The ``run_config.json`` of a run or ensemble folder as a dict (``None``: none)."""
+    return _read_json(os.path.join(folder, RUN_CONFIG))
+
+
 def _read_json(path):
     try:
         with open(path, encoding="utf-8") as handle:
@@ -74,32 +94,44 @@ def _run_facts(folder, what, seen):
     if folder in seen:
         return []
     seen.add(folder)
-    config = _read_json(os.path.join(folder, RUN_CONFIG))
+    config = _run_config(folder)
     if config is None:
-        return [(f"{what} {folder}", None, f"it has no {RUN_CONFIG}")]
+        return [(f"{what} {folder}", None, None, f"it has no {RUN_CONFIG}")]
     if config.get("kind") == "ensemble":
         facts = []
         for member in config.get("members") or []:
             source = member.get("source") if isinstance(member, dict) else None
             if not isinstance(source, str):
                 facts.append(
-                    (f"a member of ensemble {folder}", None, "its source run is not recorded")
+                    (f"a member of ensemble {folder}", None, None, "its source run is not recorded")
                 )
                 continue
             member_dir = source if os.path.isdir(source) else os.path.dirname(source)
             facts += _run_facts(member_dir, f"member run of {folder}:", seen)
-        return facts or [(f"ensemble {folder}", None, "it records no members")]
-    facts = [(f"{what} {folder}", recorded_split(config), f"its {RUN_CONFIG} records no split")]
+        return facts or [(f"ensemble {folder}", None, None, "it records no members")]
+    facts = [
+        (
+            f"{what} {folder}",
+            recorded_split(config),
+            recorded_fingerprint(config),
+            f"its {RUN_CONFIG} records no split",
+        )
+    ]
     for teacher in config.get("teachers") or []:
         path = teacher.get("path") if isinstance(teacher, dict) else teacher
         split = recorded_split(teacher) if isinstance(teacher, dict) else None
         if split is not None:
-            facts.append((f"teacher {path} of {folder}", split, ""))
+            facts.append((f"teacher {path} of {folder}", split, recorded_fingerprint(teacher), ""))
         elif isinstance(path, str) and os.path.isdir(path):
             facts += _run_facts(path, f"teacher of {folder}:", seen)
         else:
             facts.append(
-                (f"teacher {path} of {folder}", None, "it is gone and its split is not recorded")
+                (
+                    f"teacher {path} of {folder}",
+                    None,
+                    None,
+                    "it is gone and its split is not recorded",
+                )
             )
     return facts
 
@@ -112,13 +144,14 @@ def _export_facts(path, seen):
     above = os.path.dirname(int8_dir)
     cell_run = os.path.join(above, _CELL_RUN_DIR)
     cell = _read_json(os.path.join(above, _CELL_RECORD)) if os.path.isdir(cell_run) else None
-    split = recorded_split(description)
+    split, fingerprint = recorded_split(description), recorded_fingerprint(description)
     if split is None and isinstance(cell, dict):
         split = recorded_split(cell)  # reproduce quantises every cell on the cell's split
     facts = [
         (
             f"the quantisation data of {path}",
             split,
+            fingerprint,
             f"{os.path.basename(json_path)} records no split (quantise the run again with "
             "this keras-asc)",
         )
@@ -128,16 +161,16 @@ def _export_facts(path, seen):
     if os.path.isfile(os.path.join(cell_run, FINAL_MODEL)):
         return facts + _run_facts(cell_run, "float run", seen)
     return facts + [
-        (f"the float run of {path}", None, "no run folder holds it (RUN/int8/NAME.tflite)")
+        (f"the float run of {path}", None, None, "no run folder holds it (RUN/int8/NAME.tflite)")
     ]
 
 
 def system_facts(system):
-    """``[(part, split or None, why unknown)]`` for every part of a system: its float run,
-    quantisation data, ensemble members and teachers."""
+    """``[(part, split or None, fingerprint or None, why unknown)]`` for every part of a
+    system: its float run, quantisation data, ensemble members and teachers."""
     if not isinstance(system, (str, os.PathLike)):
         name = getattr(system, "name", type(system).__name__)
-        return [(f"model object {name!r}", None, "a model object records no training split")]
+        return [(f"model object {name!r}", None, None, "a model object records no training split")]
     path = os.path.abspath(os.path.expandvars(os.path.expanduser(os.fspath(system))))
     seen = set()
     if os.path.isdir(path):
@@ -147,14 +180,15 @@ def system_facts(system):
     folder = os.path.dirname(path)
     if os.path.basename(path) == FINAL_MODEL and os.path.isfile(os.path.join(folder, RUN_CONFIG)):
         return _run_facts(folder, "run", seen)
-    return [(path, None, "a model file outside a run folder records no training split")]
+    return [(path, None, None, "a model file outside a run folder records no training split")]
 
 
 def check_system_split(split, system):
     """Refuse ``system`` for training split ``split`` unless every part of it is recorded as
     trained, fine-tuned or calibrated on that split; the error is one line."""
     shown = os.fspath(system) if isinstance(system, (str, os.PathLike)) else repr(system)
-    for part, used, why in system_facts(system):
+    facts = system_facts(system)
+    for part, used, _, why in facts:
         if used is None:
             raise ProvenanceError(
                 f"{shown} (the system of split {split}): cannot tell which split {part} used: "
@@ -165,6 +199,22 @@ def check_system_split(split, system):
                 f"{shown} is the system of split {split}, but {part} used {_split_text(used)}: "
                 f"DCASE 2024 allows the system of split {split} only that split's clips."
             )
+    # The same split name with another clip list (another copy or version of the data).
+    fingerprinted = [(part, fingerprint) for part, _, fingerprint, _ in facts if fingerprint]
+    for part, fingerprint in fingerprinted[1:]:
+        first, expected = fingerprinted[0]
+        if fingerprint != expected:
+            raise ProvenanceError(
+                f"{shown} (the system of split {split}): {part} used other clips than {first} "
+                f"(split fingerprints {fingerprint[:12]} and {expected[:12]}); every part must "
+                "use the same split's clips."
+            )
 
 
-__all__ = ["ProvenanceError", "check_system_split", "recorded_split", "system_facts"]
+__all__ = [
+    "ProvenanceError",
+    "check_system_split",
+    "recorded_fingerprint",
+    "recorded_split",
+    "system_facts",
+]
