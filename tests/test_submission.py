@@ -389,6 +389,14 @@ def test_teachers_and_ensemble_members_must_share_the_split(model_path, tmp_path
     (ensemble / "run_config.json").write_text(json.dumps({"kind": "ensemble", "members": members}))
     with pytest.raises(ProvenanceError, match=f"member run of {ensemble}: {teacher} used split 25"):
         check_system_split(50, str(ensemble))
+    # A member whose run is gone: the split the ensemble recorded for it, else refused.
+    members[1] = {"source": str(tmp_path / "deleted"), "split": 50}
+    (ensemble / "run_config.json").write_text(json.dumps({"kind": "ensemble", "members": members}))
+    check_system_split(50, str(ensemble))
+    del members[1]["split"]
+    (ensemble / "run_config.json").write_text(json.dumps({"kind": "ensemble", "members": members}))
+    with pytest.raises(ProvenanceError, match="the ensemble records no split for it"):
+        check_system_split(50, str(ensemble))
 
 
 def test_int8_exports_need_their_quantisation_split(model_path, tmp_path):

@@ -107,7 +107,17 @@ def _run_facts(folder, what, seen):
                 )
                 continue
             member_dir = source if os.path.isdir(source) else os.path.dirname(source)
-            facts += _run_facts(member_dir, f"member run of {folder}:", seen)
+            if os.path.isfile(os.path.join(member_dir, RUN_CONFIG)):
+                facts += _run_facts(member_dir, f"member run of {folder}:", seen)
+            else:  # the member's run is gone: what the ensemble recorded of it, if anything
+                facts.append(
+                    (
+                        f"member {source} of ensemble {folder}",
+                        recorded_split(member),
+                        recorded_fingerprint(member),
+                        "its run is gone and the ensemble records no split for it",
+                    )
+                )
         return facts or [(f"ensemble {folder}", None, None, "it records no members")]
     facts = [
         (
