@@ -369,7 +369,7 @@ def test_teachers_and_ensemble_members_must_share_the_split(model_path, tmp_path
     student = make_run(
         tmp_path / "student", model_path, 10, teachers=[{"path": teacher, "model": "t"}]
     )
-    with pytest.raises(ProvenanceError, match=f"teacher of {student}: {teacher} used split 25"):
+    with pytest.raises(ProvenanceError, match=f"teacher run {teacher} of {student} used split 25"):
         check_system_split(10, student)
     check_system_split(
         10,
@@ -387,7 +387,9 @@ def test_teachers_and_ensemble_members_must_share_the_split(model_path, tmp_path
     ensemble.mkdir()
     members = [{"source": make_run(tmp_path / "m1", model_path, 50)}, {"source": teacher}]
     (ensemble / "run_config.json").write_text(json.dumps({"kind": "ensemble", "members": members}))
-    with pytest.raises(ProvenanceError, match=f"member run of {ensemble}: {teacher} used split 25"):
+    with pytest.raises(
+        ProvenanceError, match=f"member run {teacher} of ensemble {ensemble} used split 25"
+    ):
         check_system_split(50, str(ensemble))
     # A member whose run is gone: the split the ensemble recorded for it, else refused.
     members[1] = {"source": str(tmp_path / "deleted"), "split": 50}

@@ -89,14 +89,15 @@ def _split_text(split):
 
 
 def _run_facts(folder, what, seen):
-    """``(description, split)`` for the run or ensemble in ``folder`` and everything it used."""
+    """Facts of the run or ensemble in ``folder`` and of everything it used; ``what`` names
+    the part, with ``{}`` where the folder goes."""
     folder = os.path.abspath(folder)
     if folder in seen:
         return []
     seen.add(folder)
     config = _run_config(folder)
     if config is None:
-        return [(f"{what} {folder}", None, None, f"it has no {RUN_CONFIG}")]
+        return [(what.replace("{}", folder, 1), None, None, f"it has no {RUN_CONFIG}")]
     if config.get("kind") == "ensemble":
         facts = []
         for member in config.get("members") or []:
@@ -108,7 +109,7 @@ def _run_facts(folder, what, seen):
                 continue
             member_dir = source if os.path.isdir(source) else os.path.dirname(source)
             if os.path.isfile(os.path.join(member_dir, RUN_CONFIG)):
-                facts += _run_facts(member_dir, f"member run of {folder}:", seen)
+                facts += _run_facts(member_dir, "member run {} of ensemble " + folder, seen)
             else:  # the member's run is gone: what the ensemble recorded of it, if anything
                 facts.append(
                     (
@@ -121,7 +122,7 @@ def _run_facts(folder, what, seen):
         return facts or [(f"ensemble {folder}", None, None, "it records no members")]
     facts = [
         (
-            f"{what} {folder}",
+            what.replace("{}", folder, 1),
             recorded_split(config),
             recorded_fingerprint(config),
             f"its {RUN_CONFIG} records no split",
@@ -133,7 +134,7 @@ def _run_facts(folder, what, seen):
         if split is not None:
             facts.append((f"teacher {path} of {folder}", split, recorded_fingerprint(teacher), ""))
         elif isinstance(path, str) and os.path.isdir(path):
-            facts += _run_facts(path, f"teacher of {folder}:", seen)
+            facts += _run_facts(path, "teacher run {} of " + folder, seen)
         else:
             facts.append(
                 (
@@ -167,9 +168,9 @@ def _export_facts(path, seen):
         )
     ]
     if os.path.isfile(os.path.join(above, FINAL_MODEL)):
-        return facts + _run_facts(above, "float run", seen)
+        return facts + _run_facts(above, "float run {}", seen)
     if os.path.isfile(os.path.join(cell_run, FINAL_MODEL)):
-        return facts + _run_facts(cell_run, "float run", seen)
+        return facts + _run_facts(cell_run, "float run {}", seen)
     return facts + [
         (f"the float run of {path}", None, None, "no run folder holds it (RUN/int8/NAME.tflite)")
     ]
@@ -184,12 +185,12 @@ def system_facts(system):
     path = os.path.abspath(os.path.expandvars(os.path.expanduser(os.fspath(system))))
     seen = set()
     if os.path.isdir(path):
-        return _run_facts(path, "run", seen)
+        return _run_facts(path, "run {}", seen)
     if path.endswith(".tflite"):
         return _export_facts(path, seen)
     folder = os.path.dirname(path)
     if os.path.basename(path) == FINAL_MODEL and os.path.isfile(os.path.join(folder, RUN_CONFIG)):
-        return _run_facts(folder, "run", seen)
+        return _run_facts(folder, "run {}", seen)
     return [(path, None, None, "a model file outside a run folder records no training split")]
 
 
