@@ -177,7 +177,10 @@ def main(argv=None):
     for seed in args.seeds:
         pair = {}
         for kind, kd in (("labels", None), ("kd", teachers)):
-            key = f"{args.student}-e{args.epochs}-{args.teacher}-e{args.teacher_epochs}-seed{seed}-{kind}"
+            # A label-only run does not depend on the teachers: one serves every teacher setting.
+            key = f"{args.student}-e{args.epochs}-seed{seed}-labels"
+            if kd is not None:
+                key = f"{args.student}-e{args.epochs}-{args.teacher}-e{args.teacher_epochs}-seed{seed}-kd"
             if key not in done:
                 run_dir, seconds, digest = _train(
                     args.student, args.epochs, os.path.join(runs, key), seed, args, teachers=kd
