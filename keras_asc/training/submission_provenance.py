@@ -17,7 +17,7 @@ split or when the split of a part is not recorded:
 A model object or a ``.keras`` file outside a run folder records no split and is refused.
 
 :func:`recorded_split` and :func:`recorded_fingerprint` are the one place that reads a split
-from these records, and :func:`_run_config` the one place that reads a run's configuration.
+from these records, and a run's configuration is read through :class:`~keras_asc.training.rundir.RunDir`.
 Where a record holds the fingerprint of the split's clip list, every part must agree on it
 too: the same split name over another copy of the data is refused.
 """
@@ -29,6 +29,7 @@ import os
 
 from keras_asc.data.tau22 import normalize_split
 from keras_asc.files import FINAL_MODEL, RUN_CONFIG
+from keras_asc.training.rundir import RunDir
 
 # `keras-asc reproduce` cells: CELL/run/ (the float run), CELL/int8/, CELL/evaluation.json.
 _CELL_RUN_DIR = "run"
@@ -69,8 +70,10 @@ def recorded_fingerprint(record):
 
 
 def _run_config(folder):
-    """The ``run_config.json`` of a run or ensemble folder as a dict (``None``: none)."""
-    return _read_json(os.path.join(folder, RUN_CONFIG))
+    """The ``run_config.json`` of a run or ensemble folder as a dict (``None``: none), read by
+    :class:`~keras_asc.training.rundir.RunDir`, whose errors name the file."""
+    config = RunDir(folder).read_config()
+    return None if config is None else config.data
 
 
 def _read_json(path):
@@ -108,7 +111,7 @@ def _run_facts(folder, what, seen):
                 )
                 continue
             member_dir = source if os.path.isdir(source) else os.path.dirname(source)
-            if os.path.isfile(os.path.join(member_dir, RUN_CONFIG)):
+            if os.path.isfile(RunDir(member_dir).config_path):
                 facts += _run_facts(member_dir, "member run {} of ensemble " + folder, seen)
             else:  # the member's run is gone: what the ensemble recorded of it, if anything
                 facts.append(
@@ -189,7 +192,7 @@ def system_facts(system):
     if path.endswith(".tflite"):
         return _export_facts(path, seen)
     folder = os.path.dirname(path)
-    if os.path.basename(path) == FINAL_MODEL and os.path.isfile(os.path.join(folder, RUN_CONFIG)):
+    if os.path.basename(path) == FINAL_MODEL and os.path.isfile(RunDir(folder).config_path):
         return _run_facts(folder, "run {}", seen)
     return [(path, None, None, "a model file outside a run folder records no training split")]
 
