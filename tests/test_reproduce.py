@@ -1,32 +1,40 @@
 """``keras-asc reproduce``: tables, cells, resuming, locks and the results table.
 
-The fast tests replace ``train`` by a stand-in that saves an untrained tiny model (training is
-tested in test_train.py; tracing a training step costs about 10 s per cell on a 2-core CPU),
-and run everything else for real on the synthetic dataset: ensembles of member cells,
-evaluation, the done-markers, the Markdown/CSV/PNG table. The slow test trains and quantises
-for real.
+The fast tests replace ``train`` by a stand-in that saves an untrained tiny model and reports
+the optimiser steps it was told to (training is tested in test_train.py; tracing a training
+step costs about 10 s per cell on a 2-core CPU), and run everything else for real on the
+synthetic dataset: ensembles of member cells, evaluation, the done-markers, the Markdown/CSV/PNG
+table. Processes sharing a table run the same stand-in in child processes through the command
+line. The slow tests train and quantise for real.
 """
 
 import csv
+import hashlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
+import types
 
 import keras
 import numpy as np
 import pytest
 
 from keras_asc.files import FINAL_MODEL, RUN_CONFIG, FolderLock
-from keras_asc.training import reproduce as reproduce_module
 from keras_asc.training.reproduce import (
     BUILTIN_TABLES,
+    CELL_TRAINED,
     REPORT_RESULTS,
     cell_status,
     load_table,
     plan_cells,
     reproduce,
+    split_fingerprint,
     summarize,
 )
+from keras_asc.training.reproduce import runner as reproduce_module
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from helpers import randomize_state  # noqa: E402
@@ -34,10 +42,12 @@ from helpers import randomize_state  # noqa: E402
 
 class FakeTrain:
     """Stands in for keras_asc.train: saves the tiny model with seed-dependent random weights
-    (so seeds differ) and records every call; a complete run is returned as it is."""
+    (so seeds differ), reports ``steps`` optimiser steps as train's result does, and records
+    every call; a complete run is returned as it is (as train loads it: no training model)."""
 
-    def __init__(self):
+    def __init__(self, steps=3):
         self.calls = []
+        self.steps = steps
 
     def __call__(self, model, data_dir, split, *, seed, out_dir, teachers=None, **kwargs):
         import keras_asc
@@ -53,7 +63,7 @@ class FakeTrain:
             }
         )
         if os.path.isfile(os.path.join(out_dir, FINAL_MODEL)):
-            return None
+            return types.SimpleNamespace(training_model=None)
         os.makedirs(out_dir, exist_ok=True)
         built = keras_asc.build(model)
         keras.utils.set_random_seed(seed)
@@ -61,7 +71,8 @@ class FakeTrain:
         built.save(os.path.join(out_dir, FINAL_MODEL))
         with open(os.path.join(out_dir, RUN_CONFIG), "w", encoding="utf-8") as handle:
             json.dump({"model": model, "split": split, "seed": seed}, handle)
-        return None
+        optimizer = types.SimpleNamespace(iterations=keras.Variable(self.steps, dtype="int64"))
+        return types.SimpleNamespace(training_model=types.SimpleNamespace(optimizer=optimizer))
 
     def cells(self):
         return [
@@ -123,8 +134,15 @@ def test_report_numbers_and_builtin_tables():
     ensemble = table.row("moflenet57_cp_resnet59_v2")
     assert ensemble.members == ("cp_resnet59", "moflenet57")
     assert ensemble.preset == "moflenet57_cp_resnet59_v2"
-    assert ensemble.label == "ensemble v2 after QAT"
-    assert {row.quantize for row in load_table("report-float").rows} == {"none"}
+    assert ensemble.label == "ensemble v2"
+    report_float = load_table("report-float")
+    assert {row.quantize for row in report_float.rows} == {"none"}
+    assert [row.label for row in report_float.rows] == [
+        "DCASE24 baseline",
+        "MofleNet57",
+        "CP-ResNet59",
+        "ensemble v2",
+    ]
     assert set(BUILTIN_TABLES) == {"report", "report-float"}
 
 
@@ -217,8 +235,16 @@ def test_teacher_rows_come_before_their_students():
 # --- results -------------------------------------------------------------------------------
 
 
-def _write_done(cell, accuracy):
-    os.makedirs(cell.folder, exist_ok=True)
+def _write_done(cell, accuracy, steps=10):
+    """A finished cell as reproduce leaves it: a model in run/, the steps it trained recorded
+    against that model's digest, and the evaluation record."""
+    os.makedirs(cell.run_dir, exist_ok=True)
+    model = os.path.join(cell.run_dir, FINAL_MODEL)
+    with open(model, "wb") as handle:
+        handle.write(cell.name.encode())
+    digest = hashlib.sha256(cell.name.encode()).hexdigest()
+    with open(os.path.join(cell.folder, CELL_TRAINED), "w", encoding="utf-8") as handle:
+        json.dump({"steps": steps, "sha256": digest}, handle)
     with open(cell.done_path, "w", encoding="utf-8") as handle:
         json.dump({"macro_accuracy": accuracy, "quantization": cell.row.quantize}, handle)
 
@@ -235,8 +261,8 @@ def test_summary_has_mean_std_over_seeds_and_the_report(tmp_path):
     assert entry.mean == pytest.approx(62.0) and entry.std == pytest.approx(2.0)
     markdown = summary.markdown()
     assert "| model | 100 % | 5 % |" in markdown
-    assert "| MofleNet57 after QAT | 62.00 ± 2.00 (58.79) | - (41.22) |" in markdown
-    assert "| CP-ResNet59 after QAT | - (58.49) | 50.00 [1/3 seeds] (44.92) |" in markdown
+    assert "| MofleNet57 (QAT) | 62.00 ± 2.00 (58.79) | - (41.22) |" in markdown
+    assert "| CP-ResNet59 (QAT) | - (58.49) | 50.00 [1/3 seeds] (44.92) |" in markdown
     assert "Low complexity acoustic scene classification with MofleNet" in markdown
     rows = list(csv.DictReader(summary.csv().splitlines()))
     mofle = next(r for r in rows if r["row"] == "moflenet57" and r["split"] == "100")
@@ -335,10 +361,11 @@ def test_reproduce_runs_every_cell_once_and_resumes(
     markdown = (out / "results.md").read_text(encoding="utf-8")
     assert markdown == result.markdown
     assert (
-        f"| tiny A | {summary.entry('a', 100).mean:.2f} ± {summary.entry('a', 100).std:.2f} |"
+        f"| tiny A (float) | {summary.entry('a', 100).mean:.2f} ± {summary.entry('a', 100).std:.2f} |"
         in markdown
     )
-    assert f"| ensemble v2 after QAT | {ens.mean:.2f} ± {ens.std:.2f} (62.51) |" in markdown
+    # The row ran float: the report's number beside it says it was measured after QAT.
+    assert f"| ensemble v2 (float) | {ens.mean:.2f} ± {ens.std:.2f} (62.51 QAT) |" in markdown
     rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
     assert [(r["row"], r["seeds"]) for r in rows] == [("a", "2"), ("ens", "2")]
     assert float(rows[1]["float_mean"]) == pytest.approx(ens.mean, abs=1e-4)  # not quantised
@@ -369,8 +396,8 @@ def test_cells_locked_by_another_process_are_left_to_it(
     assert result.ran == ("a/split100-seed0",)
     assert result.busy == ("b/split100-seed0", "ens/split100-seed0")
     assert (
-        "| tiny A |" in result.markdown
-        and "| ensemble v2 after QAT | - (62.51) |" in result.markdown
+        "| tiny A (float) |" in result.markdown
+        and "| ensemble v2 (float) | - (62.51 QAT) |" in result.markdown
     )
     # One cell by name: it runs the member it needs first.
     result = reproduce(table, synthetic_root, tmp_path, cells=["ens/split100-seed0"], verbose=0)
@@ -438,7 +465,7 @@ def test_command_line(tiny_model, synthetic_root, tmp_path, monkeypatch, capsys)
         == 0
     )
     output = capsys.readouterr().out
-    assert "| MofleNet57 after QAT |" in output and "[1/2 seeds] (58.79)" in output
+    assert "| MofleNet57 (float) |" in output and "[1/2 seeds] (58.79 QAT)" in output
     assert main(["reproduce", str(table), "--out", str(out), "--list"]) == 0
     assert [line.split()[2] for line in capsys.readouterr().out.splitlines()] == ["pending", "done"]
     assert main(["reproduce", str(table), "--out", str(out), "--summarize"]) == 0

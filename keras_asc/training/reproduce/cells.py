@@ -1,0 +1,215 @@
+"""The cells of a results table: their folders, what marks one finished, and which to run.
+
+A cell is one row x split x seed of a table, in ``OUT/cells/<row>/split<S>-seed<N>``:
+
+==================  ===========================================================================
+``run/``            the training run (or ensemble) folder
+``trained.json``    the optimiser steps the run took and the SHA-256 of its ``model.keras``,
+                    written right after training
+``int8/``           the quantised files; ``quantized.json`` names the file and what ran
+``evaluation.json`` written atomically last: dev-test results, the quantisation that ran, the
+                    split trained on with its fingerprint, and the steps trained
+==================  ===========================================================================
+
+A cell counts as finished only while its record is readable, was written for the quantisation
+the row asks for, and the trained model it measured is still there (see
+:func:`model_problem`): a cell whose run trained 0 steps, or whose ``model.keras`` (or int8
+file) was deleted, runs again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+from keras_asc.data.download import file_digest
+from keras_asc.data.tau22 import load_split
+from keras_asc.files import COMPLETE_RECORD, FINAL_MODEL, FolderLock, FolderLockedError
+from keras_asc.training.reproduce.tables import Row
+
+CELLS_DIR = "cells"
+CELL_RUN_DIR = "run"
+CELL_DONE = "evaluation.json"  # written atomically last: the cell is finished
+CELL_QUANTIZED = "quantized.json"
+CELL_TRAINED = "trained.json"
+TABLE_RECORD = "table.json"
+RESULTS_MD = "results.md"
+RESULTS_CSV = "results.csv"
+RESULTS_PNG = "results.png"
+LOCK_OWNER = "keras-asc reproduce"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One row x split x seed of a table, in its own folder.
+
+    Attributes:
+        index: position in the table's cell list (``--list``, ``--cell``).
+        row: the :class:`Row`.
+        split: training split (5, 10, 25, 50, 100).
+        seed: seed of the training run, the QAT data order and the augmentations.
+        folder: the cell's folder.
+    """
+
+    index: int
+    row: Row
+    split: int
+    seed: int
+    folder: str
+
+    @property
+    def name(self):
+        return f"{self.row.name}/split{self.split}-seed{self.seed}"
+
+    @property
+    def run_dir(self):
+        return os.path.join(self.folder, CELL_RUN_DIR)
+
+    @property
+    def done_path(self):
+        return os.path.join(self.folder, CELL_DONE)
+
+    @property
+    def done(self):
+        return read_cell_result(self) is not None
+
+
+def plan_cells(table, out_dir):
+    """Every cell of ``table`` under ``out_dir``, split by split, seed by seed, each row after
+    the rows it depends on (so cells can be run in list order)."""
+    cells = []
+    for split in table.splits:
+        for seed in table.seeds:
+            for row in table.rows:
+                folder = os.path.join(
+                    os.fspath(out_dir), CELLS_DIR, row.name, f"split{split}-seed{seed}"
+                )
+                cells.append(Cell(len(cells), row, split, seed, folder))
+    return cells
+
+
+def read_cell_result(cell):
+    """The finished cell's ``evaluation.json`` as a dict, or ``None``: absent, unreadable,
+    written for another quantisation than the row now asks for (the cell runs again, reusing
+    its training run), or its trained model is gone or never trained (see
+    :func:`model_problem`)."""
+    try:
+        with open(cell.done_path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        float(data["macro_accuracy"])
+        if data["quantization"] != cell.row.quantize:
+            return None
+        int8_file = data.get("int8_file")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if model_problem(cell) is not None:
+        return None
+    if int8_file and not os.path.isfile(os.path.join(cell.folder, int8_file)):
+        return None
+    return data
+
+
+def trained_steps(cell):
+    """The optimiser steps the cell's training run took, or ``None`` when nothing records them
+    for the ``model.keras`` now in its run folder.
+
+    The run's own completion record is read first (where it holds the step count), then the
+    cell's ``trained.json``, which counts only while the digest it holds is that of the
+    model in the run folder.
+    """
+    model_path = os.path.join(cell.run_dir, FINAL_MODEL)
+    try:
+        with open(os.path.join(cell.run_dir, COMPLETE_RECORD), encoding="utf-8") as handle:
+            steps = json.load(handle).get("steps")
+        if isinstance(steps, int) and not isinstance(steps, bool):
+            return steps
+    except (OSError, ValueError, AttributeError):
+        pass
+    try:
+        with open(os.path.join(cell.folder, CELL_TRAINED), encoding="utf-8") as handle:
+            record = json.load(handle)
+        if record["sha256"] == file_digest(model_path, "sha256"):
+            return int(record["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def model_problem(cell):
+    """``None`` when the cell has a trained float model, else why not, as a phrase: its
+    ``model.keras`` is missing, or (a training row) its run took 0 steps or nothing records
+    how many. An ensemble row's model is built from member cells, each checked on its own."""
+    model_path = os.path.join(cell.run_dir, FINAL_MODEL)
+    if not os.path.isfile(model_path):
+        return f"{model_path} is missing"
+    if cell.row.is_ensemble:
+        return None
+    steps = trained_steps(cell)
+    if steps is None:
+        return f"nothing records how many optimiser steps trained {model_path}"
+    if steps <= 0:
+        return f"the run in {cell.run_dir} took 0 optimiser steps"
+    return None
+
+
+def split_fingerprint(data_dir, split):
+    """SHA-256 of a split's clip list (file name and scene label per clip, in file order): two
+    cells share it exactly when they trained on the same clips."""
+    clips = load_split(data_dir, split, check_files=False, check_test_overlap=False)
+    text = "".join(f"{clip.filename}\t{clip.scene_label}\n" for clip in clips)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def cell_status(cell):
+    """``"done"``, ``"running"`` (another process holds its lock), ``"started"`` or ``"pending"``."""
+    if cell.done:
+        return "done"
+    if not os.path.isdir(cell.folder):
+        return "pending"
+    try:
+        with FolderLock(cell.folder, owner=LOCK_OWNER):
+            pass
+    except FolderLockedError:
+        return "running"
+    return "started"
+
+
+def select_cells(cells, selection):
+    """The cells named by ``selection``: indices (``3``, ``"3"``, ``"2-5"``) or names
+    (``"moflenet57/split25-seed0"``)."""
+    by_name = {cell.name: cell for cell in cells}
+    chosen = []
+    for item in selection:
+        text = str(item).strip()
+        if text in by_name:
+            chosen.append(by_name[text])
+            continue
+        try:
+            first, _, last = text.partition("-")
+            indices = range(int(first), int(last or first) + 1)
+        except ValueError:
+            indices = None
+        if indices is None or not indices or indices[-1] >= len(cells) or indices[0] < 0:
+            raise ValueError(
+                f"--cell {text!r} is neither a cell index (0 to {len(cells) - 1}, or a range "
+                "like 2-5) nor a cell name such as "
+                f"{cells[0].name!r}; see --list."
+            )
+        chosen.extend(cells[i] for i in indices)
+    unique = {cell.index: cell for cell in chosen}
+    return list(unique.values())
+
+
+
+__all__ = [
+    "Cell",
+    "cell_status",
+    "model_problem",
+    "plan_cells",
+    "read_cell_result",
+    "select_cells",
+    "split_fingerprint",
+    "trained_steps",
+]
