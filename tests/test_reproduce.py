@@ -62,6 +62,8 @@ class FakeTrain:
                 **kwargs,
             }
         )
+        if kwargs.get("overwrite") and os.path.isfile(os.path.join(out_dir, FINAL_MODEL)):
+            os.remove(os.path.join(out_dir, FINAL_MODEL))
         if os.path.isfile(os.path.join(out_dir, FINAL_MODEL)):
             return types.SimpleNamespace(training_model=None)
         os.makedirs(out_dir, exist_ok=True)
@@ -71,14 +73,78 @@ class FakeTrain:
         built.save(os.path.join(out_dir, FINAL_MODEL))
         with open(os.path.join(out_dir, RUN_CONFIG), "w", encoding="utf-8") as handle:
             json.dump({"model": model, "split": split, "seed": seed}, handle)
-        optimizer = types.SimpleNamespace(iterations=keras.Variable(self.steps, dtype="int64"))
-        return types.SimpleNamespace(training_model=types.SimpleNamespace(optimizer=optimizer))
+        for callback in kwargs.get("callbacks") or ():  # as fit calls them
+            callback.on_epoch_begin(0)
+            for step in range(self.steps):
+                callback.on_train_batch_end(step)
+        return types.SimpleNamespace(training_model=built)
 
     def cells(self):
         return [
             (os.path.basename(os.path.dirname(os.path.dirname(c["out_dir"]))), c["seed"])
             for c in self.calls
         ]
+
+
+class ChildTrain(FakeTrain):
+    """FakeTrain in a child process of the tests below, steered by environment variables:
+    ``REPRODUCE_TEST_LOG`` (a file that gets ``PID RUN_DIR`` per call), ``REPRODUCE_TEST_BARRIER``
+    (a folder: the first call waits until that many processes have made their first call, so
+    that every process holds a cell before any finishes) and ``REPRODUCE_TEST_HANG`` (write a
+    partial file into the run folder, then hang until killed)."""
+
+    def __call__(self, model, data_dir, split, *, out_dir, **kwargs):
+        with open(os.environ["REPRODUCE_TEST_LOG"], "a", encoding="utf-8") as handle:
+            handle.write(f"{os.getpid()} {out_dir}\n")
+        barrier = os.environ.get("REPRODUCE_TEST_BARRIER")
+        if barrier and not self.calls:
+            folder, count = barrier.rsplit(":", 1)
+            open(os.path.join(folder, str(os.getpid())), "w").close()
+            deadline = time.monotonic() + 300
+            while len(os.listdir(folder)) < int(count) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        if os.environ.get("REPRODUCE_TEST_HANG"):
+            os.makedirs(out_dir, exist_ok=True)
+            with open(os.path.join(out_dir, "partial.txt"), "w", encoding="utf-8") as handle:
+                handle.write(str(os.getpid()))
+            time.sleep(3600)
+        return super().__call__(model, data_dir, split, out_dir=out_dir, **kwargs)
+
+
+# A `keras-asc` command line in a child process, train and evaluate replaced as in this file.
+CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from helpers import TinyMofle
+from keras_asc import plugins
+plugins.register_plugin(TinyMofle(), name="tiny-mofle-tests")
+import test_reproduce
+from keras_asc.training.reproduce import runner
+runner.train = test_reproduce.ChildTrain()
+runner.evaluate = test_reproduce.fake_evaluate
+from keras_asc.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_child(tmp_path, args, **environment):
+    """Start ``keras-asc ARGS`` in a child process (this checkout first on its path)."""
+    script = tmp_path / "child.py"
+    tests = os.path.dirname(os.path.abspath(__file__))
+    script.write_text(CHILD.format(tests=tests), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([os.path.dirname(tests), os.environ.get("PYTHONPATH", "")]),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        **environment,
+    }
+    return subprocess.Popen(
+        [sys.executable, str(script), *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def fake_evaluate(model, data_dir, split="test", **kwargs):
@@ -513,3 +579,207 @@ def test_reproduce_trains_quantises_and_evaluates(tiny_model, synthetic_root, tm
         assert (cell_dir / "run" / "complete.json").is_file()
     assert np.isfinite(entry.std)
     assert reproduce(table, synthetic_root, tmp_path, verbose=0).ran == ()
+
+
+# --- a cell is done only with a trained model ----------------------------------------------
+
+ONE_ROW = (
+    'title = "one row"\nsplits = [100]\nseeds = [0, 1]\n'
+    '[[rows]]\nname = "a"\nmodel = "tiny_mofle"\n'
+)
+
+
+def _list_statuses(main, table, out, capsys):
+    capsys.readouterr()
+    assert main(["reproduce", str(table), "--out", str(out), "--list"]) == 0
+    return [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_a_cell_is_done_only_with_a_trained_model(
+    tiny_model, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    from keras_asc.cli import main
+
+    fake = FakeTrain(steps=0)
+    monkeypatch.setattr(reproduce_module, "train", fake)
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    table = tmp_path / "t.toml"
+    table.write_text(ONE_ROW, encoding="utf-8")
+    out = tmp_path / "out"
+    run = ["reproduce", str(table), "--out", str(out), "--data", synthetic_root, "--verbose", "0"]
+    cells = plan_cells(load_table(table), out)
+    # 1. A training run that took 0 optimiser steps: one line naming the cell, nothing done.
+    assert main([*run, "--cell", "0"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-2:-1] == ["keras-asc reproduce: cell 0 a/split100-seed0: starting"]
+    error = lines[-1]  # after the progress lines, one line says what is wrong
+    assert error.startswith("keras-asc reproduce: error: Cell 0 a/split100-seed0: the run in ")
+    assert "took 0 optimiser steps" in error and "no trained model" in error
+    assert not os.path.exists(cells[0].done_path)
+    assert _list_statuses(main, table, out, capsys) == ["started", "pending"]
+    # 2. Run again once training takes steps: the 0-step run is replaced, not reused.
+    fake.steps = 5
+    assert main([*run, "--cell", "0"]) == 0
+    assert [call.get("overwrite") for call in fake.calls] == [None, True]
+    record = json.loads(open(cells[0].done_path, encoding="utf-8").read())
+    assert record["steps_trained"] == {"a": 5}
+    assert _list_statuses(main, table, out, capsys) == ["done", "pending"]
+    # 3. A finished cell whose model.keras was deleted is not done, and is trained again.
+    assert main(run) == 0
+    fake.calls.clear()
+    os.remove(os.path.join(cells[1].run_dir, FINAL_MODEL))
+    assert _list_statuses(main, table, out, capsys) == ["done", "started"]
+    assert main(run) == 0
+    assert [(c["seed"], c.get("overwrite")) for c in fake.calls] == [(1, None)]
+    assert os.path.isfile(os.path.join(cells[1].run_dir, FINAL_MODEL))
+    assert _list_statuses(main, table, out, capsys) == ["done", "done"]
+    # 4. A model replaced behind the record's back is not the one the record counts.
+    with open(os.path.join(cells[1].run_dir, FINAL_MODEL), "ab") as handle:
+        handle.write(b"changed")
+    assert _list_statuses(main, table, out, capsys) == ["done", "started"]
+
+
+def test_labels_and_records_say_what_ran(
+    tiny_model, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    """A PTQ row compared with the report's QAT row says PTQ in results.md, results.csv and the
+    plot legend, and each cell records the split it was trained on with its fingerprint."""
+    from keras_asc.cli import main
+    from keras_asc.training import plots
+
+    monkeypatch.setattr(reproduce_module, "train", FakeTrain())
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    quantized = []
+
+    def fake_quantize_run(run, data_dir, *, split, seed, ptq, out_dir, **kwargs):
+        quantized.append((split, ptq))
+        os.makedirs(out_dir, exist_ok=True)
+        path = os.path.join(out_dir, "model.tflite")
+        with open(path, "wb") as handle:
+            handle.write(b"int8")
+        export = types.SimpleNamespace(path=path)
+        return types.SimpleNamespace(exports=[(None, export)], quantization="ptq" if ptq else "qat")
+
+    monkeypatch.setattr(reproduce_module, "_quantize_run_function", lambda: fake_quantize_run)
+    legends = []
+    real_save = plots._save
+    monkeypatch.setattr(
+        plots,
+        "_save",
+        lambda figure, path: legends.append(figure.axes[0].get_legend_handles_labels()[1])
+        or real_save(figure, path),
+    )
+    table = tmp_path / "t.toml"
+    table.write_text(
+        'splits = [100]\nseeds = [0]\n[[rows]]\nmodel = "tiny_mofle"\nquantize = "ptq"\n'
+        'report = "moflenet57_qat"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    assert main(["reproduce", str(table), "--out", str(out), "--data", synthetic_root]) == 0
+    assert quantized == [(100, True)]
+    markdown = (out / "results.md").read_text(encoding="utf-8")
+    assert "| MofleNet57 (PTQ) |" in markdown and "(58.79 QAT) |" in markdown
+    assert "after QAT |" not in markdown
+    rows = list(csv.DictReader((out / "results.csv").read_text(encoding="utf-8").splitlines()))
+    assert [(r["label"], r["quantization"]) for r in rows] == [("MofleNet57", "PTQ")]
+    assert [sorted(labels) for labels in legends] == [
+        ["MofleNet57 (PTQ)", "MofleNet57 after QAT (report)"]
+    ]
+    cell = plan_cells(load_table(table), out)[0]
+    record = json.loads(open(cell.done_path, encoding="utf-8").read())
+    assert (record["split"], record["quantization"], record["int8_file"]) == (
+        100,
+        "ptq",
+        os.path.join("int8", "model.tflite"),
+    )
+    clips = open(os.path.join(synthetic_root, "split100.csv"), encoding="utf-8").read()
+    assert len(clips.splitlines()) == 201  # a header and the 200 clips the fingerprint covers
+    assert record["split_fingerprint"] == split_fingerprint(synthetic_root, 100)
+    assert record["split_fingerprint"] != split_fingerprint(synthetic_root, 5)
+    # A rerun quantises nothing again; a retrained float model is quantised anew.
+    assert main(["reproduce", str(table), "--out", str(out), "--data", synthetic_root]) == 0
+    assert quantized == [(100, True)]
+    os.remove(os.path.join(cell.run_dir, FINAL_MODEL))
+    assert main(["reproduce", str(table), "--out", str(out), "--data", synthetic_root]) == 0
+    assert quantized == [(100, True), (100, True)]
+
+
+# --- several processes on one table ---------------------------------------------------------
+
+FOUR_CELLS = (
+    'title = "four"\nsplits = [100]\nseeds = [0, 1, 2, 3]\n'
+    '[[rows]]\nname = "a"\nmodel = "tiny_mofle"\n'
+)
+
+
+def _finish(process, timeout=600):
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+    return process.returncode, out, err
+
+
+@pytest.mark.slow  # two child processes importing TensorFlow: about a minute on 2 cores
+def test_two_processes_finish_a_table_together(tiny_model, synthetic_root, tmp_path):
+    table = tmp_path / "t.toml"
+    table.write_text(FOUR_CELLS, encoding="utf-8")
+    out, log, barrier = tmp_path / "out", tmp_path / "calls.log", tmp_path / "barrier"
+    barrier.mkdir()
+    args = ["reproduce", table, "--out", out, "--data", synthetic_root, "--verbose", "0"]
+    environment = {"REPRODUCE_TEST_LOG": str(log), "REPRODUCE_TEST_BARRIER": f"{barrier}:2"}
+    children = [start_child(tmp_path, args, **environment) for _ in range(2)]
+    finished = [_finish(child) for child in children]
+    for returncode, _, err in finished:
+        assert returncode == 0, err
+    calls = [line.split() for line in log.read_text(encoding="utf-8").splitlines()]
+    cells = plan_cells(load_table(table), out)
+    # Every cell trained exactly once, by one of the two processes, and both took cells.
+    assert sorted(run_dir for _, run_dir in calls) == sorted(cell.run_dir for cell in cells)
+    assert {int(pid) for pid, _ in calls} == {child.pid for child in children}
+    assert all(cell.done for cell in cells)
+    # Whichever process wrote the results last wrote all four seeds.
+    markdown = (out / "results.md").read_text(encoding="utf-8")
+    entry = summarize(load_table(table), out).entry("a", 100)
+    assert sorted(entry.values) == [0, 1, 2, 3]
+    assert f"| a (float) | {entry.mean:.2f} ± {entry.std:.2f} |" in markdown
+
+
+def test_a_killed_cell_is_taken_over(
+    tiny_model, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    from keras_asc.cli import main
+    from keras_asc.files import LOCK_FILE
+
+    table = tmp_path / "t.toml"
+    table.write_text(FOUR_CELLS, encoding="utf-8")
+    out, log = tmp_path / "out", tmp_path / "calls.log"
+    args = ["reproduce", table, "--out", out, "--data", synthetic_root, "--verbose", "0"]
+    child = start_child(
+        tmp_path, [*args, "--cell", "2"], REPRODUCE_TEST_LOG=str(log), REPRODUCE_TEST_HANG="1"
+    )
+    cell = plan_cells(load_table(table), out)[2]
+    deadline = time.monotonic() + 300
+    while not os.path.isfile(os.path.join(cell.run_dir, "partial.txt")):
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the child process did not start the cell"
+        time.sleep(0.2)
+    assert _list_statuses(main, table, out, capsys)[2] == "running"
+    # Another process asked for the same cell leaves it to the one running it.
+    monkeypatch.setattr(reproduce_module, "train", FakeTrain())
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    assert main([*map(str, args), "--cell", "2"]) == 0
+    assert "a/split100-seed2 is run by another process" in capsys.readouterr().err
+    # Killed (no chance to clean up): the kernel drops its lock, and the cell is taken over.
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    assert _list_statuses(main, table, out, capsys)[2] == "started"
+    assert main([*map(str, args), "--cell", "2"]) == 0
+    assert _list_statuses(main, table, out, capsys) == ["pending", "pending", "done", "pending"]
+    # The same folder was continued (the killed process's file is still there), now locked by
+    # this process.
+    assert open(os.path.join(cell.run_dir, "partial.txt")).read() == str(child.pid)
+    lock = open(os.path.join(cell.folder, LOCK_FILE), encoding="utf-8").read()
+    assert lock.split() == [str(os.getpid())]

@@ -271,7 +271,8 @@ def plot_summary(summary, path):
     axes.set_ylabel("dev-test macro accuracy (%)")
     axes.set_title(summary.table.title)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small", loc="best")
+    if axes.get_legend_handles_labels()[1]:  # no finished cell yet: no legend to draw
+        axes.legend(fontsize="small", loc="best")
     return plots_module._save(figure, path)
 
 

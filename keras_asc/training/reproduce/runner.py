@@ -11,6 +11,7 @@ and a cell whose process was killed is taken over by the next process that reach
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,6 +22,7 @@ import keras
 
 from keras_asc.data.download import file_digest
 from keras_asc.files import (
+    COMPLETE_RECORD,
     FINAL_MODEL,
     INT8_DIR,
     RUN_CONFIG,
@@ -138,19 +140,48 @@ class CellError(ValueError):
     """A cell cannot be finished as it stands (e.g. its training run took no step)."""
 
 
-def _record_training(cell, result):
+class _StepCounter(keras.callbacks.Callback):
+    """Counts the optimiser steps of a training call, from the epoch it starts at (a resumed
+    run's earlier epochs count as full ones). Counted here rather than read from the
+    optimiser, whose ``iterations`` reads 1 after a fit that had no batch to train on."""
+
+    def __init__(self):
+        super().__init__()
+        self.first_epoch = None
+        self.batches = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.first_epoch is None:
+            self.first_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+    @property
+    def steps(self):
+        steps_per_epoch = (getattr(self, "params", None) or {}).get("steps") or 0
+        return (self.first_epoch or 0) * steps_per_epoch + self.batches
+
+
+def _record_training(cell, result, counter):
     """Write the cell's ``trained.json`` (steps taken, digest of the run's ``model.keras``) when
     ``train`` trained in this call; a complete run it only loaded keeps its earlier record."""
-    training_model = getattr(result, "training_model", None)
-    optimizer = getattr(training_model, "optimizer", None)
-    if optimizer is None:
+    if getattr(result, "training_model", None) is None:
         return
-    steps = int(keras.ops.convert_to_numpy(optimizer.iterations))
     record = {
-        "steps": steps,
+        "steps": counter.steps,
         "sha256": file_digest(os.path.join(cell.run_dir, FINAL_MODEL), "sha256"),
     }
     write_text_atomic(os.path.join(cell.folder, CELL_TRAINED), json.dumps(record, indent=2) + "\n")
+
+
+def _needs_new_run(cell):
+    """Whether the cell's run folder holds a finished run without a usable model: one that took
+    0 steps (or that nothing records the steps of), or whose ``model.keras`` was deleted. Such
+    a run is replaced; an interrupted one (no model yet) is continued."""
+    if os.path.isfile(os.path.join(cell.run_dir, FINAL_MODEL)):
+        return model_problem(cell) is not None
+    return os.path.isfile(os.path.join(cell.run_dir, COMPLETE_RECORD))
 
 
 def _float_model(context, cell):
@@ -168,7 +199,13 @@ def _float_model(context, cell):
                 out_dir=cell.run_dir,
             )
     else:
-        _record_training(cell, train(**_train_arguments(context, cell)))
+        arguments = _train_arguments(context, cell)
+        if _needs_new_run(cell):
+            _say(context, f"cell {cell.index} {cell.name}: {model_problem(cell)}; training anew")
+            arguments["overwrite"] = True
+        counter = _StepCounter()
+        arguments["callbacks"] = [*(arguments.get("callbacks") or ()), counter]
+        _record_training(cell, train(**arguments), counter)
     problem = model_problem(cell)
     if problem is not None:
         raise CellError(
@@ -398,8 +435,9 @@ def reproduce(
         if not pending or not wait:
             break
         time.sleep(poll_seconds)
-    summary = summarize(table, out_dir)
-    written = write_results(summary, out_dir, plots=plots)
+    with _results_lock(out_dir):
+        summary = summarize(table, out_dir)
+        written = write_results(summary, out_dir, plots=plots)
     for path in written:
         _say(context, f"wrote {path}")
     return ReproduceResult(
@@ -410,6 +448,26 @@ def reproduce(
         summary,
         tuple(written),
     )
+
+
+@contextlib.contextmanager
+def _results_lock(out_dir, timeout=120.0):
+    """Hold the output folder's lock while the results are read and written, so that of
+    processes finishing a table together the last to write saw every cell finished before
+    it. Waits for another writer (a few seconds at most); past ``timeout`` writes anyway."""
+    deadline, lock = time.monotonic() + timeout, None
+    while lock is None:
+        try:
+            lock = FolderLock(out_dir, owner=LOCK_OWNER).__enter__()
+        except FolderLockedError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.__exit__(None, None, None)
 
 
 def _checked_overrides(overrides, function, reserved):

@@ -128,7 +128,16 @@ ROW_KEYS = (
 )
 EVALUATE_KEYS = ("batch_size",)
 # train() arguments the table cannot set: reproduce sets them per cell.
-_CELL_TRAIN_ARGUMENTS = ("model", "data_dir", "split", "seed", "out_dir", "teachers")
+_CELL_TRAIN_ARGUMENTS = (
+    "model",
+    "data_dir",
+    "split",
+    "seed",
+    "out_dir",
+    "teachers",
+    "resume",
+    "overwrite",
+)
 _CELL_QAT_ARGUMENTS = ("run", "data_dir", "split", "seed", "out_dir", "ptq", "evaluate_split")
 
 
