@@ -443,6 +443,19 @@ def test_reproduce_runs_every_cell_once_and_resumes(
         os.path.abspath(cells["a/split100-seed0"].run_dir),
         os.path.abspath(cells["b/split100-seed0"].run_dir),
     ]
+    # 4. A member's model.keras deleted: the member trains again, and the ensemble of that
+    # split and seed is rebuilt from the new member (the old ensemble no longer counts).
+    os.remove(os.path.join(cells["a/split100-seed1"].run_dir, FINAL_MODEL))
+    assert [cell_status(cell) for cell in cells.values()] == [
+        *["done"] * 3,
+        "started",  # a, seed 1
+        "done",
+        "started",  # its ensemble
+    ]
+    fake.calls.clear()
+    result = reproduce(TINY_TABLE, synthetic_root, out, verbose=0)
+    assert result.ran == ("a/split100-seed1", "ens/split100-seed1")
+    assert fake.cells() == [("a", 1)] and len(built) == 3
 
 
 def test_cells_locked_by_another_process_are_left_to_it(

@@ -4,8 +4,8 @@ A cell is one row x split x seed of a table, in ``OUT/cells/<row>/split<S>-seed<
 
 ==================  ===========================================================================
 ``run/``            the training run (or ensemble) folder
-``trained.json``    the optimiser steps the run took and the SHA-256 of its ``model.keras``,
-                    written right after training
+``trained.json``    the optimiser steps the run took and the SHA-256 of its ``model.keras``
+                    (an ensemble: the SHA-256 of each member's), written right after training
 ``int8/``           the quantised files; ``quantized.json`` names the file and what ran
 ``evaluation.json`` written atomically last: dev-test results, the quantisation that ran, the
                     split trained on with its fingerprint, and the steps trained
@@ -140,11 +140,21 @@ def trained_steps(cell):
 def model_problem(cell):
     """``None`` when the cell has a trained float model, else why not, as a phrase: its
     ``model.keras`` is missing, or (a training row) its run took 0 steps or nothing records
-    how many. An ensemble row's model is built from member cells, each checked on its own."""
+    how many; or (an ensemble row) it is not the ensemble of the member models now in the
+    member cells, each of which is checked on its own."""
     model_path = os.path.join(cell.run_dir, FINAL_MODEL)
     if not os.path.isfile(model_path):
         return f"{model_path} is missing"
     if cell.row.is_ensemble:
+        try:
+            with open(os.path.join(cell.folder, CELL_TRAINED), encoding="utf-8") as handle:
+                record = json.load(handle)
+            if record["sha256"] != file_digest(model_path, "sha256"):
+                return f"{model_path} is not the ensemble {CELL_TRAINED} records"
+            if record["members"] != member_digests(cell):
+                return f"{model_path} was built from member models that have changed since"
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"nothing records which member models {model_path} was built from"
         return None
     steps = trained_steps(cell)
     if steps is None:
@@ -152,6 +162,18 @@ def model_problem(cell):
     if steps <= 0:
         return f"the run in {cell.run_dir} took 0 optimiser steps"
     return None
+
+
+def member_digests(cell):
+    """``{member row: SHA-256 of its model.keras, or None}`` for an ensemble cell's members
+    (the member rows' cells of the same split and seed)."""
+    rows_dir = os.path.dirname(os.path.dirname(cell.folder))
+    digests = {}
+    for name in cell.row.members:
+        path = os.path.join(rows_dir, name, os.path.basename(cell.folder), CELL_RUN_DIR)
+        path = os.path.join(path, FINAL_MODEL)
+        digests[name] = file_digest(path, "sha256") if os.path.isfile(path) else None
+    return digests
 
 
 def split_fingerprint(data_dir, split):

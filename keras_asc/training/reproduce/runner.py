@@ -25,7 +25,6 @@ from keras_asc.files import (
     COMPLETE_RECORD,
     FINAL_MODEL,
     INT8_DIR,
-    RUN_CONFIG,
     FolderLock,
     FolderLockedError,
     write_text_atomic,
@@ -37,6 +36,7 @@ from keras_asc.training.reproduce.cells import (
     CELL_TRAINED,
     LOCK_OWNER,
     TABLE_RECORD,
+    member_digests,
     model_problem,
     plan_cells,
     select_cells,
@@ -126,16 +126,6 @@ def _train_arguments(context, cell):
     return arguments
 
 
-def _ensemble_ready(run_dir):
-    try:
-        with open(os.path.join(run_dir, RUN_CONFIG), encoding="utf-8") as handle:
-            return json.load(handle).get("kind") == "ensemble" and os.path.isfile(
-                os.path.join(run_dir, FINAL_MODEL)
-            )
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 class CellError(ValueError):
     """A cell cannot be finished as it stands (e.g. its training run took no step)."""
 
@@ -189,7 +179,7 @@ def _float_model(context, cell):
     :class:`CellError` unless a trained model is then in the cell's run folder."""
     row = cell.row
     if row.is_ensemble:
-        if not _ensemble_ready(cell.run_dir):
+        if model_problem(cell) is not None:  # none yet, or built from other member models
             members = [_cell_for(context, cell, name).run_dir for name in row.members]
             build_ensemble(
                 members,
@@ -198,6 +188,12 @@ def _float_model(context, cell):
                 name=row.model,
                 out_dir=cell.run_dir,
             )
+            record = {
+                "members": member_digests(cell),
+                "sha256": file_digest(os.path.join(cell.run_dir, FINAL_MODEL), "sha256"),
+            }
+            path = os.path.join(cell.folder, CELL_TRAINED)
+            write_text_atomic(path, json.dumps(record, indent=2) + "\n")
     else:
         arguments = _train_arguments(context, cell)
         if _needs_new_run(cell):
