@@ -485,6 +485,53 @@ def test_cells_locked_by_another_process_are_left_to_it(
         reproduce(table, synthetic_root, tmp_path, cells=["7"])
 
 
+def test_a_job_array_task_waits_for_the_member_cell_another_task_runs(
+    tiny_model, synthetic_root, tmp_path, monkeypatch, capsys
+):
+    """Array task 2 (the ensemble) with --wait: its member b is locked by another task, so it
+    runs member a, polls until b's lock goes (the other task died before training b), then
+    runs b itself and the ensemble."""
+    import threading
+
+    from keras_asc.cli import main
+
+    fake = FakeTrain()
+    monkeypatch.setattr(reproduce_module, "train", fake)
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    table_data = {**TINY_TABLE, "seeds": [0]}
+    table = tmp_path / "t.toml"
+    table.write_text(
+        'splits = [100]\nseeds = [0]\n[[rows]]\nname = "a"\nmodel = "tiny_mofle"\n'
+        '[[rows]]\nname = "b"\nmodel = "tiny_mofle"\n'
+        '[[rows]]\nname = "ens"\nmembers = ["a", "b"]\nweights = [0.6, 0.4]\n',
+        encoding="utf-8",
+    )
+    cells = plan_cells(load_table(table_data), tmp_path / "out")
+    held = cells[1]
+    os.makedirs(held.folder)
+    lock = FolderLock(held.folder, owner="keras-asc reproduce").__enter__()
+
+    def release_after_a():  # the other task lets go of b a second after a is finished
+        deadline = time.monotonic() + 300
+        while not os.path.exists(cells[0].done_path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        lock.__exit__(None, None, None)
+
+    releaser = threading.Thread(target=release_after_a)
+    releaser.start()
+    try:
+        args = ["reproduce", str(table), "--out", str(tmp_path / "out"), "--data", synthetic_root]
+        assert main([*args, "--cell", "2", "--wait", "--poll", "0.2", "--verbose", "0"]) == 0
+    finally:
+        releaser.join()
+    err = capsys.readouterr().err
+    assert "cell 2 ens/split100-seed0: waiting, b/split100-seed0 is run by another process" in err
+    # While waiting it ran a, and b once free (here nobody else did), then the ensemble.
+    assert [c.name for c in cells if c.done] == [c.name for c in cells]
+    assert fake.cells() == [("a", 0), ("b", 0)]
+
+
 def test_teachers_are_the_teacher_rows_cells(tiny_model, synthetic_root, tmp_path, monkeypatch):
     fake = FakeTrain()
     monkeypatch.setattr(reproduce_module, "train", fake)
@@ -519,11 +566,12 @@ def test_command_line(tiny_model, synthetic_root, tmp_path, monkeypatch, capsys)
     )
     out = tmp_path / "out"
     assert main(["reproduce", str(table), "--out", str(out), "--list"]) == 0
-    listed = capsys.readouterr().out.splitlines()
-    assert [line.split()[:3] for line in listed] == [
+    listed = capsys.readouterr()
+    assert [line.split()[:3] for line in listed.out.splitlines()] == [
         ["0", "a/split100-seed0", "pending"],
         ["1", "a/split100-seed1", "pending"],
     ]
+    assert "--cell takes an index from 0 to 1 (a job array: --array=0-1," in listed.err
     assert (
         main(
             [
@@ -553,6 +601,8 @@ def test_command_line(tiny_model, synthetic_root, tmp_path, monkeypatch, capsys)
     assert "--data DIR" in capsys.readouterr().err
     assert main(["reproduce", str(table), "--out", str(out), "--seeds", "0,x"]) == 2
     assert "--seeds must be comma-separated integers" in capsys.readouterr().err
+    assert main(["reproduce", str(table), "--out", str(out), "--data", "x", "--poll", "0"]) == 2
+    assert "--poll must be a positive number of seconds" in capsys.readouterr().err
     assert main(["reproduce", "nope", "--out", str(out)]) == 2
     assert "built-in tables: report, report-float" in capsys.readouterr().err
 
@@ -796,3 +846,30 @@ def test_a_killed_cell_is_taken_over(
     assert open(os.path.join(cell.run_dir, "partial.txt")).read() == str(child.pid)
     lock = open(os.path.join(cell.folder, LOCK_FILE), encoding="utf-8").read()
     assert lock.split() == [str(os.getpid())]
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_a_split_smaller_than_one_batch_never_counts_as_done(
+    tiny_model, synthetic_root, tmp_path, capsys
+):
+    """Split 5 of the synthetic set has 10 clips: batches of 16 with a fixed step count train
+    nothing. The cell fails with one line and stays unfinished; nothing enters the table."""
+    from keras_asc.cli import main
+
+    table = tmp_path / "t.toml"
+    table.write_text(
+        'splits = [5]\nseeds = [0]\n[train]\nbatch_size = 16\njit_compile = false\n'
+        'tensorboard = false\n[[rows]]\nname = "a"\nmodel = "tiny_mofle"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    args = ["reproduce", str(table), "--out", str(out), "--data", synthetic_root]
+    assert main([*args, "--epochs", "1", "--steps-per-epoch", "2", "--verbose", "0"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and " 0 " in errors[0], errors
+    cell = plan_cells(load_table(table), out)[0]
+    assert not os.path.exists(cell.done_path)
+    assert _list_statuses(main, table, out, capsys) == ["started"]
+    assert main([*args, "--summarize"]) == 0
+    assert "| a (float) | - |" in (out / "results.md").read_text(encoding="utf-8")
