@@ -122,7 +122,7 @@ def trained_steps(cell):
     model_path = os.path.join(cell.run_dir, FINAL_MODEL)
     try:
         with open(os.path.join(cell.run_dir, COMPLETE_RECORD), encoding="utf-8") as handle:
-            steps = json.load(handle).get("steps")
+            steps = json.load(handle).get("steps_trained")
         if isinstance(steps, int) and not isinstance(steps, bool):
             return steps
     except (OSError, ValueError, AttributeError):
