@@ -756,10 +756,13 @@ def test_labels_and_records_say_what_ran(
         "ptq",
         os.path.join("int8", "model.tflite"),
     )
-    clips = open(os.path.join(synthetic_root, "split100.csv"), encoding="utf-8").read()
-    assert len(clips.splitlines()) == 201  # a header and the 200 clips the fingerprint covers
-    assert record["split_fingerprint"] == split_fingerprint(synthetic_root, 100)
-    assert record["split_fingerprint"] != split_fingerprint(synthetic_root, 5)
+    # The fingerprint: SHA-256 of the split file's "filename<TAB>label" lines, sorted.
+    rows = open(os.path.join(synthetic_root, "split100.csv"), encoding="utf-8").read()
+    rows = rows.splitlines()[1:]
+    assert len(rows) == 200
+    expected = hashlib.sha256("".join(f"{r}\n" for r in sorted(rows)).encode()).hexdigest()
+    assert record["split_fingerprint"] == expected == split_fingerprint(synthetic_root, 100)
+    assert split_fingerprint(synthetic_root, 5) != expected
     # A rerun quantises nothing again; a retrained float model is quantised anew.
     assert main(["reproduce", str(table), "--out", str(out), "--data", synthetic_root]) == 0
     assert quantized == [(100, True)]

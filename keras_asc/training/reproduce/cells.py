@@ -177,11 +177,12 @@ def member_digests(cell):
 
 
 def split_fingerprint(data_dir, split):
-    """SHA-256 of a split's clip list (file name and scene label per clip, in file order): two
-    cells share it exactly when they trained on the same clips."""
+    """SHA-256 (hex) of a split's clips with their labels: one line ``filename<TAB>scene_label``
+    per clip, the lines sorted, so that two cells share it exactly when they trained on the
+    same clips, whatever order the split file lists them in."""
     clips = load_split(data_dir, split, check_files=False, check_test_overlap=False)
-    text = "".join(f"{clip.filename}\t{clip.scene_label}\n" for clip in clips)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    lines = sorted(f"{clip.filename}\t{clip.scene_label}\n" for clip in clips)
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
 def cell_status(cell):

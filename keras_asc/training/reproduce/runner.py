@@ -158,8 +158,9 @@ def _record_training(cell, result, counter):
     ``train`` trained in this call; a complete run it only loaded keeps its earlier record."""
     if getattr(result, "training_model", None) is None:
         return
+    steps = getattr(result, "steps_trained", None)  # as train counts them, where it does
     record = {
-        "steps": counter.steps,
+        "steps": counter.steps if steps is None else int(steps),
         "sha256": file_digest(os.path.join(cell.run_dir, FINAL_MODEL), "sha256"),
     }
     write_text_atomic(os.path.join(cell.folder, CELL_TRAINED), json.dumps(record, indent=2) + "\n")
