@@ -485,6 +485,36 @@ def test_cells_locked_by_another_process_are_left_to_it(
         reproduce(table, synthetic_root, tmp_path, cells=["7"])
 
 
+def test_a_lock_held_for_an_instant_does_not_lose_the_cell(
+    tiny_model, synthetic_root, tmp_path, monkeypatch
+):
+    """`--list` tests a cell's lock by taking it for an instant; a process starting that cell
+    at that moment tries again instead of leaving the cell to a process that is not there."""
+    from keras_asc.files import FolderLockedError
+
+    monkeypatch.setattr(reproduce_module, "train", FakeTrain())
+    monkeypatch.setattr(reproduce_module, "evaluate", fake_evaluate)
+    table = load_table(TINY_TABLE)
+    cell = plan_cells(table, tmp_path)[0]
+    os.makedirs(cell.folder)
+    held = FolderLock(cell.folder, owner="keras-asc reproduce").__enter__()
+    refused = []
+
+    class ListedMeanwhile(FolderLock):  # the lock goes right after the first refusal
+        def __enter__(self):
+            try:
+                return super().__enter__()
+            except FolderLockedError:
+                refused.append(self.folder)
+                held.__exit__(None, None, None)
+                raise
+
+    monkeypatch.setattr(reproduce_module, "FolderLock", ListedMeanwhile)
+    result = reproduce(table, synthetic_root, tmp_path, cells=["0"], verbose=0, plots=False)
+    assert refused == [cell.folder]
+    assert result.ran == ("a/split100-seed0",) and result.busy == ()
+
+
 def test_a_job_array_task_waits_for_the_member_cell_another_task_runs(
     tiny_model, synthetic_root, tmp_path, monkeypatch, capsys
 ):

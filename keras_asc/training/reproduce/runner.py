@@ -95,7 +95,7 @@ def _run_cell(context, cell):
     # A FolderLockedError from inside (a training or ensemble folder that another process
     # holds) means the same: another process is on this cell.
     try:
-        with FolderLock(cell.folder, owner=LOCK_OWNER):
+        with _cell_lock(cell):
             if cell.done:  # another process finished it while this one ran its members
                 return
             _say(context, f"cell {cell.index} {cell.name}: starting")
@@ -106,6 +106,25 @@ def _run_cell(context, cell):
             _say(context, f"cell {cell.index} {cell.name}: done in {elapsed:.0f} s")
     except FolderLockedError:
         raise CellBusy(cell.name) from None
+
+
+@contextlib.contextmanager
+def _cell_lock(cell, tries=3, pause=0.2):
+    """Hold the cell's lock. A lock held for an instant (``cell_status``, e.g. ``--list`` run
+    by someone watching the table, tests it by taking it) is tried again before the cell is
+    left to another process; ``FolderLockedError`` when it stays held."""
+    for attempt in range(tries):
+        try:
+            lock = FolderLock(cell.folder, owner=LOCK_OWNER).__enter__()
+            break
+        except FolderLockedError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def _train_arguments(context, cell):
