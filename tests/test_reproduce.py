@@ -111,7 +111,8 @@ class ChildTrain(FakeTrain):
         return super().__call__(model, data_dir, split, out_dir=out_dir, **kwargs)
 
 
-# A `keras-asc` command line in a child process, train and evaluate replaced as in this file.
+# A `keras-asc` command line in a child process, train and evaluate replaced as in this file
+# (unless REPRODUCE_TEST_REAL is set).
 CHILD = """
 import sys
 sys.path.insert(0, {tests!r})
@@ -120,8 +121,10 @@ from keras_asc import plugins
 plugins.register_plugin(TinyMofle(), name="tiny-mofle-tests")
 import test_reproduce
 from keras_asc.training.reproduce import runner
-runner.train = test_reproduce.ChildTrain()
-runner.evaluate = test_reproduce.fake_evaluate
+import os
+if not os.environ.get("REPRODUCE_TEST_REAL"):
+    runner.train = test_reproduce.ChildTrain()
+    runner.evaluate = test_reproduce.fake_evaluate
 from keras_asc.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -879,6 +882,47 @@ def test_a_killed_cell_is_taken_over(
     assert open(os.path.join(cell.run_dir, "partial.txt")).read() == str(child.pid)
     lock = open(os.path.join(cell.folder, LOCK_FILE), encoding="utf-8").read()
     assert lock.split() == [str(os.getpid())]
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_a_killed_training_cell_is_taken_over_and_resumed(
+    tiny_model, synthetic_root, tmp_path, capsys
+):
+    """Real training, killed after its first epoch: another process takes the cell over and
+    continues the same run from its backup (same run id, every epoch logged once)."""
+    from keras_asc.cli import main
+
+    table = tmp_path / "t.toml"
+    table.write_text(
+        'splits = [100]\nseeds = [0]\n[train]\nepochs = 4\nsteps_per_epoch = 3\n'
+        "batch_size = 16\nbackup_every_steps = 1\njit_compile = false\ntensorboard = false\n"
+        '[[rows]]\nname = "a"\nmodel = "tiny_mofle"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    args = ["reproduce", table, "--out", out, "--data", synthetic_root, "--verbose", "0"]
+    cell = plan_cells(load_table(table), out)[0]
+    log_csv = os.path.join(cell.run_dir, "log.csv")
+    child = start_child(tmp_path, args, REPRODUCE_TEST_REAL="1")
+    deadline = time.monotonic() + 600
+    while not (os.path.isfile(log_csv) and len(open(log_csv).read().splitlines()) >= 2):
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "the child process did not finish an epoch"
+        time.sleep(0.1)
+    child.send_signal(signal.SIGKILL)
+    child.communicate(timeout=60)
+    run_config = os.path.join(cell.run_dir, RUN_CONFIG)
+    run_id = json.loads(open(run_config, encoding="utf-8").read())["run_id"]
+    assert not os.path.exists(os.path.join(cell.run_dir, FINAL_MODEL))
+    assert _list_statuses(main, table, out, capsys) == ["started"]
+    assert main([*map(str, args)]) == 0
+    assert _list_statuses(main, table, out, capsys) == ["done"]
+    assert json.loads(open(run_config, encoding="utf-8").read())["run_id"] == run_id
+    with open(log_csv, encoding="utf-8") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3"]
+    record = json.loads(open(cell.done_path, encoding="utf-8").read())
+    assert record["steps_trained"]["a"] == 12
 
 
 @pytest.mark.slow
