@@ -20,14 +20,13 @@ file) was deleted, runs again.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 
-from keras_asc.data.download import file_digest
-from keras_asc.data.tau22 import load_split
-from keras_asc.files import COMPLETE_RECORD, FINAL_MODEL, FolderLock, FolderLockedError
+from keras_asc.data.tau22 import Split
+from keras_asc.files import FINAL_MODEL, FolderLock, FolderLockedError, RunDirError
 from keras_asc.training.reproduce.tables import Row
+from keras_asc.training.rundir import RunDir, file_digest
 
 CELLS_DIR = "cells"
 CELL_RUN_DIR = "run"
@@ -119,20 +118,17 @@ def trained_steps(cell):
     cell's ``trained.json``, which counts only while the digest it holds is that of the
     model in the run folder.
     """
-    model_path = os.path.join(cell.run_dir, FINAL_MODEL)
+    run = RunDir(cell.run_dir)
     try:
-        with open(os.path.join(cell.run_dir, COMPLETE_RECORD), encoding="utf-8") as handle:
-            steps = json.load(handle).get("steps_trained")
-        if isinstance(steps, int) and not isinstance(steps, bool):
+        record = run.completion() or {}
+        steps = record.get("steps_trained")
+        if isinstance(steps, int) and record.get("sha256") == run.model_digest():
             return steps
-    except (OSError, ValueError, AttributeError):
-        pass
-    try:
         with open(os.path.join(cell.folder, CELL_TRAINED), encoding="utf-8") as handle:
             record = json.load(handle)
-        if record["sha256"] == file_digest(model_path, "sha256"):
+        if record["sha256"] == run.model_digest():
             return int(record["steps"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RunDirError):
         pass
     return None
 
@@ -149,7 +145,7 @@ def model_problem(cell):
         try:
             with open(os.path.join(cell.folder, CELL_TRAINED), encoding="utf-8") as handle:
                 record = json.load(handle)
-            if record["sha256"] != file_digest(model_path, "sha256"):
+            if record["sha256"] != file_digest(model_path):
                 return f"{model_path} is not the ensemble {CELL_TRAINED} records"
             if record["members"] != member_digests(cell):
                 return f"{model_path} was built from member models that have changed since"
@@ -172,17 +168,27 @@ def member_digests(cell):
     for name in cell.row.members:
         path = os.path.join(rows_dir, name, os.path.basename(cell.folder), CELL_RUN_DIR)
         path = os.path.join(path, FINAL_MODEL)
-        digests[name] = file_digest(path, "sha256") if os.path.isfile(path) else None
+        digests[name] = file_digest(path) if os.path.isfile(path) else None
     return digests
 
 
 def split_fingerprint(data_dir, split):
-    """SHA-256 (hex) of a split's clips with their labels: one line ``filename<TAB>scene_label``
-    per clip, the lines sorted, so that two cells share it exactly when they trained on the
-    same clips, whatever order the split file lists them in."""
-    clips = load_split(data_dir, split, check_files=False, check_test_overlap=False)
-    lines = sorted(f"{clip.filename}\t{clip.scene_label}\n" for clip in clips)
-    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+    """The fingerprint of a split's clips with their labels (``Split.fingerprint``: SHA-256 of
+    the sorted ``filename<TAB>scene_label`` lines), the same for two cells exactly when they
+    trained on the same clips, whatever order the split file lists them in."""
+    return Split.load(data_dir, split, check_test_overlap=False).fingerprint
+
+
+def recorded_split(cell):
+    """``(split, fingerprint)`` that the cell's run (or ensemble) folder records it was
+    trained on, or ``None`` where it records none."""
+    try:
+        config = RunDir(cell.run_dir).read_config()
+    except (RunDirError, ValueError):
+        return None
+    if config is None or not config.split_fingerprint:
+        return None
+    return config.split, config.split_fingerprint
 
 
 def cell_status(cell):
@@ -232,6 +238,7 @@ __all__ = [
     "model_problem",
     "plan_cells",
     "read_cell_result",
+    "recorded_split",
     "select_cells",
     "split_fingerprint",
     "trained_steps",

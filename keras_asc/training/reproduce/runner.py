@@ -18,12 +18,7 @@ import os
 import sys
 import time
 
-import keras
-
-from keras_asc.data.download import file_digest
 from keras_asc.files import (
-    COMPLETE_RECORD,
-    FINAL_MODEL,
     INT8_DIR,
     FolderLock,
     FolderLockedError,
@@ -39,6 +34,7 @@ from keras_asc.training.reproduce.cells import (
     member_digests,
     model_problem,
     plan_cells,
+    recorded_split,
     select_cells,
     split_fingerprint,
     trained_steps,
@@ -53,6 +49,7 @@ from keras_asc.training.reproduce.tables import (
     _unknown_keywords,
     load_table,
 )
+from keras_asc.training.rundir import RunDir
 from keras_asc.training.train import train
 from keras_asc.version import __version__
 
@@ -149,38 +146,16 @@ class CellError(ValueError):
     """A cell cannot be finished as it stands (e.g. its training run took no step)."""
 
 
-class _StepCounter(keras.callbacks.Callback):
-    """Counts the optimiser steps of a training call, from the epoch it starts at (a resumed
-    run's earlier epochs count as full ones). Counted here rather than read from the
-    optimiser, whose ``iterations`` reads 1 after a fit that had no batch to train on."""
-
-    def __init__(self):
-        super().__init__()
-        self.first_epoch = None
-        self.batches = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.first_epoch is None:
-            self.first_epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
-
-    @property
-    def steps(self):
-        steps_per_epoch = (getattr(self, "params", None) or {}).get("steps") or 0
-        return (self.first_epoch or 0) * steps_per_epoch + self.batches
-
-
-def _record_training(cell, result, counter):
+def _record_training(cell, result):
     """Write the cell's ``trained.json`` (steps taken, digest of the run's ``model.keras``) when
-    ``train`` trained in this call; a complete run it only loaded keeps its earlier record."""
-    if getattr(result, "training_model", None) is None:
+    ``train`` trained in this call; a complete run it only loaded keeps its earlier record.
+    (The run's own completion record holds the same count; this one also covers a run folder
+    written before runs recorded their steps.)"""
+    if result.training_model is None or result.steps_trained is None:
         return
-    steps = getattr(result, "steps_trained", None)  # as train counts them, where it does
     record = {
-        "steps": counter.steps if steps is None else int(steps),
-        "sha256": file_digest(os.path.join(cell.run_dir, FINAL_MODEL), "sha256"),
+        "steps": int(result.steps_trained),
+        "sha256": RunDir(cell.run_dir).model_digest(),
     }
     write_text_atomic(os.path.join(cell.folder, CELL_TRAINED), json.dumps(record, indent=2) + "\n")
 
@@ -189,9 +164,10 @@ def _needs_new_run(cell):
     """Whether the cell's run folder holds a finished run without a usable model: one that took
     0 steps (or that nothing records the steps of), or whose ``model.keras`` was deleted. Such
     a run is replaced; an interrupted one (no model yet) is continued."""
-    if os.path.isfile(os.path.join(cell.run_dir, FINAL_MODEL)):
+    run = RunDir(cell.run_dir)
+    if run.has_model():
         return model_problem(cell) is not None
-    return os.path.isfile(os.path.join(cell.run_dir, COMPLETE_RECORD))
+    return os.path.isfile(run.complete_path)
 
 
 def _float_model(context, cell):
@@ -210,7 +186,7 @@ def _float_model(context, cell):
             )
             record = {
                 "members": member_digests(cell),
-                "sha256": file_digest(os.path.join(cell.run_dir, FINAL_MODEL), "sha256"),
+                "sha256": RunDir(cell.run_dir).model_digest(),
             }
             path = os.path.join(cell.folder, CELL_TRAINED)
             write_text_atomic(path, json.dumps(record, indent=2) + "\n")
@@ -219,9 +195,7 @@ def _float_model(context, cell):
         if _needs_new_run(cell):
             _say(context, f"cell {cell.index} {cell.name}: {model_problem(cell)}; training anew")
             arguments["overwrite"] = True
-        counter = _StepCounter()
-        arguments["callbacks"] = [*(arguments.get("callbacks") or ()), counter]
-        _record_training(cell, train(**arguments), counter)
+        _record_training(cell, train(**arguments))
     problem = model_problem(cell)
     if problem is not None:
         raise CellError(
@@ -231,10 +205,21 @@ def _float_model(context, cell):
         )
 
 
-def _fingerprint(context, split):
-    key = (context.data_dir, split)
+def _fingerprint(context, cell):
+    """The fingerprint of the clips the cell's model was trained on: as its run folder records
+    it, else computed from the split file."""
+    recorded = recorded_split(cell)
+    if recorded is not None:
+        split, fingerprint = recorded
+        if split != cell.split:
+            raise CellError(
+                f"Cell {cell.index} {cell.name}: the run in {cell.run_dir} was trained on "
+                f"split {split}, not the cell's split {cell.split}; remove that folder."
+            )
+        return fingerprint
+    key = (context.data_dir, cell.split)
     if key not in context.fingerprints:
-        context.fingerprints[key] = split_fingerprint(context.data_dir, split)
+        context.fingerprints[key] = split_fingerprint(context.data_dir, cell.split)
     return context.fingerprints[key]
 
 
@@ -274,7 +259,7 @@ def _work(context, cell):
         "model": row.model,
         "split": cell.split,
         # The clips the model was trained (and quantised) on: the split and its fingerprint.
-        "split_fingerprint": _fingerprint(context, cell.split),
+        "split_fingerprint": _fingerprint(context, cell),
         "seed": cell.seed,
         # What ran: "qat" or "ptq" as quantize_run reports it, "none" for the float model.
         "quantization": quantization,
@@ -295,7 +280,7 @@ def _quantize(context, cell):
     from, so that a cell interrupted during evaluation does not quantise again, and a cell
     whose float model was trained again does."""
     marker = os.path.join(cell.folder, CELL_QUANTIZED)
-    model_digest = file_digest(os.path.join(cell.run_dir, FINAL_MODEL), "sha256")
+    model_digest = RunDir(cell.run_dir).model_digest()
     try:
         with open(marker, encoding="utf-8") as handle:
             record = json.load(handle)
