@@ -282,7 +282,7 @@ def spectrogram_dataset(model, dataset, *, training=True, augmentations=None):
             0.1), else none.
 
     Example:
-        >>> spectrograms = spectrogram_dataset(model, make_dataset(data_dir, 25, batch_size=32))
+        >>> spectrograms = spectrogram_dataset(model, make_dataset(data_dir, 25, batch_size=32).dataset)
     """
     _check_tensorflow_backend()
     frontend = getattr(model, "frontend", None)
@@ -463,7 +463,7 @@ def quantize_aware_train(
     Example:
         >>> from keras_asc.training import QAT_RECIPE
         >>> qat_model = quantize_aware_train(keras_asc.load_model("runs/moflenet57/model.keras"),
-        ...                                  make_dataset("/data/tau22", 25, batch_size=256),
+        ...                                  make_dataset("/data/tau22", 25, batch_size=256).dataset,
         ...                                  QAT_RECIPE.epochs, **QAT_RECIPE.schedule_arguments())
     """
     _check_tensorflow_backend()
