@@ -24,6 +24,7 @@ silenced, and keras-asc's own warnings are one line each (see ``keras_asc/logs.p
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 
@@ -123,6 +124,17 @@ def exit_code(error):
     return EXIT_USAGE if isinstance(error, USAGE_ERRORS) else EXIT_FAILURE
 
 
+def check_data_argument(args):
+    """``--data`` names the dataset folder: refuse a regular file by saying so (the library
+    would only say that the folder does not exist)."""
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and os.path.exists(data) and not os.path.isdir(data):
+        raise NotADirectoryError(
+            f"--data {data!r} is a file; expected the dataset folder (with audio/ and the "
+            "split files, as `keras-asc download` or `keras-asc synth` write it)."
+        )
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -133,6 +145,7 @@ def main(argv=None):
     if debug:
         logs.uninstall()  # `import keras_asc` made the process quiet
     try:
+        check_data_argument(args)
         if not debug and args.command not in LIGHT_COMMANDS:
             quiet_tensorflow_startup()
         return args.func(args) or EXIT_OK

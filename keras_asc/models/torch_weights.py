@@ -55,6 +55,7 @@ import numpy as np
 from keras_asc.layers.blocks import leaf_layers
 from keras_asc.layers.frontend import LogMelSpectrogram
 from keras_asc.layers.normalization import GlobalResponseNormalization
+from keras_asc.text import install_hint
 
 LAYOUTS = ("torch_reference", "dcase2024_baseline", "cpjku_cp_resnet")
 
@@ -257,9 +258,7 @@ def _import_torch():
     try:
         import torch
     except ImportError:
-        raise ImportError(
-            'Reading PyTorch files needs torch: pip install "keras-asc[torch]"'
-        ) from None
+        raise ImportError(f"Reading PyTorch files needs torch: {install_hint('torch')}.") from None
     return torch
 
 
