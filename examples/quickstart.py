@@ -20,11 +20,7 @@ Usage:
 import argparse
 import os
 
-import keras
-
 import keras_asc
-from keras_asc.data import make_dataset, make_synthetic_tau22
-from keras_asc.training import get_recipe
 
 
 def main():
@@ -40,6 +36,12 @@ def main():
         "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
     )
     args = parser.parse_args()
+    # Imported once the arguments are parsed, so that `--help` answers at once (TensorFlow
+    # loads in seconds); `import keras_asc` above is light and keeps TensorFlow's log quiet.
+    import keras
+
+    from keras_asc.data import make_dataset, make_synthetic_tau22
+    from keras_asc.training import get_recipe
 
     model = keras_asc.build("moflenet57")
     print(keras_asc.complexity.summary(model))

@@ -16,7 +16,25 @@ import numpy as np
 
 
 class NonFiniteError(ValueError):
-    """A model's output (or weights) hold NaN or infinite values; nothing is reported."""
+    """A model's output (or weights) hold NaN or infinite values; nothing is reported.
+
+    Attributes:
+        model: the model's name (``None`` when unknown).
+        rows: indices of the clips hit, in the checked batch (empty for weights).
+        total: clips in the checked batch.
+        what: ``"scores"`` or ``"inputs"`` (see :func:`check_finite`).
+    """
+
+    def __init__(self, message, model=None, rows=(), total=0, what="scores"):
+        super().__init__(message)
+        self.model, self.rows, self.total, self.what = model, tuple(rows), total, what
+
+    def with_clips(self, clips):
+        """The same error with the clips named (``clips``: one name per row of the batch);
+        itself when it has no rows or the names do not fit."""
+        if not self.rows or clips is None or len(clips) != self.total:
+            return self
+        return _error(self.model, self.rows, self.total, self.what, clips)
 
 
 def _bad_rows(values):
@@ -27,6 +45,26 @@ def _bad_rows(values):
         return values, np.zeros(0, np.int64)
     finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
     return values, np.flatnonzero(~finite)
+
+
+def _error(model, rows, total, what, clips=None):
+    first = int(rows[0])
+    clip = str(clips[first]) if clips is not None else f"clip {first + 1} of {total}"
+    others = f" (and {len(rows) - 1} more of the {total} clips)" if len(rows) > 1 else ""
+    name = "the model" if model is None else f"model {model!r}"
+    if what == "inputs":
+        found = f"the log-mel inputs of {name} are NaN or infinite for {clip}{others}"
+        cause = "the audio or the front-end constants are broken"
+    else:
+        found = f"{name} gave NaN or infinite scores for {clip}{others}"
+        cause = "the model's weights or this input are broken"
+    return NonFiniteError(
+        f"{found}; expected finite numbers: {cause}, so no probabilities are reported.",
+        model,
+        rows,
+        total,
+        what,
+    )
 
 
 def check_finite(values, model, clips=None, what="scores"):
@@ -48,21 +86,9 @@ def check_finite(values, model, clips=None, what="scores"):
         NonFiniteError: one line naming the model, the first clip and how many are hit.
     """
     values, bad = _bad_rows(values)
-    if not len(bad):
-        return values
-    first = int(bad[0])
-    clip = str(clips[first]) if clips is not None else f"clip {first + 1} of {len(values)}"
-    others = f" (and {len(bad) - 1} more of the {len(values)} clips)" if len(bad) > 1 else ""
-    name = "the model" if model is None else f"model {model!r}"
-    if what == "inputs":
-        found = f"the log-mel inputs of {name} are NaN or infinite for {clip}{others}"
-        cause = "the audio or the front-end constants are broken"
-    else:
-        found = f"{name} gave NaN or infinite scores for {clip}{others}"
-        cause = "the model's weights or this input are broken"
-    raise NonFiniteError(
-        f"{found}; expected finite numbers: {cause}, so no probabilities are reported."
-    )
+    if len(bad):
+        raise _error(model, bad, len(values), what, clips)
+    return values
 
 
 def check_finite_weights(model, source=None):

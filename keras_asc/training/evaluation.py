@@ -33,7 +33,7 @@ import numpy as np
 from keras_asc import registry
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
 from keras_asc.files import FINAL_MODEL, METRICS_JSON, RUN_CONFIG, write_text_atomic
-from keras_asc.finite import check_finite, check_finite_weights
+from keras_asc.finite import NonFiniteError, check_finite, check_finite_weights
 from keras_asc.text import format_table, install_hint
 from keras_asc.training import plots as plots_module
 from keras_asc.training.saving import load_model
@@ -618,7 +618,10 @@ def predict_logits(predictor, waveforms, clips=None):
         clips: optional name of each waveform, for the error on a NaN or infinite logit.
     """
     name = getattr(predictor, "name", type(predictor).__name__)
-    logits = np.asarray(predictor.predict(waveforms))
+    try:
+        logits = np.asarray(predictor.predict(waveforms))
+    except NonFiniteError as error:  # a predictor's own check (TFLiteClassifier): name the clip
+        raise error.with_clips(clips) from None
     if logits.ndim != 2 or logits.shape[0] != len(waveforms):
         raise ValueError(
             f"{name}.predict returned shape "
