@@ -105,6 +105,7 @@ def main():
         make_dataset(data_dir, args.split, batch_size=args.batch_size),
         epochs=args.epochs,
         verbose=2,
+        shuffle=False,  # the pipeline shuffles itself (Keras warns when asked to shuffle it)
     )
 
     path = os.path.join(args.out_dir, "custom_model.keras")

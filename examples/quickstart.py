@@ -66,7 +66,9 @@ def main():
         metrics=["accuracy"],
         jit_compile=False,  # XLA compiles for longer than these short CPU runs train
     )
-    model.fit(train_dataset, epochs=args.epochs, verbose=2)
+    # shuffle=False: the pipeline shuffles (seeded) itself; Keras cannot shuffle a tf.data
+    # dataset and warns when asked to.
+    model.fit(train_dataset, epochs=args.epochs, verbose=2, shuffle=False)
     loss, accuracy = model.evaluate(test_dataset, verbose=0)
     print(f"test loss {loss:.4f}, test accuracy {100 * accuracy:.2f} % (chance 10 %)")
 

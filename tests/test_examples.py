@@ -5,13 +5,13 @@ under the output folder. TensorFlow backend only (the pipelines are tf.data, QAT
 """
 
 import json
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 from conftest import PROJECT_ROOT
+from test_faults_noise import noise_lines, user_environment
 
 pytestmark = pytest.mark.tensorflow_only
 
@@ -45,9 +45,10 @@ def run_example(script, out):
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "KERAS_BACKEND": "tensorflow", "TF_CPP_MIN_LOG_LEVEL": "3"},
+        env=user_environment(),  # no TF_CPP_MIN_LOG_LEVEL: quiet on its own
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert noise_lines(result.stderr) == [], result.stderr[-3000:]
     return result.stdout
 
 
