@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 import zipfile
 
 import numpy as np
@@ -151,6 +152,65 @@ def test_crc_error_is_named_and_leaves_no_partial_extraction(server, tmp_path, c
     target = tmp_path / "data" / "micirp_dirs"
     assert not target.exists() or os.listdir(target) == []  # not even a.wav
     assert not (tmp_path / "data" / "downloads" / "dirs.zip").exists()
+
+
+def _dirs_entry(server):
+    return {"name": "dirs.zip", "url": f"{server.base}/dirs.zip", "group": "dirs",
+            "extract_to": "micirp_dirs", "strip_prefix": "dirs/"}
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_anything_is_written(
+    server, tmp_path, capsys
+):
+    # 300 MB of zeros deflate to about 300 kB: a thousand times the download.
+    bomb = _zip({f"dirs/zeros{i}.wav": bytes(100_000_000) for i in range(3)}, zipfile.ZIP_DEFLATED)
+    assert len(bomb) < 400_000
+    server.files["/dirs.zip"] = bomb
+    assert _download(tmp_path, server, [_dirs_entry(server)], "dirs") == 2
+    archive = tmp_path / "data" / "downloads" / "dirs.zip"
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == (
+        f"keras-asc download: error: {archive}: its members would unpack to 300.0 MB from "
+        f"{len(bomb) / 1e6:.1f} MB; expected at most 100 times the archive's size (a zip bomb "
+        "or a damaged archive; nothing was written)."
+    )
+    target = tmp_path / "data" / "micirp_dirs"
+    assert not target.exists() or os.listdir(target) == []
+
+
+def test_an_archive_that_expands_within_budget_is_extracted(server, tmp_path):
+    text = b"filename,scene\n" + b"audio/a.wav,park\n" * 5000  # text: ~40x smaller deflated
+    server.files["/dirs.zip"] = _zip({"dirs/meta.csv": text}, zipfile.ZIP_DEFLATED)
+    assert _download(tmp_path, server, [_dirs_entry(server)], "dirs") == 0
+    assert (tmp_path / "data" / "micirp_dirs" / "meta.csv").read_bytes() == text
+
+
+@pytest.mark.parametrize(
+    "members, problem",
+    [
+        ([("dirs/a.wav", b"1"), ("dirs/a.wav", b"2")], "two members are named 'a.wav'"),
+        ([("dirs/a.wav", b"1"), ("dirs/./a.wav", b"2")], "two members are named 'a.wav'"),
+        ([("dirs/x", b"1"), ("dirs/x/b.wav", b"2")], "'x' is both a file and a folder in the archive"),
+    ],
+    ids=["same-name", "same-path", "file-and-folder"],
+)
+def test_duplicate_members_are_refused_before_anything_is_written(
+    server, tmp_path, capsys, members, problem
+):
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as archive:
+        warnings.simplefilter("ignore")  # zipfile's "Duplicate name" warning
+        for name, data in members:
+            archive.writestr(name, data)
+    server.files["/dirs.zip"] = buffer.getvalue()
+    assert _download(tmp_path, server, [_dirs_entry(server)], "dirs") == 2
+    archive = tmp_path / "data" / "downloads" / "dirs.zip"
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"keras-asc download: error: {archive}: {problem}; expected each path once (refusing "
+        "to extract, nothing was written)."
+    )
+    target = tmp_path / "data" / "micirp_dirs"
+    assert not target.exists() or os.listdir(target) == []
 
 
 @pytest.mark.parametrize(
