@@ -138,3 +138,33 @@ def test_noise_lines_catches_what_it_must():
         ]
     )
     assert len(noise_lines(stderr)) == 4
+
+
+_SIX_MODELS = textwrap.dedent("""
+    import sys
+    import keras_asc
+    from keras_asc.data.synthetic import make_synthetic_tau22
+
+    data = make_synthetic_tau22(sys.argv[1], clips_per_class=20, test_clips_per_class=9)
+    for _ in range(6):  # as quantize (an ensemble and its members) and reproduce do
+        result = keras_asc.evaluate(keras_asc.build("moflenet57"), data, verbose=False)
+    print(f"evaluated {result.num_clips} clips")
+""")
+
+
+@pytest.mark.slow
+def test_evaluating_several_models_in_one_process_prints_no_retracing_warning(tmp_path):
+    # Every Keras model traces its own predict function once; TensorFlow counts the traces of
+    # all of them together (one code object) and calls five of them "retracing". Quiet by
+    # default keeps TensorFlow's logger at errors; KERAS_ASC_DEBUG=1 shows the warning.
+    quiet = _run([sys.executable, "-c", _SIX_MODELS, str(tmp_path / "quiet")], timeout=1200)
+    assert quiet.returncode == 0, quiet.stderr[-3000:]
+    assert "evaluated 90 clips" in quiet.stdout
+    assert quiet.stderr == ""
+    debug = _run(
+        [sys.executable, "-c", _SIX_MODELS, str(tmp_path / "debug")],
+        timeout=1200,
+        KERAS_ASC_DEBUG="1",
+    )
+    assert debug.returncode == 0, debug.stderr[-3000:]
+    assert "triggered tf.function retracing" in debug.stderr
