@@ -144,6 +144,8 @@ def main(argv=None):
     debug = debug_requested(args)
     if debug:
         logs.uninstall()  # `import keras_asc` made the process quiet
+    else:
+        logs.install()  # again, after an earlier --debug call in this process
     try:
         check_data_argument(args)
         if not debug and args.command not in LIGHT_COMMANDS:

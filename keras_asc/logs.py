@@ -210,14 +210,16 @@ def install():
     # Every KerasAscWarning reaches _show_warning, which shows each message once.
     warnings.filterwarnings("always", category=KerasAscWarning)
     _changes["filters"] = [f for f in warnings.filters if f not in before]
-    _show_original = warnings.showwarning
-    warnings.showwarning = _show_warning
+    if warnings.showwarning is not _show_warning:
+        _show_original = warnings.showwarning
+        warnings.showwarning = _show_warning
 
 
 def uninstall():
     """Undo :func:`install` (``keras-asc --debug``): TensorFlow's logs and Python's warnings
     as they come. Loggers already turned down stay so."""
-    global _show_original
+    global _installed, _show_original
+    _installed = False
     for name in _changes.pop("environment", ()):
         os.environ.pop(name, None)
     finder = _changes.pop("finder", None)

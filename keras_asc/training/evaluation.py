@@ -204,7 +204,7 @@ def log_loss(logits, labels):
         >>> round(log_loss([[0.0, 0.0]], [1]), 4)  # -log(0.5)
         0.6931
     """
-    logits, labels = _check_logits_and_labels(logits, labels, None)
+    logits, labels = _check_logits_and_labels(logits, labels, logits_shape_classes=None)
     return float(np.mean(_clip_losses(logits, labels)))
 
 
