@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 
+from keras_asc.finite import check_finite
 from keras_asc.quantization import micro
 from keras_asc.quantization.export import EXPORT_FORMAT, make_interpreter, sidecar_paths
 from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params, num_frames
@@ -278,18 +279,25 @@ class TFLiteClassifier:
         return x
 
     def predict(self, x):
-        """Float logits (batch, classes) of waveforms or spectrograms (see the class doc)."""
+        """Float logits (batch, classes) of waveforms or spectrograms (see the class doc).
+
+        Raises:
+            keras_asc.finite.NonFiniteError: a spectrogram or a logit is NaN or infinite (an
+                int8 input would quantise it to a normal-looking value)."""
         arrays = self._as_inputs(x)
+        for array in arrays:
+            check_finite(array, self.name, what="inputs")
         count = arrays[0].shape[0]
         outputs = [
             self._run([np.ascontiguousarray(a[start : start + self.batch_size]) for a in arrays])
             for start in range(0, count, self.batch_size)
         ]
-        return (
+        logits = (
             np.concatenate(outputs)
             if outputs
             else np.zeros((0, self._output["shape"][-1]), "float32")
         )
+        return check_finite(logits, self.name)
 
     def __repr__(self):
         return f"TFLiteClassifier({self.path!r}, inputs={self.input_names})"

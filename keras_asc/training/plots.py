@@ -1,6 +1,7 @@
 """PNG plots of evaluation results: confusion matrix, accuracy per device, model comparison.
 
-matplotlib is optional (``pip install keras-asc[plot]``) and imported only when a plot is drawn.
+matplotlib is optional (``pip install "keras-asc[plot]"``; from a clone,
+``pip install ".[plot]"``) and imported only when a plot is drawn.
 Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never through
 ``pyplot``, so plotting works without a display and leaves the caller's pyplot state alone.
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from keras_asc.data.tau22 import DEVICE_GROUPS
 from keras_asc.files import atomic_path
+from keras_asc.text import install_hint
 
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 DEVICE_ACCURACY_PNG = "device_accuracy.png"
@@ -38,7 +40,7 @@ def matplotlib_available():
 def _new_figure(width, height):
     if not matplotlib_available():
         raise ImportError(
-            "Plotting needs matplotlib, which is not installed: pip install 'keras-asc[plot]'."
+            f"Plotting needs matplotlib, which is not installed: {install_hint('plot')}."
         )
     # matplotlib is optional (keras-asc[plot]) and slow to import: only when a plot is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -648,14 +648,15 @@ def _read_batch(paths, names, on_error, skipped):
     return waveforms, kept
 
 
-def _batch_probabilities(predictor, waveforms, windows_cache):
+def _batch_probabilities(predictor, waveforms, windows_cache, names):
     """Mean softmax probabilities of ``predictor`` over each waveform's 1-s windows."""
     length = predictor_num_samples(predictor)
     if length not in windows_cache:
         parts = [split_windows(w, length) for w in waveforms]
         windows_cache[length] = (np.concatenate(parts), [len(p) for p in parts])
     windows, counts = windows_cache[length]
-    probabilities = softmax(predict_logits(predictor, windows))
+    clips = [name for name, count in zip(names, counts, strict=True) for _ in range(count)]
+    probabilities = softmax(predict_logits(predictor, windows, clips))
     if probabilities.shape[1] != len(SCENE_LABELS):
         raise ValueError(
             f"{getattr(predictor, 'name', predictor)} returns {probabilities.shape[1]} scores "
@@ -786,7 +787,7 @@ def write_submission(
                 predictor = predictors[split]
                 if id(predictor) not in by_predictor:
                     by_predictor[id(predictor)] = _batch_probabilities(
-                        predictor, waveforms, windows_cache
+                        predictor, waveforms, windows_cache, kept
                     )
                 handle.writelines(
                     _format_row(name, row)
