@@ -110,8 +110,14 @@ def qat_tiny(trained_tiny, datasets):
 def exported_tiny(qat_tiny, tmp_path_factory):
     from keras_asc.quantization import export_int8
 
+    # low_arena=False: the LiteRT layout (float pooling) that test_int8_file_layout checks;
+    # the default low-arena layout is tested in test_micro.py and test_policy.py.
     return export_int8(
-        qat_tiny, None, tmp_path_factory.mktemp("int8") / "tiny_mofle.tflite", qat=True
+        qat_tiny,
+        None,
+        tmp_path_factory.mktemp("int8") / "tiny_mofle.tflite",
+        qat=True,
+        low_arena=False,
     )
 
 
