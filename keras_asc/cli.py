@@ -45,6 +45,7 @@ COMMANDS = (
     "ensemble",
     "predict",
     "quantize",
+    "export-c",
     "submit",
     "demo",
     "reproduce",
