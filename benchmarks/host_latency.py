@@ -99,7 +99,10 @@ def main(argv=None):
 
     out = tempfile.mkdtemp(prefix="host_latency_")
     default, litert = ensemble_files(args, out)
-    classifiers = {"default": TFLiteClassifier(default), "--no-low-arena": TFLiteClassifier(litert)}
+    classifiers = {
+        "default": TFLiteClassifier(default, num_threads=1),
+        "--no-low-arena": TFLiteClassifier(litert, num_threads=1),
+    }
     classifier = classifiers["default"]
     params = classifier.frontends
     clips = np.random.default_rng(0).normal(0, 0.1, (args.clips, 32000)).astype("float32")
