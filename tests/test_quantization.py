@@ -558,9 +558,11 @@ def test_grouped_convolutions_stay_grouped_and_run_on_reference_kernels(exported
     _, test = datasets
     waveforms = _waveform_batches(test)[:6]
     classifier = TFLiteClassifier(exported_tiny.path)
-    reference = tf.lite.Interpreter(
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    reference = Interpreter(  # LiteRT's, not the deprecated tf.lite.Interpreter
         model_path=exported_tiny.path,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
     )
     (spectrograms,) = classifier.spectrograms(waveforms)
     reference.resize_tensor_input(reference.get_input_details()[0]["index"], spectrograms.shape)
