@@ -95,7 +95,7 @@ def main(argv=None):
     from keras_asc.quantization.export_c import compile_frontend, export_frontend_c
     from keras_asc.quantization.frontend import frontend_numpy
     from keras_asc.quantization.frontend_shared import shared_frontends
-    from keras_asc.quantization.graph import make_interpreter
+    from keras_asc.quantization.graph import make_interpreter, native_output_captured
 
     out = tempfile.mkdtemp(prefix="host_latency_")
     default, litert = ensemble_files(args, out)
@@ -129,7 +129,8 @@ def main(argv=None):
         inputs = interpreter.get_input_details()
         for detail in inputs:
             interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
-        interpreter.allocate_tensors()
+        with native_output_captured():  # the XNNPACK INFO line
+            interpreter.allocate_tensors()
         spectrograms = item.interpreter_inputs(item.spectrograms(clips[:1]))
 
         def run(_, interpreter=interpreter, inputs=inputs, spectrograms=spectrograms):
