@@ -44,6 +44,7 @@ COMMANDS = (
     "ensemble",
     "predict",
     "quantize",
+    "export-c",
     "submit",
     "demo",
     "reproduce",

@@ -14,6 +14,8 @@ from keras_asc.finite import check_finite
 from keras_asc.quantization import micro
 from keras_asc.quantization.export import EXPORT_FORMAT, make_interpreter, sidecar_paths
 from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params, num_frames
+from keras_asc.quantization.frontend_shared import shared_frontends
+from keras_asc.quantization.graph import native_output_captured
 
 # Run in a child process: the LiteRT interpreter trusts the flatbuffer it is given, and a
 # damaged file can make it read out of bounds and kill the process (SIGSEGV, SIGABRT). The
@@ -184,7 +186,6 @@ class TFLiteClassifier:
     def spectrograms(self, waveforms):
         """The input spectrograms of a waveform batch, one array per model input."""
         waveforms = np.asarray(waveforms, dtype="float32")
-        result = []
         for params, shape in zip(self.frontends, self.input_shapes, strict=True):
             frames = num_frames(waveforms.shape[-1], params)
             if frames != shape[1]:
@@ -192,8 +193,9 @@ class TFLiteClassifier:
                     f"{self.name}: waveforms of {waveforms.shape[-1]} samples give {frames} "
                     f"frames; the model takes {shape[1]} (num_samples={self.num_samples})."
                 )
-            result.append(frontend_numpy(waveforms, params))
-        return result
+        # An ensemble's members share their framing and FFTs where their settings allow
+        # (the same values as frontend_numpy per input, fewer FFTs).
+        return shared_frontends(waveforms, self.frontends)
 
     def model_inputs(self, waveforms):
         """The spectrograms of a waveform batch in the order of the tf_keras model's inputs.
@@ -215,7 +217,9 @@ class TFLiteClassifier:
             return
         for detail, shape in zip(self._inputs, self.input_shapes, strict=True):
             self.interpreter.resize_tensor_input(detail["index"], (batch, *shape))
-        self.interpreter.allocate_tensors()
+        # LiteRT applies its XNNPACK delegate here and announces it on the native stderr.
+        with native_output_captured():
+            self.interpreter.allocate_tensors()
         self._batch = batch
 
     def _run(self, arrays):

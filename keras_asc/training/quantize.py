@@ -265,7 +265,7 @@ def quantize_run(
     ptq=False,
     calibration_clips=256,
     int8_io=False,
-    low_arena=False,
+    low_arena=True,
     micro=None,
     out_dir=None,
     seed=0,
@@ -295,7 +295,8 @@ def quantize_run(
         ptq: post-training quantisation only (calibration, no QAT; any Keras backend).
         calibration_clips: clips for post-training calibration.
         int8_io: int8 input spectrograms and int8 output logits (``export_int8``).
-        low_arena: a smaller TFLite Micro tensor arena, same logits (``export_int8``).
+        low_arena: the file for a small TFLite Micro tensor arena (the default); ``False``
+            for the LiteRT/XNNPACK layout, same logits (``export_int8``).
         micro: record each file's TFLite Micro tensor arena in its ``.json``
             (``export_int8``; ``None``: except with ``frontend_in_file``, whose RFFT2D
             TFLite Micro cannot run).
