@@ -103,8 +103,12 @@ _LIBSNDFILE_REASONS = (
     ("format chunk", "its WAV format chunk (rate, channels, sample type) is malformed"),
     ("unimplemented format", "its samples are in an encoding this decoder does not read"),
     ("too many channels", "its header declares an impossible channel count"),
-    ("sf_info struct incomplete", "its header lacks the sampling rate, channel count or "
-     "sample format"),
+    ("channel count is zero", "its header declares 0 channels"),
+    (
+        "sf_info struct incomplete",
+        "its header gives no usable sampling rate, channel count or sample format (a rate "
+        "of 0 Hz, for one)",
+    ),
     ("bit width", "its header declares an invalid sample width"),
     ("unsupported", "its samples are in an encoding this decoder does not read"),
 )
@@ -364,9 +368,7 @@ def _fit_length(samples, num_samples):
     return np.pad(samples, padding)
 
 
-def load_audio(
-    path, sampling_rate=32000, mono=True, num_samples=None, resampler=DEFAULT_RESAMPLER
-):
+def load_audio(path, sampling_rate=32000, mono=True, num_samples=None, resampler=DEFAULT_RESAMPLER):
     """Decode an audio file to float32 samples at ``sampling_rate``.
 
     Args:
