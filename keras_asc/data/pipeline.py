@@ -2,7 +2,7 @@
 
 ``make_dataset`` reads a DCASE 2024 split (``tau22.load_split`` checks the files first), decodes
 and resamples the audio files in a parallel map (``keras_asc.data.audio.load_audio``:
-libsndfile and ``scipy.signal.resample_poly``, called through ``tf.numpy_function``), shuffles
+libsndfile and the model's resampler, called through ``tf.numpy_function``), shuffles
 with a seed (a new order each epoch, the same sequence of orders for the same seed), batches,
 applies the waveform augmentations batch-wise with a per-batch seed, and prefetches. The
 datasets feed ``model.fit`` on the TensorFlow, JAX and PyTorch Keras backends.
@@ -38,6 +38,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -124,6 +125,10 @@ class SkippedClips:
 # Arguments
 
 
+# The longest clip a pipeline or cache cuts: one minute, six TAU22 recordings.
+MAX_CLIP_SECONDS = 60.0
+
+
 def _check_on_error(on_error):
     if on_error not in _ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip'. Received: on_error={on_error!r}")
@@ -134,8 +139,11 @@ def _num_samples(sampling_rate, clip_seconds):
         raise ValueError(
             f"sampling_rate must be a positive integer in Hz. Received: sampling_rate={sampling_rate!r}"
         )
-    if not clip_seconds > 0:
-        raise ValueError(f"clip_seconds must be > 0. Received: clip_seconds={clip_seconds!r}")
+    if not 0 < clip_seconds <= MAX_CLIP_SECONDS:
+        raise ValueError(
+            f"clip_seconds must be > 0 and at most {MAX_CLIP_SECONDS:g} (TAU22 clips are 10 s; "
+            f"longer clips would be zero padding). Received: clip_seconds={clip_seconds!r}"
+        )
     return int(round(sampling_rate * clip_seconds))
 
 
@@ -166,16 +174,22 @@ def _load_clips(data_dir, split, splits_dir, on_error):
 # The decoded-audio cache
 
 
-def cache_paths(cache_dir, split, sampling_rate=32000, clip_seconds=1.0):
+def cache_paths(
+    cache_dir, split, sampling_rate=32000, clip_seconds=1.0, resampler=audio.DEFAULT_RESAMPLER
+):
     """``(array_path, manifest_path)`` of the cache of ``split`` in ``cache_dir``.
+
+    The resampler is part of the name (and of the manifest): a model whose front-end names
+    another one never reads audio resampled with the first.
 
     Example:
         >>> cache_paths("/cache", "split25")
-        ('/cache/split25-32000hz-1000ms.npy', '/cache/split25-32000hz-1000ms.json')
+        ('/cache/split25-32000hz-1000ms-soxr_hq.npy', '/cache/split25-32000hz-1000ms-soxr_hq.json')
     """
     split = tau22.normalize_split(split)
     name = "test" if split == "test" else f"split{split}"
-    stem = f"{name}-{int(sampling_rate)}hz-{int(round(clip_seconds * 1000))}ms"
+    resampler = audio.check_resampler(resampler)
+    stem = f"{name}-{int(sampling_rate)}hz-{int(round(clip_seconds * 1000))}ms-{resampler}"
     base = os.path.join(os.fspath(cache_dir), stem)
     return base + ".npy", base + ".json"
 
@@ -222,10 +236,13 @@ def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _decode_clip(path, sampling_rate, num_samples):
+def _decode_clip(path, sampling_rate, num_samples, resampler=audio.DEFAULT_RESAMPLER):
     """``(waveform float32 [num_samples], reason)``; ``reason`` is "" when the file decoded."""
     try:
-        return audio.load_audio(path, sampling_rate, num_samples=num_samples), ""
+        waveform = audio.load_audio(
+            path, sampling_rate, num_samples=num_samples, resampler=resampler
+        )
+        return waveform, ""
     except audio.AudioDecodeError as error:
         reason = error.reason
     except FileNotFoundError:
@@ -263,7 +280,7 @@ def decode_failure(error):
 
 
 @functools.cache
-def _clip_decoder(sampling_rate, num_samples, raise_errors):
+def _clip_decoder(sampling_rate, num_samples, raise_errors, resampler=audio.DEFAULT_RESAMPLER):
     """The per-clip decoder of the tf.data pipeline, traced once per process.
 
     Returns ``path -> (waveform, reason)``: ``keras_asc.data.audio.load_audio`` through
@@ -275,7 +292,7 @@ def _clip_decoder(sampling_rate, num_samples, raise_errors):
 
     def decode_numpy(path):
         path = _text(path)
-        waveform, reason = _decode_clip(path, sampling_rate, num_samples)
+        waveform, reason = _decode_clip(path, sampling_rate, num_samples, resampler)
         if raise_errors and reason:
             failure = audio.AudioDecodeError(path, reason)
             reason = str(failure)
@@ -299,12 +316,12 @@ def _clip_decoder(sampling_rate, num_samples, raise_errors):
     return decode
 
 
-def _decode_into(array_path, rows, paths, *, sampling_rate, num_samples):
+def _decode_into(array_path, rows, paths, *, sampling_rate, num_samples, resampler):
     """Decode ``paths`` into ``rows`` of the cache array (a worker's task); their reasons."""
     array = np.load(array_path, mmap_mode="r+")
     reasons = []
     for row, path in zip(rows, paths, strict=True):
-        waveform, reason = _decode_clip(path, sampling_rate, num_samples)
+        waveform, reason = _decode_clip(path, sampling_rate, num_samples, resampler)
         array[row] = waveform
         reasons.append(reason)
     array.flush()
@@ -331,14 +348,18 @@ def _pool_context():
     return None
 
 
-def _decode_tasks(tasks, array_path, sampling_rate, num_samples, num_workers):
+def _decode_tasks(tasks, array_path, sampling_rate, num_samples, num_workers, resampler):
     """Run ``_decode_into`` on each ``(rows, paths)`` task; yields their reasons in order.
 
     ``num_workers`` > 1 runs the tasks in a process pool; 1 runs them in this process. The
     pool is shut down (queued tasks cancelled) when the caller stops early.
     """
     work = functools.partial(
-        _decode_into, array_path, sampling_rate=sampling_rate, num_samples=num_samples
+        _decode_into,
+        array_path,
+        sampling_rate=sampling_rate,
+        num_samples=num_samples,
+        resampler=resampler,
     )
     if num_workers <= 1 or len(tasks) <= 1:
         for rows, paths in tasks:
@@ -388,10 +409,11 @@ def prepare_cache(
     batch_size=64,
     num_workers=None,
     verbose=1,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     """Decode a split once into ``cache_dir``: float32 samples at ``sampling_rate``.
 
-    Writes ``<split>-<rate>hz-<ms>ms.npy`` (float32, shape ``(num_clips, num_samples)``, read
+    Writes ``<split>-<rate>hz-<ms>ms-<resampler>.npy`` (float32, shape ``(num_clips, num_samples)``, read
     as a memory map by the pipeline: the very samples ``keras_asc.data.audio.load_audio``
     returns, so the model sees the same input with and without the cache) and a JSON manifest
     beside it: the split's file list in file order, its SHA-256, the rate and length, and the
@@ -419,6 +441,9 @@ def prepare_cache(
             (``os.sched_getaffinity``, else ``os.cpu_count()``); 1 decodes in this process. On Linux they are forked; on macOS and Windows they are spawned, which
             re-imports the calling script: call this under ``if __name__ == "__main__":``.
         verbose: 1 shows a progress bar and a summary, 0 is silent.
+        resampler: how the files reach ``sampling_rate`` (``"soxr_hq"``, ``"sinc_hann"`` or
+            ``"polyphase"``; a model's is ``keras_asc.data.resampling.resampler_of(model)``);
+            part of the cache's name and manifest.
 
     Returns:
         The manifest as a dict, with ``"array_path"`` and ``"manifest_path"`` added.
@@ -434,6 +459,7 @@ def prepare_cache(
     """
     _check_on_error(on_error)
     num_samples = _num_samples(sampling_rate, clip_seconds)
+    resampler = audio.check_resampler(resampler)
     for name, value in (("batch_size", batch_size), ("num_workers", num_workers)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
@@ -455,6 +481,7 @@ def prepare_cache(
         batch_size=int(batch_size),
         num_workers=num_workers,
         verbose=verbose,
+        resampler=resampler,
     )
 
 
@@ -472,10 +499,13 @@ def _build_cache(
     batch_size,
     num_workers,
     verbose,
+    resampler,
 ):
     root = os.fspath(data_dir)
     os.makedirs(cache_dir, exist_ok=True)
-    array_path, manifest_path = cache_paths(cache_dir, split, sampling_rate, clip_seconds)
+    array_path, manifest_path = cache_paths(
+        cache_dir, split, sampling_rate, clip_seconds, resampler
+    )
     digest = _file_list_digest(filenames)
     if os.path.exists(manifest_path):
         manifest = _read_manifest(manifest_path)
@@ -485,7 +515,7 @@ def _build_cache(
             if os.path.exists(array_path):
                 os.remove(array_path)
         else:
-            same = _matches(manifest, digest, sampling_rate, num_samples)
+            same = _matches(manifest, digest, sampling_rate, num_samples, resampler)
             if same and os.path.exists(array_path):
                 if verbose:
                     print(f"Cache {array_path} is up to date ({manifest['num_clips']} clips).")
@@ -502,6 +532,7 @@ def _build_cache(
         "split": split,
         "data_dir": os.path.abspath(root),
         "sampling_rate": sampling_rate,
+        "resampler": resampler,
         "clip_seconds": clip_seconds,
         "num_samples": num_samples,
         "num_clips": len(filenames),
@@ -515,10 +546,11 @@ def _build_cache(
     if os.path.exists(partial_manifest) and os.path.exists(partial_array):
         previous = _read_manifest(partial_manifest)
         if previous["version"] == _CACHE_VERSION and _matches(
-            previous, digest, sampling_rate, num_samples
+            previous, digest, sampling_rate, num_samples, resampler
         ):
             manifest, start = previous, int(previous["done"])
     if not start:
+        _check_free_space(cache_dir, len(filenames) * num_samples * 4, partial_array)
         rows = np.lib.format.open_memmap(
             partial_array, mode="w+", dtype=_CACHE_DTYPE, shape=(len(filenames), num_samples)
         )
@@ -537,7 +569,9 @@ def _build_cache(
         for first in range(block_start, block_end, size):
             rows = list(range(first, min(first + size, block_end)))
             tasks.append((rows, [paths[index] for index in rows]))
-    results = _decode_tasks(tasks, partial_array, sampling_rate, num_samples, num_workers)
+    results = _decode_tasks(
+        tasks, partial_array, sampling_rate, num_samples, num_workers, resampler
+    )
     with contextlib.closing(results):
         for (rows, _), reasons in zip(tasks, results, strict=True):
             for index, reason in zip(rows, reasons, strict=True):
@@ -570,11 +604,23 @@ def _build_cache(
     return _with_paths(manifest, array_path, manifest_path)
 
 
-def _matches(manifest, digest, sampling_rate, num_samples):
+def _check_free_space(cache_dir, needed, path):
+    """Refuse a cache the disk cannot hold, in one line, before a byte is written."""
+    free = shutil.disk_usage(cache_dir).free
+    if needed > free:
+        raise ValueError(
+            f"The cache {path!r} needs {needed / 1e9:.3g} GB but {cache_dir!r} has "
+            f"{free / 1e9:.3g} GB free; expected fewer clips or shorter ones (--clip-seconds) "
+            "or another cache folder."
+        )
+
+
+def _matches(manifest, digest, sampling_rate, num_samples, resampler):
     return (
         manifest["files_sha256"] == digest
         and manifest["sampling_rate"] == sampling_rate
         and manifest["num_samples"] == num_samples
+        and manifest.get("resampler") == resampler
     )
 
 
@@ -596,14 +642,18 @@ def _with_paths(manifest, array_path, manifest_path):
     return manifest
 
 
-def _find_cache(cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples):
+def _find_cache(
+    cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples, resampler
+):
     """A complete cache holding every file of ``filenames``: ``(manifest, rows)`` or None.
 
     The split's own cache is tried first, then any other cache in ``cache_dir`` with the same
     rate and length whose file list contains the split (a split100 cache serves split25).
     Raises when the split's own cache is stale and no other one covers the split.
     """
-    array_path, manifest_path = cache_paths(cache_dir, split, sampling_rate, clip_seconds)
+    array_path, manifest_path = cache_paths(
+        cache_dir, split, sampling_rate, clip_seconds, resampler
+    )
     if not os.path.isdir(cache_dir):
         return None
     digest = _file_list_digest(filenames)
@@ -621,6 +671,8 @@ def _find_cache(cache_dir, data_dir, split, filenames, sampling_rate, clip_secon
         if manifest["version"] != _CACHE_VERSION:
             continue  # an older format: building the split's cache replaces it, with a warning
         if manifest["sampling_rate"] != sampling_rate or manifest["num_samples"] != num_samples:
+            continue
+        if manifest.get("resampler") != resampler:
             continue
         if not os.path.isfile(cache_array):
             continue
@@ -661,6 +713,7 @@ def make_dataset(
     clip_seconds=1.0,
     splits_dir=None,
     clip_targets=None,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     """Batches of ``(waveforms, labels)`` from a TAU22 split, ready for ``model.fit``.
 
@@ -704,6 +757,9 @@ def make_dataset(
             length) per clip of the split, e.g. a teacher's logits for knowledge distillation;
             each vector travels with its clip through shuffling and skipping, and batches
             become ``(waveforms, (labels, targets))``.
+        resampler: how the files reach ``sampling_rate``: the model's front-end's
+            (``keras_asc.data.resampling.resampler_of(model)``); ``"soxr_hq"``,
+            ``"sinc_hann"`` or ``"polyphase"``.
 
     Returns:
         A ``tf.data.Dataset`` with attributes ``clips`` (the :class:`tau22.Clip` list, in file
@@ -723,6 +779,7 @@ def make_dataset(
     _check_on_error(on_error)
     num_samples = _num_samples(sampling_rate, clip_seconds)
     sampling_rate = int(sampling_rate)
+    resampler = audio.check_resampler(resampler)
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(
             f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
@@ -759,6 +816,7 @@ def make_dataset(
             drop_remainder=drop_remainder,
             num_parallel_calls=num_parallel_calls,
             clip_targets=clip_targets,
+            resampler=resampler,
         )
     else:
         dataset, clips, skipped = _wav_clips(
@@ -774,6 +832,7 @@ def make_dataset(
             drop_remainder=drop_remainder,
             num_parallel_calls=num_parallel_calls,
             clip_targets=clip_targets,
+            resampler=resampler,
         )
 
     if waveform_augmentations:
@@ -832,6 +891,7 @@ def _wav_clips(
     drop_remainder,
     num_parallel_calls,
     clip_targets=None,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     clips, skipped = _load_clips(data_dir, split, splits_dir, on_error)
     if not clips:
@@ -843,7 +903,7 @@ def _wav_clips(
         # gives a uniform shuffle.
         dataset = dataset.shuffle(len(clips), seed=seed, reshuffle_each_iteration=True)
 
-    decoder = _clip_decoder(sampling_rate, num_samples, on_error == "raise")
+    decoder = _clip_decoder(sampling_rate, num_samples, on_error == "raise", resampler)
 
     @tf.autograph.experimental.do_not_convert
     def decode(path, label, device):
@@ -897,13 +957,14 @@ def _cached_clips(
     drop_remainder,
     num_parallel_calls,
     clip_targets=None,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     cache_dir = os.fspath(cache_dir)
     # The cache replaces the WAV files, so they are not checked here; building it checks them.
     clips = tau22.load_split(data_dir, split, splits_dir=splits_dir, check_files=False)
     filenames = [clip.filename for clip in clips]
     found = _find_cache(
-        cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples
+        cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples, resampler
     )
     if found is None:
         print(f"Building the decoded-audio cache of split {split!r} in {cache_dir} ...")
@@ -915,6 +976,7 @@ def _cached_clips(
             clip_seconds=clip_seconds,
             splits_dir=splits_dir,
             on_error=on_error,
+            resampler=resampler,
         )
         found = _find_cache(
             cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples

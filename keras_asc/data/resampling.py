@@ -48,6 +48,7 @@ __all__ = [
     "input_frames_needed",
     "resample",
     "resampled_length",
+    "resampler_of",
     "sinc_hann_kernel",
 ]
 
@@ -73,6 +74,50 @@ def check_resampler(resampler, name="resampler"):
             f"{name} must be one of {', '.join(map(repr, RESAMPLERS))}. Received: {resampler!r}"
         )
     return resampler
+
+
+def _own_resamplers(model):
+    """``[(name, resampler)]`` that a model, an int8 classifier or an ensemble records."""
+    frontend = getattr(model, "frontend", None)
+    if getattr(frontend, "resampler", None) is not None:
+        return [(getattr(model, "name", "model"), frontend.resampler)]
+    frontends = getattr(model, "frontends", None)  # an int8 export's front-end sidecar
+    if isinstance(frontends, (list, tuple)) and frontends:
+        names = getattr(model, "input_names", None) or [f"input {i}" for i in range(len(frontends))]
+        return [
+            (name, params.get("resampler") or DEFAULT_RESAMPLER)
+            for name, params in zip(names, frontends, strict=False)
+        ]
+    found = []
+    for member in getattr(model, "members", None) or ():
+        found.extend(_own_resamplers(member))
+    inner = getattr(model, "model", None)  # a predictor wrapping a Keras model
+    if not found and inner is not None and inner is not model:
+        found = _own_resamplers(inner)
+    return found
+
+
+def resampler_of(model):
+    """The resampler a model's inputs must be made with: its front-end's ``resampler``.
+
+    Reads a Keras classifier's ``model.frontend.resampler``, an int8 classifier's front-end
+    sidecar (``model.frontends``), a predictor's wrapped ``model``, or an ensemble's members (which must agree: they share one
+    waveform input); anything else gets :data:`DEFAULT_RESAMPLER`.
+
+    Example:
+        >>> resampler_of(keras_asc.build("dcase24_baseline"))
+        'sinc_hann'
+    """
+    found = _own_resamplers(model)
+    choices = sorted({resampler for _, resampler in found})
+    if len(choices) > 1:
+        listed = ", ".join(f"{name}: {resampler}" for name, resampler in found)
+        raise ValueError(
+            f"{getattr(model, 'name', 'the model')}: its members resample differently "
+            f"({listed}); they share one waveform input, so expected one resampler (set "
+            "frontend.resampler of the members to the same value)"
+        )
+    return check_resampler(choices[0]) if choices else DEFAULT_RESAMPLER
 
 
 def _ratio(orig_rate, target_rate):

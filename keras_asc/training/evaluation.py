@@ -658,6 +658,7 @@ def evaluate(
     predictor = load_predictor(model_or_path)
     # tf.data: TensorFlow loads with the first pipeline, not with keras_asc.training.
     from keras_asc.data.pipeline import decode_failure, make_dataset
+    from keras_asc.data.resampling import resampler_of
 
     dataset = make_dataset(
         data_dir,
@@ -668,6 +669,7 @@ def evaluate(
         cache_dir=cache_dir,
         include_device=True,
         on_error=on_error,
+        resampler=resampler_of(predictor),
     )
     total = dataset.cardinality().numpy() if hasattr(dataset, "cardinality") else -1
     logits, labels, devices = [], [], []

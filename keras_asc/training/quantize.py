@@ -22,6 +22,7 @@ import keras
 
 from keras_asc import registry
 from keras_asc.data.pipeline import make_dataset
+from keras_asc.data.resampling import resampler_of
 from keras_asc.data.tau22 import normalize_split
 from keras_asc.files import FINAL_MODEL, INT8_DIR, RUN_CONFIG
 from keras_asc.quantization.export import export_int8
@@ -284,6 +285,7 @@ def quantize_run(
             shuffle=True,
             seed=seed,
             cache_dir=cache_dir,
+            resampler=resampler_of(model),
         )
         batches = -(-calibration_clips // batch_size)
         calibration = [
@@ -299,6 +301,7 @@ def quantize_run(
             training=True,
             seed=seed,
             cache_dir=cache_dir,
+            resampler=resampler_of(model),
         )
         quantized = quantize_aware_train(
             model,
@@ -360,7 +363,14 @@ def evaluate_exports(result, data_dir, split="test", *, cache_dir=None):
         evaluate(predictor, data_dir, split, cache_dir=cache_dir, verbose=False)
         for predictor in floats + classifiers
     ]
-    dataset = make_dataset(data_dir, split, batch_size=64, training=False, cache_dir=cache_dir)
+    dataset = make_dataset(
+        data_dir,
+        split,
+        batch_size=64,
+        training=False,
+        cache_dir=cache_dir,
+        resampler=resampler_of(result.model),
+    )
     agreements = []
     for (target, _), classifier in zip(result.exports, classifiers, strict=True):
         agreement, clips = prediction_agreement(classifier, target, dataset.as_numpy_iterator())

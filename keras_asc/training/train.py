@@ -891,6 +891,7 @@ def train(
             cache_dir=cache_dir,
             on_error=on_error,
             clip_targets=targets,
+            resampler=recipe.resampler,
         )
 
     # Without the teachers' logits at first: they are computed only once the run folder is
@@ -921,6 +922,7 @@ def train(
             training=False,
             cache_dir=cache_dir,
             on_error=on_error,
+            resampler=recipe.resampler,
         )
 
     config = {
@@ -933,6 +935,9 @@ def train(
         "steps_per_epoch": steps,
         "augmentations": described,
         "validation_split": validation_split,
+        # How the audio reached 32 kHz (the cache is keyed by it; the model's front-end
+        # records it too).
+        "resampler": recipe.resampler,
         "data_dir": os.path.abspath(data_dir),
         "dirs_dir": None if dirs_dir is None else os.path.abspath(dirs_dir),
         "distribution": distribution,
