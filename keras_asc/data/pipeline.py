@@ -979,7 +979,14 @@ def _cached_clips(
             resampler=resampler,
         )
         found = _find_cache(
-            cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples
+            cache_dir,
+            data_dir,
+            split,
+            filenames,
+            sampling_rate,
+            clip_seconds,
+            num_samples,
+            resampler,
         )
     manifest, rows = found
     skipped = SkippedClips(len(clips))
