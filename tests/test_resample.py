@@ -213,3 +213,129 @@ def test_header_with_zero_rate_is_reported_in_our_words(tmp_path):
         "count or sample format (a rate of 0 Hz, for one); expected WAV, FLAC, OGG, MP3"
     )
     assert "SF_INFO" not in message and "libsndfile cannot" not in message
+
+
+# --- the resampler is recorded and keys the cache -----------------------------------------------
+
+
+def test_presets_recipes_and_models_record_their_resampler():
+    import keras_asc  # noqa: PLC0415
+    from keras_asc.data.resampling import resampler_of  # noqa: PLC0415
+    from keras_asc.layers.frontend import RESAMPLERS, LogMelSpectrogram  # noqa: PLC0415
+    from keras_asc.training.recipes import get_recipe  # noqa: PLC0415
+
+    assert RESAMPLERS == resampling.RESAMPLERS  # the layer keeps its own copy (no data import)
+    expected = {
+        "dcase24_baseline": "sinc_hann",
+        "moflenet57": "soxr_hq",
+        "cp_resnet59": "soxr_hq",
+        "moflenet_128k": "soxr_hq",
+        "cp_resnet_128k": "soxr_hq",
+    }
+    for name, resampler in expected.items():
+        model = keras_asc.build(name)
+        assert model.frontend.resampler == resampler_of(model) == resampler
+        assert get_recipe(name).resampler == resampler
+        assert get_recipe(name).to_dict()["frontend"]["resampler"] == resampler
+        # A saved model's config keeps it.
+        config = model.frontend.get_config()
+        assert LogMelSpectrogram.from_config(config).resampler == resampler
+    with pytest.raises(ValueError, match="`resampler` must be one of 'sinc_hann', 'soxr_hq'"):
+        LogMelSpectrogram(resampler="linear")
+    ensemble = keras_asc.build("moflenet57_cp_resnet59_v2")
+    assert resampler_of(ensemble) == "soxr_hq"
+
+
+def test_members_that_resample_differently_are_refused():
+    import types  # noqa: PLC0415
+
+    from keras_asc.data.resampling import resampler_of  # noqa: PLC0415
+
+    def member(name, resampler):
+        return types.SimpleNamespace(name=name, frontend=types.SimpleNamespace(resampler=resampler))
+
+    mixed = types.SimpleNamespace(
+        name="mix", members=[member("a", "soxr_hq"), member("b", "sinc_hann")]
+    )
+    with pytest.raises(
+        ValueError, match=r"^mix: its members resample differently \(a: soxr_hq, b: sinc_hann\)"
+    ):
+        resampler_of(mixed)
+
+
+def test_the_cache_is_keyed_by_the_resampler(synthetic_root, tmp_path):
+    from keras_asc.data import pipeline, tau22  # noqa: PLC0415
+
+    cache = tmp_path / "cache"
+    first = tau22.load_split(synthetic_root, "test")[0]
+    path = f"{synthetic_root}/{first.filename}"
+    rows = {}
+    for resampler in ("soxr_hq", "sinc_hann"):
+        manifest = pipeline.prepare_cache(
+            synthetic_root, "test", cache, resampler=resampler, num_workers=1, verbose=0
+        )
+        assert manifest["resampler"] == resampler
+        assert manifest["array_path"].endswith(f"test-32000hz-1000ms-{resampler}.npy")
+        array = np.load(manifest["array_path"], mmap_mode="r")
+        rows[resampler] = np.array(array[0])
+        expected = audio.load_audio(path, num_samples=32000, resampler=resampler)
+        np.testing.assert_array_equal(rows[resampler], expected)
+    # Two caches, and the rows differ: a changed choice never reads the other's audio.
+    assert len(list(cache.glob("*.npy"))) == 2
+    assert np.abs(rows["soxr_hq"] - rows["sinc_hann"]).max() > 1e-6
+    dataset = pipeline.make_dataset(
+        synthetic_root,
+        "test",
+        training=False,
+        cache_dir=cache,
+        resampler="sinc_hann",
+        batch_size=4,
+    )
+    waveforms, _ = next(dataset.as_numpy_iterator())
+    np.testing.assert_array_equal(waveforms[0], rows["sinc_hann"])
+
+
+def _cli(*args):
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    return subprocess.run(
+        [sys.executable, "-m", "keras_asc", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_prepare_refuses_an_absurd_clip_length_and_an_absurd_file(synthetic_root, tmp_path):
+    import shutil  # noqa: PLC0415
+
+    from keras_asc.data import tau22  # noqa: PLC0415
+
+    result = _cli(
+        "prepare",
+        "--data",
+        synthetic_root,
+        "--split",
+        "test",
+        "--cache",
+        str(tmp_path / "c"),
+        "--clip-seconds",
+        "1e9",
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Errno" not in lines[0], result.stderr
+    assert "clip_seconds must be > 0 and at most 60" in lines[0]
+    assert "Received: clip_seconds=1000000000.0" in lines[0]
+    # A copy of the tree whose first test clip peaks at 1e30 is refused, naming the file.
+    root = tmp_path / "tau22"
+    shutil.copytree(synthetic_root, root)
+    clip = tau22.load_split(root, "test")[0]
+    samples = np.zeros(44100, np.float32)
+    samples[5] = 1e30
+    _float_wav(root / clip.filename, samples, 44100)
+    result = _cli("prepare", "--data", str(root), "--split", "test", "--cache", str(tmp_path / "c"))
+    assert result.returncode != 0
+    assert (
+        f"Cannot decode audio file {root / clip.filename}: its peak sample magnitude is 1e+30 "
+        "(at frame 5), far outside full scale (1.0)" in result.stderr
+    )
+    assert not list((tmp_path / "c").glob("*.json")), "nothing may be cached silently"
