@@ -106,8 +106,7 @@ _LIBSNDFILE_REASONS = (
     ("channel count is zero", "its header declares 0 channels"),
     (
         "sf_info struct incomplete",
-        "its header gives no usable sampling rate, channel count or sample format (a rate "
-        "of 0 Hz, for one)",
+        "its header gives no usable sampling rate, channel count or sample format",
     ),
     ("bit width", "its header declares an invalid sample width"),
     ("unsupported", "its samples are in an encoding this decoder does not read"),
@@ -239,6 +238,31 @@ def _riff_shortfall(path):
     return declared + 8, present
 
 
+def _wav_header_reason(path):
+    """For a WAV that libsndfile refuses: its declared rate or channel count when out of
+    bounds (the precise reason, where libsndfile says "SF_INFO struct incomplete"), else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    position = 12
+    while position + 8 <= len(head):
+        chunk, size = (
+            head[position : position + 4],
+            int.from_bytes(head[position + 4 : position + 8], "little"),
+        )
+        if chunk == b"fmt " and position + 16 <= len(head):
+            channels = int.from_bytes(head[position + 10 : position + 12], "little")
+            rate = int.from_bytes(head[position + 12 : position + 16], "little")
+            try:
+                _check_header(path, rate, channels)
+            except AudioDecodeError as error:
+                return error.reason
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
 def _decode(path, frames=None, target_rate=None, resampler=DEFAULT_RESAMPLER):
     """``(samples float64 [num_frames, num_channels], rate)``; ``frames(rate)`` caps the read;
     ``target_rate``, when given, must be a rate the file's rate can be resampled to with
@@ -260,7 +284,7 @@ def _decode(path, frames=None, target_rate=None, resampler=DEFAULT_RESAMPLER):
                 f"only {shortfall[1]}"
             )
         else:
-            reason = f"{_libsndfile_reason(error)}; {_EXPECTED}"
+            reason = _wav_header_reason(path) or f"{_libsndfile_reason(error)}; {_EXPECTED}"
         raise AudioDecodeError(path, reason) from error
     with handle:
         rate, declared, channels = handle.samplerate, handle.frames, handle.channels
