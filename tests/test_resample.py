@@ -343,3 +343,22 @@ def test_prepare_refuses_an_absurd_clip_length_and_an_absurd_file(synthetic_root
         "(at frame 5), far outside full scale (1.0)" in result.stderr
     )
     assert not list((tmp_path / "c").glob("*.json")), "nothing may be cached silently"
+
+
+def test_an_int8_export_is_read_with_its_sidecar_resampler(tmp_path):
+    import types  # noqa: PLC0415
+
+    from keras_asc.data.resampling import resampler_of  # noqa: PLC0415
+    from keras_asc.layers.frontend import DCASE24_BASELINE_FRONTEND, LogMelSpectrogram  # noqa: PLC0415
+    from keras_asc.quantization.frontend import (  # noqa: PLC0415
+        frontend_params,
+        load_frontend_params,
+        save_frontend_params,
+    )
+
+    path = str(tmp_path / "m.frontend.npz")
+    save_frontend_params(path, [frontend_params(LogMelSpectrogram(**DCASE24_BASELINE_FRONTEND))])
+    # What TFLiteClassifier holds: the loaded sidecar as ``frontends``.
+    classifier = types.SimpleNamespace(name="m_int8", frontends=load_frontend_params(path))
+    assert resampler_of(classifier) == "sinc_hann"
+    assert resampler_of(types.SimpleNamespace(name="plain")) == "soxr_hq"
