@@ -295,7 +295,7 @@ def test_the_cache_is_keyed_by_the_resampler(synthetic_root, tmp_path):
         resampler="sinc_hann",
         batch_size=4,
     )
-    waveforms, _ = next(dataset.as_numpy_iterator())
+    waveforms, _ = next(dataset.dataset.as_numpy_iterator())
     np.testing.assert_array_equal(waveforms[0], rows["sinc_hann"])
 
 
