@@ -662,6 +662,7 @@ def evaluate(
     predictor = load_predictor(model_or_path)
     # tf.data: TensorFlow loads with the first pipeline, not with keras_asc.training.
     from keras_asc.data.pipeline import decode_failure, make_dataset
+    from keras_asc.data.resampling import resampler_of
 
     data = make_dataset(
         data_dir,
@@ -672,6 +673,7 @@ def evaluate(
         cache_dir=cache_dir,
         include_device=True,
         on_error=on_error,
+        resampler=resampler_of(predictor),
     )
     dataset = data.dataset
     total = int(dataset.cardinality())

@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from keras_asc.data.audio import AudioDecodeError, load_audio
+from keras_asc.data.resampling import resampler_of
 from keras_asc.data.tau22 import SCENE_LABELS
 from keras_asc.training.evaluation import (
     load_predictor,
@@ -195,11 +196,14 @@ def predict_files(model, paths, top=3, *, batch_size=64, class_names=SCENE_LABEL
         paths = [paths]
     predictor = load_predictor(model)
     window_seconds = predictor_num_samples(predictor) / SAMPLING_RATE
+    resampler = resampler_of(predictor)  # the front-end's: as the model was trained
     results = []
     for path in paths:
         path = os.fspath(path)
         try:
-            waveform = load_audio(path, sampling_rate=SAMPLING_RATE, mono=True)
+            waveform = load_audio(
+                path, sampling_rate=SAMPLING_RATE, mono=True, resampler=resampler
+            )
             probabilities, num_windows = predict_waveform(
                 predictor, waveform, batch_size=batch_size, clip=path
             )

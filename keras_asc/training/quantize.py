@@ -26,6 +26,7 @@ import keras
 
 from keras_asc import registry
 from keras_asc.data.pipeline import make_dataset
+from keras_asc.data.resampling import resampler_of
 from keras_asc.data.tau22 import Split, expand_path, normalize_split, split_title
 from keras_asc.files import FINAL_MODEL, INT8_DIR, write_text_atomic
 from keras_asc.quantization.export import export_int8
@@ -365,6 +366,7 @@ def quantize_run(
             shuffle=True,
             seed=seed,
             cache_dir=cache_dir,
+            resampler=resampler_of(model),
         )
         batches = -(-calibration_clips // batch_size)
         calibration = [
@@ -379,6 +381,7 @@ def quantize_run(
             training=True,
             seed=seed,
             cache_dir=cache_dir,
+            resampler=resampler_of(model),
         )
         say(
             f"QAT preparation of {model.name} (quantisation-aware copy, activation ranges "
@@ -455,7 +458,13 @@ def evaluate_exports(result, data_dir, split="test", *, cache_dir=None):
         evaluate(predictor, split, cache_dir=cache_dir, verbose=False)
         for predictor in floats + classifiers
     ]
-    dataset = make_dataset(split, batch_size=64, training=False, cache_dir=cache_dir).dataset
+    dataset = make_dataset(
+        split,
+        batch_size=64,
+        training=False,
+        cache_dir=cache_dir,
+        resampler=resampler_of(result.model),
+    ).dataset
     agreements = []
     for (target, _), classifier in zip(result.exports, classifiers, strict=True):
         agreement, clips = prediction_agreement(classifier, target, dataset.as_numpy_iterator())
