@@ -1,6 +1,7 @@
 """PNG plots of evaluation results: confusion matrix, accuracy per device, model comparison.
 
-matplotlib is optional (``pip install keras-asc[plot]``) and imported only when a plot is drawn.
+matplotlib is optional (the ``plot`` extra: ``pip install "keras-asc[plot]"`` from an index,
+``pip install ".[plot]"`` from a clone) and imported only when a plot is drawn.
 Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never through
 ``pyplot``, so plotting works without a display and leaves the caller's pyplot state alone.
 
@@ -38,7 +39,8 @@ def matplotlib_available():
 def _new_figure(width, height):
     if not matplotlib_available():
         raise ImportError(
-            "Plotting needs matplotlib, which is not installed: pip install 'keras-asc[plot]'."
+            'Plotting needs matplotlib, which is not installed: pip install "keras-asc[plot]" '
+            '(from a clone of keras-asc: pip install ".[plot]").'
         )
     # matplotlib is optional (keras-asc[plot]) and slow to import: only when a plot is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
