@@ -83,7 +83,7 @@ def _worker(args):
             seed=0,
             waveform_augmentations=[DeviceImpulseResponse(args.dirs, p=0.6), TimeRoll()],
             cache_dir=args.cache,
-        ).repeat()
+        ).dataset.repeat()
         iterator = iter(dataset)
         for _ in range(args.warmup):
             next(iterator)

@@ -14,17 +14,23 @@ label ``Lastname_INST_task1_1`` the package holds:
   data, source code) and how it scored on the development-test split (``results``: per
   split, the accuracy and log loss overall, per class and per device).
 
-:func:`write_submission` runs every split's system over a folder of evaluation WAVs in one
-pass (each file is decoded once and classified by all five systems) and fills the meta
-information with what keras-asc knows: parameters and MACs (``keras_asc.complexity``), the
-parameter memory at the deployed precision (the int8 export's parameter bytes, or 4 bytes per
-parameter for a float model), the RAM an int8 model needs on a microcontroller when its
-export measured it (``tflite_micro.arena_bytes`` in ``NAME.json``), and the development-test
-metrics, read from the ``eval-test/metrics.json`` that ``keras-asc evaluate`` wrote, or
-computed now when ``data_dir`` is given. The rest (authors, institution, a description of
-the data augmentation, ...) comes from the ``info`` mapping (``keras-asc submit --info
-info.yaml``); fields nobody filled stay empty (``null``) and are listed by
-:func:`empty_fields`.
+:func:`write_submission` first checks, for every split, that the system's records show it
+used only that split's clips (:mod:`keras_asc.training.submission_provenance`: the float run,
+the quantisation data and the teachers) and that the submission information names every field
+only the user can know (:data:`USER_FIELDS`; all missing ones in one error). It then runs
+every split's system over a folder of evaluation WAVs in one pass (each file is decoded once
+and classified by all five systems), writes the files into ``OUT/task1/<label>/`` (the zip's
+layout) and checks them against the challenge's rules
+(:mod:`keras_asc.training.submission_check`).
+
+What keras-asc fills in: the sampling rate, features, framework and complexity management of
+``system.description``; the parameters and MACs (``keras_asc.complexity``: the DCASE counting
+rule on the float architecture, the figures ``keras-asc summary`` prints, also for an int8
+export); the parameter memory at the deployed precision (1 byte per parameter at int8, 4 at
+float32); the RAM an int8 model needs on a microcontroller when its export measured it
+(``memory_use``, from ``tflite_micro.arena_bytes`` in ``NAME.json``); and the
+development-test metrics, read from the ``eval-test/metrics.json`` that ``keras-asc
+evaluate`` wrote, or computed now when ``data_dir`` is given.
 
 Metrics in the meta information: ``accuracy`` is the macro class-wise accuracy overall (the
 DCASE ranking metric) and the class or device accuracy elsewhere, in percent as in the DCASE
@@ -36,9 +42,10 @@ with PyYAML.
 Example:
     >>> systems = {5: "runs/s5", 10: "runs/s10", 25: "runs/s25", 50: "runs/s50",
     ...            100: "runs/s100/int8/moflenet57.tflite"}
-    >>> info = {"submission": {"label": "Doe_ACME_task1_1", "name": "MofleNet57 int8"}}
-    >>> result = write_submission(systems, "/data/eval/audio", "submission", info=info)
-    >>> result.paths
+    >>> info = read_info("info.yaml")  # submission and system.description fields
+    >>> result = write_submission(systems, "/data/eval", "submission", info=info)
+    >>> result.paths[-1], result.problems
+    ('.../submission/task1/Doe_ACME_task1_1/Doe_ACME_task1_1.meta.yaml', ())
 """
 
 from __future__ import annotations
@@ -61,16 +68,19 @@ from keras_asc.training.evaluation import (
     load_predictor,
     predict_logits,
     predictor_num_samples,
-    read_run_config,
     softmax,
 )
 from keras_asc.training.inference import SAMPLING_RATE, split_windows
+from keras_asc.training.submission_check import (
+    AUTHOR_FIELDS,
+    EXTERNAL_DATASET_FIELDS,
+    MAX_ABBREVIATION,
+    OUTPUT_HEADER,
+    TASK,
+)
 
-TASK = "task1"
-# [Last name]_[institute abbreviation]_task1_[submission index 1-4].
+# [Last name]_[institute abbreviation]_task1_[submission index 1-4], also a file name.
 LABEL_PATTERN = re.compile(r"^[^_\s./\\]+_[^_\s./\\]+_task1_[1-4]$")
-MAX_ABBREVIATION = 10
-OUTPUT_HEADER = ("filename", "scene_label", *SCENE_LABELS)
 # Bytes per parameter of a float model as it is deployed (float32).
 FLOAT_BYTES = 4
 # Digits of the probabilities in the output files (the log loss is computed from them).
@@ -180,6 +190,13 @@ def list_evaluation_files(eval_dir):
     raise ValueError(f"No .wav files in {eval_dir!r} or in its audio/ folder.")
 
 
+def expected_evaluation_files(eval_dir):
+    """The WAV file names of an evaluation folder (or of its ``audio/``): what the rows of a
+    package made from it must list (``keras-asc submit --check PACKAGE EVAL_DIR``)."""
+    _, names = list_evaluation_files(eval_dir)
+    return {name.rsplit("/", 1)[-1] for name in names}
+
+
 # === Complexity ===
 
 
@@ -189,33 +206,33 @@ class SystemComplexity:
 
     Args:
         precision: ``"int8"`` or ``"float32"``, the deployed precision.
-        total_parameters: parameters (for an int8 export, those in the ``.tflite`` file:
-            batch normalisation folded into the convolution biases).
-        total_parameters_non_zero: parameters that are not exactly zero (``None`` when
-            unknown).
-        total_model_size: parameter memory in bytes at the deployed precision.
-        macs: multiply-accumulate operations for one 1-s clip (``None`` when the float model
-            is not found).
+        total_parameters: parameters under the DCASE 2024 counting rule, from the float
+            architecture (``keras_asc.complexity``, the figure ``keras-asc summary`` prints):
+            every trainable parameter, batch normalisation as 2 per channel, GRN scalars
+            included, moving statistics excluded. Splits of one architecture get one figure.
+        total_model_size: parameter memory in bytes at the deployed precision
+            (``total_parameters`` x 1 byte at int8, x 4 bytes at float32).
+        macs: multiply-accumulate operations for one 1-s clip.
         memory_use: RAM in bytes the model needs on a microcontroller (the TFLite Micro
             tensor arena), ``None`` when not measured.
         subsystems: ensemble members (1 for a single model).
+        quantization: ``"qat"`` or ``"ptq"`` for an int8 export, else ``None``.
     """
 
-    precision: str | None
-    total_parameters: int | None
-    total_parameters_non_zero: int | None
-    total_model_size: int | None
-    macs: int | None
-    memory_use: int | None
+    precision: str
+    total_parameters: int
+    total_model_size: int
+    macs: int
+    memory_use: int | None = None
     subsystems: int = 1
+    quantization: str | None = None
 
     def to_meta(self):
         return {
             "total_model_size": self.total_model_size,
             "total_parameters": self.total_parameters,
-            "total_parameters_non_zero": self.total_parameters_non_zero,
-            "memory_use": self.memory_use,
             "macs": self.macs,
+            "memory_use": self.memory_use,
         }
 
 
@@ -263,31 +280,14 @@ def _float_model_of_export(path, description):
         return None
 
 
-def _nonzero_parameters(path, expected, frontend_in_file=False):
-    """Parameters of a ``.tflite`` file that are not zero, read from its constant tensors;
-    ``None`` when they cannot all be matched to the tensors the parameter count found."""
-    from keras_asc.quantization.export import make_interpreter, parameter_bytes
-
-    # The front-end's constants of a file with the front-end inside are not parameters.
-    counted = parameter_bytes(path, skip_frontend=frontend_in_file)
-    wanted = {t.name: t.size for t in counted.tensors if t.role != "structure"}
-    interpreter = make_interpreter(model_path=path)
-    interpreter.allocate_tensors()
-    total, seen = 0, 0
-    for detail in interpreter.get_tensor_details():
-        if wanted.pop(detail["name"], None) is None:
-            continue
-        try:
-            values = interpreter.get_tensor(detail["index"])
-        except ValueError:  # not readable in this runtime
-            return None
-        total += int(np.count_nonzero(values))
-        seen += int(np.size(values))
-    return total if not wanted and seen == expected else None
-
-
 def system_complexity(predictor, path=None):
     """Complexity figures of a loaded system (see :class:`SystemComplexity`).
+
+    The parameters are always counted on the float architecture. An int8 ``.tflite`` file
+    holds fewer constants (each batch normalisation is folded into the convolution before it,
+    its 2 parameters per channel becoming 1 bias per channel, and the converter shares equal
+    constant buffers), so a count read from the file would differ from ``keras-asc summary``
+    and could differ between two trainings of one architecture.
 
     Args:
         predictor: what ``load_predictor`` returned for the system.
@@ -297,71 +297,42 @@ def system_complexity(predictor, path=None):
 
     description = getattr(predictor, "description", None)
     if isinstance(description, dict) and "parameter_bytes" in description:
-        counted = description["parameter_bytes"]
-        parameters = sum(
-            int(counted.get(key, 0)) for key in ("int8_weights", "int32_biases", "float_parameters")
-        )
+        float_model = _float_model_of_export(path, description)
+        if float_model is None:
+            raise ValueError(
+                f"{path or getattr(predictor, 'name', predictor)}: the float model of this int8 "
+                "file is not found (expected RUN/int8/NAME.tflite beside RUN/model.keras), so "
+                "its parameters and MACs cannot be counted."
+            )
+        counted = complexity.profile(float_model)
         micro = description.get("tflite_micro")
         arena = micro.get("arena_bytes") if isinstance(micro, dict) else None
-        float_model = _float_model_of_export(path, description)
-        macs = complexity.profile(float_model).macs if float_model is not None else None
         return SystemComplexity(
             precision="int8",
-            total_parameters=parameters,
-            total_parameters_non_zero=(
-                _nonzero_parameters(
-                    predictor.path, parameters, bool(description.get("frontend_in_file", False))
-                )
-                if isinstance(getattr(predictor, "path", None), str)
-                else None
-            ),
-            total_model_size=int(counted["total"]),
-            macs=macs,
+            total_parameters=counted.params,
+            total_model_size=counted.param_bytes(bits=8),
+            macs=counted.macs,
             memory_use=int(arena) if isinstance(arena, int) else None,
             subsystems=max(1, len(description.get("members") or [])),
+            quantization=description.get("quantization"),
         )
     model = _keras_model(predictor)
     if model is None:
-        return SystemComplexity(None, None, None, None, None, None)
+        raise ValueError(
+            f"{path or getattr(predictor, 'name', predictor)}: not a Keras model or an int8 "
+            "export, so its parameters and MACs cannot be counted."
+        )
     counted = complexity.profile(model)
-    zeros = sum(int(np.size(w) - np.count_nonzero(np.asarray(w))) for w in model.trainable_weights)
-    members = len(getattr(model, "members", None) or ()) or 1
     return SystemComplexity(
         precision="float32",
         total_parameters=counted.params,
-        total_parameters_non_zero=counted.params - zeros,
-        total_model_size=counted.params * FLOAT_BYTES,
+        total_model_size=counted.param_bytes(bits=8 * FLOAT_BYTES),
         macs=counted.macs,
-        memory_use=None,
-        subsystems=members,
+        subsystems=len(getattr(model, "members", None) or ()) or 1,
     )
 
 
 # === Development-test results ===
-
-
-def _check_trained_on(split, system):
-    """Refuse a run directory (or an export inside one) whose run_config names another split."""
-    if not isinstance(system, (str, os.PathLike)):
-        return
-    path = os.path.abspath(os.fspath(system))
-    if os.path.isdir(path):
-        folder = path
-    elif path.endswith(".tflite"):  # RUN/int8/NAME.tflite or CELL/int8/NAME.tflite
-        folder = _run_of_export(path) or os.path.dirname(os.path.dirname(path))
-    else:  # RUN/model.keras
-        folder = os.path.dirname(path)
-    config = read_run_config(folder) if os.path.isdir(folder) else None
-    if config and "split" in config:
-        try:
-            trained = normalize_split(config["split"])
-        except ValueError:
-            return
-        if trained != split:
-            raise ValueError(
-                f"{os.fspath(system)} was trained on split {trained} (its run_config.json) but "
-                f"is given as the system of split {split}."
-            )
 
 
 def development_result(system, predictor, data_dir=None, *, batch_size=64, on_error="raise"):
@@ -465,42 +436,143 @@ def _combined_complexity(complexities):
     return combined
 
 
-def build_meta(info, complexities, results):
-    """Assemble the meta information dict.
+# Fields of the meta information only the user can know: they must be in the information
+# file (or given by --label, --name, --abbreviation). The others keras-asc fills in.
+USER_FIELDS = (
+    "submission.label",
+    "submission.name",
+    "submission.abbreviation",
+    "submission.authors",
+    "system.description.data_augmentation",
+    "system.description.external_data_usage",
+    "system.description.pipeline",
+    "system.description.split_adaptations",
+    "system.description.system_adaptations",
+    "system.source_code",
+)
 
-    Args:
-        info: the user's mapping (``submission`` and ``system`` blocks); it wins over every
-            generated value except ``results``, which it may not hold.
-        complexities: split -> :class:`SystemComplexity`.
-        results: split -> development-test :class:`EvaluationResult`.
+
+def _lookup(mapping, dotted):
+    value = mapping
+    for key in dotted.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def missing_information(info):
+    """The fields the submission information still lacks, as dotted names (``[]``: none).
+
+    Besides :data:`USER_FIELDS`: each author's ``lastname``, ``firstname``, ``email`` and
+    ``affiliation``; exactly one author marked ``corresponding: true`` when there are several
+    (a sole author is marked automatically); ``name``, ``url`` and ``total_audio_length`` of
+    each ``system.external_datasets`` entry.
     """
-    info = dict(info or {})
+    info = info or {}
+    missing = []
+    for field in USER_FIELDS:
+        value = _lookup(info, field)
+        if value is None or (isinstance(value, (str, list)) and not value):
+            missing.append(field)
+    authors = _lookup(info, "submission.authors")
+    if isinstance(authors, list):
+        for index, author in enumerate(authors):
+            author = author if isinstance(author, dict) else {}
+            missing += [
+                f"submission.authors[{index}].{key}"
+                for key in AUTHOR_FIELDS
+                if author.get(key) in (None, "")
+            ]
+        corresponding = sum(isinstance(a, dict) and a.get("corresponding") is True for a in authors)
+        if len(authors) > 1 and corresponding != 1:
+            missing.append("submission.authors: exactly one with corresponding: true")
+    datasets = _lookup(info, "system.external_datasets") or []
+    for index, dataset in enumerate(datasets if isinstance(datasets, list) else [{}]):
+        dataset = dataset if isinstance(dataset, dict) else {}
+        missing += [
+            f"system.external_datasets[{index}].{key}"
+            for key in EXTERNAL_DATASET_FIELDS
+            if dataset.get(key) in (None, "")
+        ]
+    return missing
+
+
+def check_information(info):
+    """Refuse submission information that lacks a field only the user can know, naming every
+    missing field in one line; check the label and the abbreviation's length."""
+    missing = missing_information(info)
+    if missing:
+        raise ValueError(
+            f"The submission information lacks {len(missing)} required field(s): "
+            f"{', '.join(missing)}. Give them in the information file (--info INFO.yaml)."
+        )
+    submission = info["submission"]
+    check_label(submission["label"])
+    if len(str(submission["abbreviation"])) > MAX_ABBREVIATION:
+        raise ValueError(
+            f"submission.abbreviation {submission['abbreviation']!r} is longer than "
+            f"{MAX_ABBREVIATION} characters."
+        )
     if "results" in info:
         raise ValueError(
             "The submission information must not hold 'results': keras-asc computes them from "
             "the development-test evaluation."
         )
-    precisions = sorted({c.precision for c in complexities.values() if c.precision})
+
+
+def _complexity_management(complexities):
+    methods = {
+        "qat": "int8 quantisation-aware training",
+        "ptq": "int8 post-training quantisation",
+    }
+    used = sorted(
+        {
+            methods.get(c.quantization, "int8 quantisation")
+            for c in complexities.values()
+            if c.precision == "int8"
+        }
+    )
+    if len(used) < len(complexities) and any(c.precision != "int8" for c in complexities.values()):
+        used.append("float32 parameters")
+    return ", ".join(used)
+
+
+def build_meta(info, complexities, results):
+    """Assemble the meta information dict.
+
+    Args:
+        info: the user's mapping (see :func:`missing_information` for what it must hold); its
+            values win over every generated one except ``results``, which it may not hold.
+        complexities: split -> :class:`SystemComplexity`.
+        results: split -> development-test :class:`EvaluationResult`.
+    """
+    info = copy.deepcopy(dict(info or {}))
+    check_information(info)
+    authors = info["submission"]["authors"]
+    if len(authors) == 1 and isinstance(authors[0], dict):
+        authors[0].setdefault("corresponding", True)
+    precisions = sorted({c.precision for c in complexities.values()})
     subsystems = max(c.subsystems for c in complexities.values())
     generated = {
-        "submission": {"label": None, "name": None, "abbreviation": None, "authors": []},
+        "submission": {},
         "system": {
             "description": {
-                "input_sampling_rate": "32kHz",
+                "input_sampling_rate": f"{SAMPLING_RATE // 1000}kHz",
                 "acoustic_features": "log-mel energies",
-                "embeddings": None,
                 "data_augmentation": None,
-                "machine_learning_method": "CNN",
-                "ensemble_method_subsystem_count": subsystems,
-                "decision_making": "weighted logit average" if subsystems > 1 else None,
+                "machine_learning_method": "CNN" if subsystems == 1 else "CNN ensemble",
                 "external_data_usage": None,
-                "complexity_management": "int8 quantization" if "int8" in precisions else None,
+                "complexity_management": _complexity_management(complexities),
                 "pipeline": None,
-                "framework": "keras-asc (Keras 3)",
+                "framework": "keras-asc (Keras 3)"
+                + (", TensorFlow Lite int8" if "int8" in precisions else ""),
+                "split_adaptations": None,
+                "system_adaptations": None,
             },
             "complexity": {
                 **_combined_complexity(complexities),
-                "precision": "/".join(precisions) or None,
+                "precision": "/".join(precisions),
             },
             "external_datasets": [],
             "source_code": None,
@@ -512,33 +584,7 @@ def build_meta(info, complexities, results):
             f"split_{split}": results_block(result) for split, result in results.items()
         }
     }
-    submission = meta["submission"]
-    check_label(submission.get("label"))
-    if submission.get("name") is None:
-        submission["name"] = submission["label"]
-    abbreviation = submission.get("abbreviation")
-    if abbreviation is not None and len(str(abbreviation)) > MAX_ABBREVIATION:
-        raise ValueError(
-            f"submission.abbreviation {abbreviation!r} is longer than {MAX_ABBREVIATION} "
-            "characters."
-        )
     return meta
-
-
-def empty_fields(meta):
-    """Dotted names of the ``submission`` and ``system`` fields still ``null`` or empty."""
-    empty = []
-
-    def walk(value, name):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, f"{name}.{key}")
-        elif value is None or value == [] or value == "":
-            empty.append(name)
-
-    for block in ("submission", "system"):
-        walk(meta.get(block, {}), block)
-    return empty
 
 
 # === Writing ===
@@ -554,6 +600,9 @@ class SubmissionResult:
         num_files: evaluation files classified (rows per output file).
         skipped: ``(file, reason)`` for files left out with ``on_error="skip"``.
         results: split -> development-test :class:`EvaluationResult`.
+        problems: what the check of the written folder against the challenge's rules found
+            (the rows held against the evaluation folder's files), one line each; empty when
+            it passes.
     """
 
     paths: tuple
@@ -561,6 +610,7 @@ class SubmissionResult:
     num_files: int
     skipped: tuple = ()
     results: dict = dataclasses.field(default_factory=dict)
+    problems: tuple = ()
 
 
 def _load_systems(systems):
@@ -615,6 +665,15 @@ def _batch_probabilities(predictor, waveforms, windows_cache):
     return np.add.reduceat(probabilities, starts, axis=0) / np.asarray(counts)[:, None]
 
 
+def submission_folder(out_dir, label):
+    """Where the files go: ``out_dir/task1/<label>``, the layout of the submission zip, or
+    ``out_dir`` itself when it already ends in ``task1/<label>``."""
+    out_dir = os.path.abspath(os.path.expandvars(os.path.expanduser(os.fspath(out_dir))))
+    if os.path.basename(out_dir) == label and os.path.basename(os.path.dirname(out_dir)) == TASK:
+        return out_dir
+    return os.path.join(out_dir, TASK, label)
+
+
 def write_submission(
     systems,
     eval_dir,
@@ -624,25 +683,34 @@ def write_submission(
     data_dir=None,
     batch_size=64,
     on_error="raise",
+    check_splits=True,
     verbose=True,
 ):
     """Write the five system output files and the meta information of a DCASE 2024 Task 1
-    submission into ``out_dir``.
+    submission into ``out_dir/task1/<label>/`` (the layout of the submission zip), then check
+    the folder against the challenge's rules (:mod:`keras_asc.training.submission_check`).
 
     Args:
         systems: split -> system, for all five training splits (5, 10, 25, 50, 100): a run
-            directory (with ``model.keras``; an ensemble folder too), a ``.keras`` file, an
-            int8 ``.tflite`` export (its ``NAME.json`` and ``NAME.frontend.npz`` beside it),
-            or a model/predictor object. One system may serve several splits.
+            directory (with ``model.keras``; an ensemble folder too), its ``model.keras``, or
+            an int8 ``.tflite`` export inside a run (``RUN/int8/NAME.tflite``, its
+            ``NAME.json`` and ``NAME.frontend.npz`` beside it). One system may serve several
+            splits only if its records allow it (they cannot: each split's system may use
+            only that split's clips).
         eval_dir: folder of the evaluation WAVs (or a folder whose ``audio/`` holds them).
-        out_dir: folder for the files (created when absent). Each file is written atomically
-            (the outputs only when every evaluation file is classified), so an interrupted
-            run leaves the folder as it was; re-running overwrites the files.
-        info: the submission information: a mapping with a ``submission`` block (``label``
-            required, ``name``, ``abbreviation``, ``authors``: a list of mappings with
-            ``lastname``, ``firstname``, ``email``, ``affiliation``, ``corresponding``) and
-            optionally ``system`` values (``description``, ``external_datasets``,
-            ``source_code``, or complexity figures to replace the computed ones).
+        out_dir: folder for the package: the files go to ``out_dir/task1/<label>/`` (or to
+            ``out_dir`` when it already ends in ``task1/<label>``), created when absent. Each
+            file is written atomically (the outputs only when every evaluation file is
+            classified), so an interrupted run leaves the folder as it was; re-running
+            overwrites the files.
+        info: the submission information (``keras-asc submit --info INFO.yaml``): every field
+            of :data:`USER_FIELDS`, e.g. ``{"submission": {"label": "Doe_ACME_task1_1",
+            "name": ..., "abbreviation": ..., "authors": [{"lastname": ..., "firstname":
+            ..., "email": ..., "affiliation": ...}]}, "system": {"description":
+            {"data_augmentation": ..., "external_data_usage": ..., "pipeline": ...,
+            "split_adaptations": ..., "system_adaptations": ...}, "source_code": ...}}``,
+            optionally ``system.external_datasets`` and values that replace generated ones.
+            All missing fields are named in one error before anything runs.
         data_dir: a TAU22-layout development set; when given, every system is evaluated on
             its test split for the ``results``; else each system's saved ``eval-test``
             evaluation is read.
@@ -650,11 +718,19 @@ def write_submission(
         on_error: ``"raise"`` (default): an evaluation file that cannot be read stops with an
             error naming it; ``"skip"``: it is left out of the outputs and reported (a
             submission must then be completed by hand).
+        check_splits: refuse a system unless its records show that its float training, its
+            quantisation data and its teachers all used its split
+            (:mod:`keras_asc.training.submission_provenance`). ``False`` is only for stand-in
+            models (a model object, a bare ``.keras`` file) in examples and rehearsals; such a
+            package breaks the challenge's rules.
         verbose: print progress.
 
     Returns:
         A :class:`SubmissionResult`.
     """
+    from keras_asc.training.submission_check import check_package
+    from keras_asc.training.submission_provenance import check_system_split
+
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'. Received: on_error={on_error!r}")
     if int(batch_size) != batch_size or batch_size < 1:
@@ -662,10 +738,12 @@ def write_submission(
             f"batch_size must be a positive integer. Received: batch_size={batch_size}"
         )
     systems = normalize_systems(systems)
-    label = check_label(((info or {}).get("submission") or {}).get("label"))
+    check_information(info)
+    label = info["submission"]["label"]
     paths, names = list_evaluation_files(eval_dir)
-    for split, system in systems.items():
-        _check_trained_on(split, system)
+    if check_splits:
+        for split, system in systems.items():
+            check_system_split(split, system)
     predictors = _load_systems(systems)
     # A system given for several splits is evaluated and profiled once.
     results, complexities, done = {}, {}, {}
@@ -682,9 +760,9 @@ def write_submission(
         results[split], complexities[split] = done[id(predictor)]
     meta = build_meta(info, complexities, results)
 
-    out_dir = os.fspath(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
-    output_paths = [os.path.join(out_dir, output_filename(label, split)) for split in systems]
+    folder = submission_folder(out_dir, label)
+    os.makedirs(folder, exist_ok=True)
+    output_paths = [os.path.join(folder, output_filename(label, split)) for split in systems]
     skipped, written = [], 0
     total = (len(paths) + batch_size - 1) // batch_size
     with contextlib.ExitStack() as stack:
@@ -721,14 +799,16 @@ def write_submission(
             raise ValueError(f"None of the {len(paths)} evaluation files could be read.")
     import yaml
 
-    meta_path = os.path.join(out_dir, meta_filename(label))
+    meta_path = os.path.join(folder, meta_filename(label))
     write_text_atomic(meta_path, yaml.safe_dump(meta, sort_keys=False, allow_unicode=True))
+    expected = {name.rsplit("/", 1)[-1] for name in names}  # as expected_evaluation_files
     return SubmissionResult(
         paths=(*output_paths, meta_path),
         meta=meta,
         num_files=written,
         skipped=tuple(skipped),
         results=results,
+        problems=tuple(check_package(folder, expected_files=expected)),
     )
 
 
@@ -739,7 +819,9 @@ __all__ = [
     "build_meta",
     "check_label",
     "development_result",
-    "empty_fields",
+    "expected_evaluation_files",
+    "check_information",
+    "missing_information",
     "list_evaluation_files",
     "meta_filename",
     "normalize_systems",
