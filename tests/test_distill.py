@@ -275,8 +275,17 @@ def test_teacher_from_another_split_is_refused(
     ensemble_dir = tmp_path / "ensemble"
     build_ensemble(teachers, weights=[0.5, 0.5], out_dir=str(ensemble_dir))
     assert check_teachers([str(ensemble_dir)], 25)[0]["path"] == str(ensemble_dir)
+    with pytest.raises(ValueError, match="Ensemble members were trained on different splits"):
+        build_ensemble([teachers[0], str(big)], weights=[0.5, 0.5], out_dir=str(tmp_path / "no"))
+    # An ensemble folder written before ensembles refused mixed splits: its members decide.
     mixed = tmp_path / "mixed"
-    build_ensemble([teachers[0], str(big)], weights=[0.5, 0.5], out_dir=str(mixed))
+    mixed.mkdir()
+    (mixed / "model.keras").write_bytes((ensemble_dir / "model.keras").read_bytes())
+    config = json.loads((ensemble_dir / "run_config.json").read_text())
+    config["members"][1]["source"] = str(big)
+    for key in ("split", "split_fingerprint"):
+        config.pop(key)
+    (mixed / "run_config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"trained on split100, split25, but"):
         check_teachers([str(mixed)], 25)
 

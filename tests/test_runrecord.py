@@ -77,7 +77,9 @@ def test_paths_expand_home_and_variables(synthetic_root, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_api_trains_from_a_home_relative_data_dir(tiny_model, synthetic_root, tmp_path, monkeypatch):
+def test_the_api_trains_from_a_home_relative_data_dir(
+    tiny_model, synthetic_root, tmp_path, monkeypatch
+):
     home = tmp_path / "home"
     home.mkdir()
     os.symlink(synthetic_root, home / "tau22")
@@ -194,7 +196,9 @@ def test_quantize_refuses_a_split_whose_clips_changed(run10, synthetic_root, tmp
 # --- provenance: ensemble ------------------------------------------------------------------
 
 
-def test_ensemble_records_its_split_and_refuses_mixed_splits(run10, synthetic_root, tmp_path, capsys):
+def test_ensemble_records_its_split_and_refuses_mixed_splits(
+    run10, synthetic_root, tmp_path, capsys
+):
     twin = tmp_path / "tiny10b"
     shutil.copytree(run10, twin, ignore=shutil.ignore_patterns("int8"))
     weights = ["--weights", "0.5,0.5"]
@@ -232,3 +236,27 @@ def test_progress_bars_only_on_a_terminal(run10):
     # The fixture's run wrote its epochs into log.csv; its command printed no bars: the
     # default verbosity into a pipe (pytest's capture) is one line per epoch.
     assert progress_verbosity(None) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.tensorflow_only
+def test_ensemble_qat_names_each_member_and_records_the_split(
+    run10, synthetic_root, tmp_path, capsys
+):
+    twin = tmp_path / "tiny10b"
+    shutil.copytree(run10, twin, ignore=shutil.ignore_patterns("int8"))
+    ensemble = tmp_path / "ensemble"
+    weights = ["--weights", "0.5,0.5", "--name", "tiny_pair"]
+    assert main(["ensemble", str(run10), str(twin), *weights, "--out", str(ensemble)]) == 0
+    capsys.readouterr()
+    qat = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "10", "--no-micro"]
+    assert main(["quantize", str(ensemble), "--data", synthetic_root, *qat]) == 0
+    out = capsys.readouterr().out
+    assert "keras-asc quantize: QAT fine-tuning on split10" in out
+    assert "keras-asc quantize: QAT preparation of tiny_pair" in out
+    members = [line for line in out.splitlines() if line.startswith("QAT: member ")]
+    assert [line.split(":")[1].strip() for line in members] == ["member 1/2", "member 2/2"]
+    assert "\x1b[" not in out and "\r" not in out  # no progress bar into a pipe
+    description = json.loads((ensemble / "int8" / "tiny_pair.json").read_text())
+    assert description["split"] == 10 and description["split_use"] == "QAT fine-tuning"
+    assert description["split_fingerprint"] == RunDir(run10).config.split_fingerprint

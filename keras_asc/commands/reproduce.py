@@ -1,6 +1,8 @@
 """``keras-asc reproduce TABLE --data DIR --out DIR``: train, ensemble, quantise and evaluate
 every cell of a results table, then write it beside the report's numbers."""
 
+import sys
+
 from keras_asc.commands import check_positive
 
 
@@ -13,8 +15,11 @@ def add_parser(subparsers):
         "it (QAT or PTQ) when the row asks, evaluate it on the development test split. Each "
         "cell has its own folder under --out (OUT/cells/ROW/splitS-seedN) and is skipped once "
         "finished; an interrupted cell continues where it stopped. Several processes (one per "
-        "GPU) can run the same table and --out side by side: each locks the cell it works on "
-        "and takes the next free one. Writes results.md, results.csv and results.png (with "
+        "GPU, or one per task of a batch scheduler's job array, on machines that share --out) "
+        "can run the same table side by side: each locks the cell it works on and takes the "
+        "next free one; a killed process's cell is taken over by the next process that reaches "
+        "it. --list prints the cell indices that --cell takes (a job array: --cell "
+        "$SLURM_ARRAY_TASK_ID --wait). Writes results.md, results.csv and results.png (with "
         "matplotlib): dev-test macro accuracy, mean +- std over seeds, beside the numbers of "
         "the DCASE 2024 MofleNet report (Tables 4 and 5).",
     )
@@ -36,7 +41,8 @@ def add_parser(subparsers):
     parser.add_argument(
         "--list",
         action="store_true",
-        help="list the cells (index, name, status, folder) and exit",
+        help="list the cells (index, name, status, folder) and exit; the indices are what "
+        "--cell takes, e.g. a job array's task index",
     )
     parser.add_argument(
         "--cell",
@@ -53,7 +59,15 @@ def add_parser(subparsers):
     parser.add_argument(
         "--wait",
         action="store_true",
-        help="wait for cells other processes are running instead of leaving them to them",
+        help="wait for cells other processes are running instead of leaving them to them "
+        "(a job array task whose cell needs another task's cell, e.g. an ensemble's member)",
+    )
+    parser.add_argument(
+        "--poll",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between checks while --wait waits for other processes (default 30)",
     )
     parser.add_argument(
         "--splits", help="comma-separated splits instead of the table's, e.g. 25,100"
@@ -87,6 +101,12 @@ def _numbers(flag, text):
         ) from None
 
 
+def _positive_seconds(value):
+    if not value > 0:  # also NaN
+        raise ValueError(f"--poll must be a positive number of seconds. Received: {value!r}")
+    return value
+
+
 def run(args):
     from keras_asc.training.reproduce import (
         cell_status,
@@ -104,8 +124,14 @@ def run(args):
         rows=[name.strip() for name in args.rows.split(",")] if args.rows else None,
     )
     if args.list:
-        for cell in plan_cells(table, args.out):
+        cells = plan_cells(table, args.out)
+        for cell in cells:
             print(f"{cell.index:>4}  {cell.name:<48} {cell_status(cell):<8} {cell.folder}")
+        print(
+            f"{len(cells)} cells: --cell takes an index from 0 to {len(cells) - 1} (a job "
+            f"array: --array=0-{len(cells) - 1}, --cell $SLURM_ARRAY_TASK_ID --wait)",
+            file=sys.stderr,
+        )
         return 0
     if args.summarize:
         summary = summarize(table, args.out)
@@ -135,6 +161,7 @@ def run(args):
         train_overrides=train_overrides,
         qat_overrides=qat_overrides,
         wait=args.wait,
+        poll_seconds=_positive_seconds(args.poll),
         verbose=args.verbose,
     )
     print(result.markdown)

@@ -212,11 +212,11 @@ def _resolve_augmentations(recipe, augment, dirs_dir, seed):
     return waveform, spectrogram, described
 
 
-def _distribution_scope(distribution, batch_size):
-    """A context manager for model creation and fit, and the number of replicas."""
+def _check_distribution(distribution):
+    """Refuse an unknown distribution, or one the process's Keras backend cannot run."""
     backend = keras.backend.backend()
     if distribution is None:
-        return contextlib.nullcontext(), 1
+        return
     if distribution not in DISTRIBUTIONS:
         raise ValueError(
             f"distribution must be None or one of {DISTRIBUTIONS}. Received: distribution={distribution!r}"
@@ -227,15 +227,24 @@ def _distribution_scope(distribution, batch_size):
                 f"distribution='mirrored' (tf.distribute.MirroredStrategy) needs the TensorFlow "
                 f"backend; this process runs {backend!r}. Use 'data_parallel' on JAX."
             )
-        import tensorflow as tf
-
-        strategy = tf.distribute.MirroredStrategy()
-        return strategy.scope(), strategy.num_replicas_in_sync
+        return
     if backend != "jax":
         raise ValueError(
             f"distribution='data_parallel' (keras.distribution.DataParallel) needs the JAX "
             f"backend; this process runs {backend!r}. Use 'mirrored' on TensorFlow."
         )
+
+
+def _distribution_scope(distribution, batch_size):
+    """A context manager for model creation and fit, and the number of replicas."""
+    _check_distribution(distribution)
+    if distribution is None:
+        return contextlib.nullcontext(), 1
+    if distribution == "mirrored":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        return strategy.scope(), strategy.num_replicas_in_sync
     devices = keras.distribution.list_devices()
     if batch_size % len(devices):
         raise ValueError(
@@ -322,6 +331,7 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
     if tau22.normalize_split(split) == "test":
         raise ValueError("split='test' is the evaluation split; train on 5, 10, 25, 50 or 100.")
     seed = _check_int("seed", seed, 0)
+    _check_distribution(options["distribution"])
     steps_per_epoch = options["steps_per_epoch"]
     if steps_per_epoch is not None:
         steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch, 1)
@@ -351,10 +361,6 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
     overrides = _effective_overrides(options["overrides"], run, continuing)
     if overrides:
         recipe = recipe.with_settings(overrides)
-    clips, batch = len(split.clips), recipe.batch_size
-    steps = steps_per_epoch or clips // batch
-    if clips < batch or steps < 1:  # full batches only: a run needs one of them at least
-        raise _zero_steps_error(split, clips, batch, clips // batch)
     teachers = options["teachers"]
     if teachers is None and continuing:  # a distilled run continues with its teachers
         recorded = _recorded(run, "teachers", "teachers")
@@ -363,6 +369,10 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
         from keras_asc.training import distill
 
         teachers = distill.check_teachers(teachers, split.name)
+    clips, batch = len(split.clips), recipe.batch_size
+    steps = steps_per_epoch or clips // batch
+    if clips < batch or steps < 1:  # full batches only: a run needs one of them at least
+        raise _zero_steps_error(split, clips, batch, clips // batch)
     keras.utils.set_random_seed(seed)
     augment = options["augment"]
     waveform, spectrogram, described = _resolve_augmentations(
