@@ -8,8 +8,14 @@ difference of the in-file front-end to the layer, the one-thread latency per cli
 call) of the waveform-in file against the spectrogram-in file plus ``frontend_numpy``, and the largest
 logit difference and argmax agreement of the two files.
 
+With ``--c``, also the C99 front-end that ``keras-asc export-c`` writes, compiled for this host
+with the system C compiler (``-O2``, and ``-O3 -march=native``) and its plain reference FFT:
+ms per clip beside ``frontend_numpy``'s, the ratio, and the max abs difference between the two.
+A device build points the FFT hook at its own FFT (CMSIS-DSP's ``arm_rfft_fast_f32``); the
+reference FFT is written for clarity and double precision, not speed.
+
 Usage:
-    python benchmarks/frontend_speed.py [--clips 64] [--repeats 5] [--batch 4] [--tflite]
+    python benchmarks/frontend_speed.py [--clips 64] [--repeats 5] [--batch 4] [--tflite] [--c]
 """
 
 import argparse
@@ -74,6 +80,9 @@ def main():
     parser.add_argument(
         "--tflite", action="store_true", help="also the front-end inside the int8 file"
     )
+    parser.add_argument(
+        "--c", action="store_true", help="also the compiled C99 front-end of keras-asc export-c"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     waveforms = rng.normal(0.0, 0.1, (args.clips, 32000)).astype("float32")
@@ -100,8 +109,38 @@ def main():
             f"{preset:18s} {dense:14.3f} {sparse:15.3f} {dense / sparse:6.1f} "
             f"{dense_error:12.2e} {sparse_error:13.2e}"
         )
+    if args.c:
+        c_figures(waveforms, checks, args.batch, args.repeats)
     if args.tflite:
         tflite_figures(waveforms, checks, args.repeats)
+
+
+def c_figures(waveforms, checks, batch, repeats):
+    """ms per clip of the compiled C front-end (reference FFT) beside ``frontend_numpy``."""
+    import tempfile
+
+    from keras_asc.quantization.export_c import compile_frontend, export_frontend_c
+
+    print()
+    print(
+        f"{'preset':18s} {'flags':>18s} {'C ms/clip':>10s} {'NumPy ms/clip':>14s} "
+        f"{'C / NumPy':>10s} {'max |C-NumPy|':>14s}"
+    )
+    for preset in ("moflenet57", "cp_resnet59"):
+        params = frontend_params(LogMelSpectrogram(**MODEL_PRESETS[preset]["frontend"]))
+        folder = tempfile.mkdtemp(prefix="frontend_c_")
+        export_frontend_c([params], preset, folder, num_samples=waveforms.shape[1])
+        numpy_ms = ms_per_clip(frontend_numpy, waveforms, params, batch, repeats)
+        for flags in ("-O2", "-O3 -march=native"):
+            compiled = compile_frontend(
+                folder, preset, build_dir=tempfile.mkdtemp(), optimization=flags
+            )
+            error = np.abs(compiled(checks) - frontend_numpy(checks, params)).max()
+            c_ms = ms_per_clip(lambda x, _, f=compiled: f(x), waveforms, params, batch, repeats)
+            print(
+                f"{preset:18s} {flags:>18s} {c_ms:10.3f} {numpy_ms:14.3f} "
+                f"{c_ms / numpy_ms:10.2f} {error:14.2e}"
+            )
 
 
 def tflite_figures(waveforms, checks, repeats):

@@ -7,8 +7,12 @@ on the same test clips (macro class-wise accuracy, the DCASE metric):
   resampler and cache, DIR and time roll, the ``LogMelSpectrogram`` layer with fmax jitter
   and masking, Freq-MixStyle, the recipe's per-step schedule, ``AdamL2``), then
   ``keras_asc.evaluate``.
-- PyTorch: everything on its own, as the CP-JKU reference code does it: WAVs read with SciPy
-  and resampled with ``scipy.signal.resample_poly``, DIR by ``fftconvolve`` on device-"a"
+- PyTorch: everything on its own, as the reference code does it: audio resampled as each
+  reference resamples, ``librosa.load(path, sr=32000)`` for the CP-JKU models (MofleNet57,
+  CP-ResNet59; librosa's default is soxr at high quality, called through ``soxr`` directly
+  when librosa is not installed) and torchaudio's ``Resample`` for the DCASE 2024 baseline
+  (where torchaudio does not import, keras-asc's ``sinc_hann``, which equals it within
+  1.2e-7 on torchaudio's own outputs), DIR by ``fftconvolve`` on device-"a"
   clips, ``np.roll``, the ``torch.stft`` front-ends of ``torch_reference.py``, Freq-MixStyle
   in torch, the networks of ``torch_reference.py`` with the reference initialisation,
   ``torch.optim.Adam(weight_decay)`` (``AdamW`` for the DCASE baseline) and a per-epoch
@@ -46,10 +50,36 @@ SIDES = ("keras", "torch", "keras_0.1", "torch_step_lr")
 # === PyTorch side ===
 
 
-def _read_wav(path):
-    """Mono float waveform at 32 kHz: SciPy's reader, mean of channels, polyphase resampling."""
+# How each reference loads audio: the CP-JKU code with librosa.load(sr=32000), the DCASE 2024
+# baseline with torchaudio's Resample.
+REFERENCE_LOADERS = {
+    "moflenet57": "librosa",
+    "cp_resnet59": "librosa",
+    "dcase24_baseline": "torchaudio",
+}
+
+
+def _read_wav(path, loader="librosa"):
+    """Mono float32 waveform at 32 kHz, loaded as the reference code of the model does."""
+    if loader == "librosa":
+        try:
+            import librosa
+        except ImportError:
+            librosa = None
+        if librosa is not None:
+            return librosa.load(path, sr=SAMPLING_RATE, mono=True)[0]
+        import soundfile
+        import soxr
+
+        # What librosa.load does: float32 samples, channel mean, soxr HQ, ceil(n * ratio).
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        data = data.mean(axis=1)
+        if rate == SAMPLING_RATE:
+            return data
+        length = math.ceil(len(data) * SAMPLING_RATE / rate)
+        out = soxr.resample(data, rate, SAMPLING_RATE, quality="soxr_hq")[:length]
+        return np.pad(out, (0, length - len(out))).astype("float32")
     import scipy.io.wavfile
-    import scipy.signal
 
     rate, data = scipy.io.wavfile.read(path)
     if data.dtype.kind == "i":
@@ -57,19 +87,27 @@ def _read_wav(path):
     data = np.asarray(data, dtype="float64")
     if data.ndim == 2:
         data = data.mean(axis=1)
-    if rate != SAMPLING_RATE:
-        divisor = math.gcd(SAMPLING_RATE, rate)
-        data = scipy.signal.resample_poly(data, SAMPLING_RATE // divisor, rate // divisor)
-    return data.astype("float32")
+    if rate == SAMPLING_RATE:
+        return data.astype("float32")
+    try:
+        import torch
+        import torchaudio
+
+        resampler = torchaudio.transforms.Resample(rate, SAMPLING_RATE)
+        return resampler(torch.from_numpy(data.astype("float32"))).numpy()
+    except (ImportError, OSError):  # torchaudio's wheel does not load on every machine
+        from keras_asc.data.resampling import resample
+
+        return resample(data, rate, SAMPLING_RATE, method="sinc_hann")
 
 
-def _load_split_arrays(data_dir, split):
+def _load_split_arrays(data_dir, split, loader="librosa"):
     from keras_asc.data import tau22
 
     clips = tau22.load_split(data_dir, split)
     waves = np.zeros((len(clips), SAMPLING_RATE), "float32")
     for index, clip in enumerate(clips):
-        wave = _read_wav(os.path.join(data_dir, clip.filename))[:SAMPLING_RATE]
+        wave = _read_wav(os.path.join(data_dir, clip.filename), loader)[:SAMPLING_RATE]
         waves[index, : len(wave)] = wave
     labels = np.array([clip.label for clip in clips], "int64")
     devices = np.array([clip.device for clip in clips])
@@ -352,10 +390,19 @@ def main(argv=None):
         make_synthetic_tau22(data_dir, clips_per_class=args.clips_per_class,
                              test_clips_per_class=args.test_clips_per_class, seed=0)
     cache_dir = os.path.join(args.out, "cache")
-    train_data = _load_split_arrays(data_dir, 100)
-    test_data = _load_split_arrays(data_dir, "test")
+    # The torch side's clips, loaded once per reference loader (see REFERENCE_LOADERS).
+    torch_data = {}
+    if any(side.startswith("torch") for side in sides):
+        for loader in sorted({REFERENCE_LOADERS[model] for model in models}):
+            torch_data[loader] = (
+                _load_split_arrays(data_dir, 100, loader),
+                _load_split_arrays(data_dir, "test", loader),
+            )
     dirs = _load_dirs(args.dirs) if any(side.startswith("torch") for side in sides) else []
-    print(f"learning parity: {len(train_data[0])} training / {len(test_data[0])} test clips, "
+    from keras_asc.data import tau22
+
+    num_train, num_test = (len(tau22.load_split(data_dir, s)) for s in (100, "test"))
+    print(f"learning parity: {num_train} training / {num_test} test clips, "
           f"{args.epochs} epochs, batch {args.batch_size}, DIR from {args.dirs}", flush=True)
     done = {(row["model"], row["side"], row["seed"]) for row in results}
     for seed in range(args.seeds):
@@ -367,6 +414,7 @@ def main(argv=None):
                 timings = []
                 started = time.perf_counter()
                 if side.startswith("torch"):
+                    train_data, test_data = torch_data[REFERENCE_LOADERS[model]]
                     accuracy = train_torch(model, recipe, train_data, test_data, dirs, seed, timings,
                                            step_lr=side == "torch_step_lr")
                 else:

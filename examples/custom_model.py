@@ -21,13 +21,7 @@ Usage:
 import argparse
 import os
 
-import keras
-import numpy as np
-
 import keras_asc
-from keras_asc.data import make_dataset, make_synthetic_tau22
-from keras_asc.layers import CPMobileBlock, CPResNetBasicBlock, LogMelSpectrogram, MofleBlock
-from keras_asc.models import AudioClassifier
 
 
 def build_backbone(spectrogram_shape, num_classes=10, width=32, name="custom"):
@@ -37,6 +31,10 @@ def build_backbone(spectrogram_shape, num_classes=10, width=32, name="custom"):
     Every layer gets a name under ``name``: the blocks name their sub-layers after themselves,
     so weights and complexity rows are easy to find.
     """
+    import keras
+
+    from keras_asc.layers import CPMobileBlock, CPResNetBasicBlock, MofleBlock
+
     inputs = keras.Input(spectrogram_shape, name="spectrogram")
     x = keras.layers.Conv2D(
         width // 2, 3, strides=2, padding="same", use_bias=False, name=f"{name}_stem_conv"
@@ -67,6 +65,15 @@ def main():
         "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
     )
     args = parser.parse_args()
+    # Imported once the arguments are parsed, so that `--help` answers at once (TensorFlow
+    # loads in seconds); `import keras_asc` above is light and keeps TensorFlow's log quiet.
+    import keras
+    import numpy as np
+
+    from keras_asc.data import make_dataset, make_synthetic_tau22
+    from keras_asc.layers import LogMelSpectrogram
+    from keras_asc.models import AudioClassifier
+
     os.makedirs(args.out_dir, exist_ok=True)
 
     # 128 mel bands, one frame per 1000 samples (31.25 ms): 128 x 32 log-mels per 1-s clip.
@@ -98,6 +105,7 @@ def main():
         make_dataset(data_dir, args.split, batch_size=args.batch_size).dataset,
         epochs=args.epochs,
         verbose=2,
+        shuffle=False,  # the pipeline shuffles itself (Keras warns when asked to shuffle it)
     )
 
     path = os.path.join(args.out_dir, "custom_model.keras")

@@ -26,18 +26,7 @@ Usage:
 import argparse
 import os
 
-import keras
-import numpy as np
-
 import keras_asc
-from keras_asc.data import make_dataset, make_synthetic_tau22
-from keras_asc.quantization import (
-    TFLiteClassifier,
-    export_int8,
-    prediction_agreement,
-    quantize_aware_train,
-)
-from keras_asc.training import QAT_RECIPE
 
 
 def float_model(args, data_dir):
@@ -85,6 +74,20 @@ def main():
         "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
     )
     args = parser.parse_args()
+    # Imported once the arguments are parsed, so that `--help` answers at once (TensorFlow
+    # loads in seconds); `import keras_asc` above is light and keeps TensorFlow's log quiet.
+    import keras
+    import numpy as np
+
+    from keras_asc.data import make_dataset, make_synthetic_tau22
+    from keras_asc.quantization import (
+        TFLiteClassifier,
+        export_int8,
+        prediction_agreement,
+        quantize_aware_train,
+    )
+    from keras_asc.training import QAT_RECIPE
+
     if keras.backend.backend() != "tensorflow":
         raise SystemExit(
             f"QAT needs KERAS_BACKEND=tensorflow (running on {keras.backend.backend()})."

@@ -20,7 +20,6 @@ import argparse
 import os
 
 import keras_asc
-from keras_asc.data import make_synthetic_tau22
 
 
 def main():
@@ -44,6 +43,9 @@ def main():
         "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
     )
     args = parser.parse_args()
+    # Imported once the arguments are parsed, so that `--help` answers at once (TensorFlow
+    # loads in seconds); `import keras_asc` above is light and keeps TensorFlow's log quiet.
+    from keras_asc.data import make_synthetic_tau22
 
     data_dir = args.data or make_synthetic_tau22(
         os.path.join(args.out_dir, "data"),

@@ -37,15 +37,36 @@ Usage:
 import argparse
 import os
 
-import keras
-import tensorflow as tf
-
 import keras_asc
-from keras_asc.augment import WaveformAugmentation
-from keras_asc.data import make_synthetic_tau22
-from keras_asc.layers import LogMelSpectrogram
-from keras_asc.models import AudioClassifier, Backbone
-from keras_asc.plugins import register_plugin
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir", help="output folder (created): the run and a synthetic dataset")
+    parser.add_argument("--data", help="TAU22 dataset folder (default: a synthetic one in OUT_DIR)")
+    parser.add_argument("--split", default="100", help="training split (default 100)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
+    )
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    # Parsed before the imports below, which load TensorFlow (seconds): `--help` and argument
+    # errors answer at once. `import keras_asc` above is light and keeps TensorFlow's log quiet.
+    ARGS = parse_args()
+
+# A plugin package would import these at its top.
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_asc.augment import WaveformAugmentation  # noqa: E402
+from keras_asc.data import make_synthetic_tau22  # noqa: E402
+from keras_asc.layers import LogMelSpectrogram  # noqa: E402
+from keras_asc.models import AudioClassifier, Backbone  # noqa: E402
+from keras_asc.plugins import register_plugin  # noqa: E402
 
 PACKAGE = "keras_asc_smallconv"
 
@@ -166,18 +187,7 @@ class SmallConvPlugin:
         )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", help="output folder (created): the run and a synthetic dataset")
-    parser.add_argument("--data", help="TAU22 dataset folder (default: a synthetic one in OUT_DIR)")
-    parser.add_argument("--split", default="100", help="training split (default 100)")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument(
-        "--clips-per-class", type=int, default=30, help="synthetic training clips per scene (>= 20)"
-    )
-    args = parser.parse_args()
-
+def main(args):
     register_plugin(SmallConvPlugin(), name="keras-asc-smallconv")
     print(f"models: {', '.join(keras_asc.list_models())}")
     print(f"augmentations: {', '.join(keras_asc.list_augmentations())}")
@@ -211,4 +221,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

@@ -8,6 +8,7 @@ Example:
 
 import importlib
 
+from keras_asc import logs
 from keras_asc.hookspecs import hookimpl
 from keras_asc.registry import (
     build,
@@ -15,6 +16,10 @@ from keras_asc.registry import (
     list_models,
 )
 from keras_asc.version import __version__
+
+# Quiet by default: TensorFlow's start-up log filtered when it loads, one-line warnings
+# (KERAS_ASC_DEBUG=1 keeps everything; see keras_asc/logs.py).
+logs.install()
 
 # The package root is the public facade and sits above the library (see [tool.importlinter] in
 # pyproject.toml): no keras_asc module imports it. `import keras_asc` stays light (no Keras, no

@@ -17,21 +17,20 @@ Errors: a command lets exceptions rise; ``main`` prints each as one line,
 - 130 interrupted (Ctrl-C).
 
 Unless ``--debug`` is given, the TensorFlow / XLA start-up messages on stderr (absl's
-"All log messages before absl::InitializeLog()", oneDNN, CUDA stub and cuInit lines) are
-silenced.
+"All log messages before absl::InitializeLog()", oneDNN, CUDA stub and cuInit lines),
+TensorFlow's deprecation and retracing warnings and other libraries' deprecation warnings are
+silenced, and keras-asc's own warnings are one line each (see ``keras_asc/logs.py``).
 """
 
 import argparse
-import contextlib
 import importlib
 import os
-import re
 import sys
-import tempfile
 import traceback
 
-from keras_asc import __version__
+from keras_asc import __version__, logs
 from keras_asc.files import RunDirError
+from keras_asc.logs import native_stderr_filtered, quiet_tensorflow_startup  # noqa: F401
 
 COMMANDS = (
     "list",
@@ -45,6 +44,7 @@ COMMANDS = (
     "ensemble",
     "predict",
     "quantize",
+    "export-c",
     "submit",
     "demo",
     "reproduce",
@@ -74,23 +74,6 @@ USAGE_ERRORS = (
 )
 # Errors whose message is written for the user; others get their class name in front.
 PLAIN_ERRORS = USAGE_ERRORS + (OSError, ImportError, RuntimeError)
-
-# Native start-up log lines of TensorFlow / XLA / absl, written straight to file descriptor 2.
-# TF_CPP_MIN_LOG_LEVEL does not reach the ones logged before absl::InitializeLog() (TF 2.21).
-_NATIVE_LOG_LINE = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-    r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+\.(cc|h|cpp):\d+\]"
-    r"|To enable the following instructions: .* rebuild TensorFlow with the appropriate)"
-)
-# Before TensorFlow is imported: its own log level, XLA's (glog) and gRPC's.
-QUIET_ENVIRONMENT = {
-    "TF_CPP_MIN_LOG_LEVEL": "3",
-    "TF_CPP_MAX_VLOG_LEVEL": "-1",
-    "GLOG_minloglevel": "3",
-    "GRPC_VERBOSITY": "ERROR",
-    "GRPC_TRACE": "",
-}
-
 
 def build_parser():
     parser = argparse.ArgumentParser(
@@ -124,7 +107,7 @@ def build_parser():
 def debug_requested(args=None):
     if args is not None and getattr(args, "debug", False):
         return True
-    return os.environ.get("KERAS_ASC_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    return logs.debug_requested()
 
 
 def error_line(command, error):
@@ -142,50 +125,15 @@ def exit_code(error):
     return EXIT_USAGE if isinstance(error, USAGE_ERRORS) else EXIT_FAILURE
 
 
-@contextlib.contextmanager
-def native_stderr_filtered():
-    """Send file descriptor 2 to a temporary file for the block, then copy to stderr every
-    line of it that is not a native TensorFlow / absl log line."""
-    sys.stderr.flush()
-    try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2 (a detached process): nothing to filter
-        yield
-        return
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [
-                line
-                for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
-                if not _NATIVE_LOG_LINE.match(line)
-            ]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
-
-
-def quiet_tensorflow_startup():
-    """Import TensorFlow and let it find its devices with its start-up messages filtered out,
-    so that later imports are silent. Does nothing when TensorFlow is already loaded."""
-    for name, value in QUIET_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    if "tensorflow" in sys.modules:
-        return
-    with native_stderr_filtered():
-        try:
-            import tensorflow as tf
-        except ImportError:
-            return  # the command's own import reports it
-        if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
-            # The CUDA platform initialises here (the cuInit error on machines without a GPU).
-            tf.config.list_physical_devices()
+def check_data_argument(args):
+    """``--data`` names the dataset folder: refuse a regular file by saying so (the library
+    would only say that the folder does not exist)."""
+    data = getattr(args, "data", None)
+    if isinstance(data, str) and os.path.exists(data) and not os.path.isdir(data):
+        raise NotADirectoryError(
+            f"--data {data!r} is a file; expected the dataset folder (with audio/ and the "
+            "split files, as `keras-asc download` or `keras-asc synth` write it)."
+        )
 
 
 def main(argv=None):
@@ -195,7 +143,12 @@ def main(argv=None):
         parser.print_help()
         return EXIT_USAGE
     debug = debug_requested(args)
+    if debug:
+        logs.uninstall()  # `import keras_asc` made the process quiet
+    else:
+        logs.install()  # again, after an earlier --debug call in this process
     try:
+        check_data_argument(args)
         if not debug and args.command not in LIGHT_COMMANDS:
             quiet_tensorflow_startup()
         return args.func(args) or EXIT_OK

@@ -9,12 +9,10 @@ import importlib.metadata
 import inspect
 import os
 import re
-import sys
-import warnings
 
 import pluggy
 
-from keras_asc import hookspecs
+from keras_asc import hookspecs, logs
 
 ENTRY_POINT_GROUP = "keras_asc"
 ENV_VAR = "KERAS_ASC_PLUGINS"
@@ -82,8 +80,7 @@ def _one_line(error, name):
 
 
 def _warn(message):
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
-    print(f"keras-asc: {message}", file=sys.stderr)
+    logs.warn(message)
 
 
 def _allowed_names():

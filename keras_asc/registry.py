@@ -1,15 +1,15 @@
 """The name -> builder tables that ``keras_asc.build`` reads, filled through the plugin hooks.
 
 Each table is built on first use by calling every plugin's hook implementation separately, so a
-plugin that raises while registering is reported by name and the others still load; two plugins
-that claim one name is an error that names both.
+plugin that raises while registering is reported by name and the others still load. A name
+claimed by two plugins is reported naming both, and never stops the rest: when one of them is
+built in, the built-in keeps the name (built-in models stay usable); otherwise neither gets it,
+and building it is an error naming both.
 """
 
 import dataclasses
-import sys
-import warnings
 
-from keras_asc import plugins
+from keras_asc import logs, plugins
 from keras_asc.text import format_table
 
 AUGMENTATION_STAGES = ("waveform", "spectrogram")
@@ -49,6 +49,8 @@ class AugmentationEntry:
 
 
 _tables = {}
+# hook name -> {name claimed by two plugins (neither built-in) -> the error using it raises}.
+_conflicts = {}
 registration_errors = []
 # The plugins.generation the tables were built for: register_plugin and unregister_plugin bump
 # it, and the next lookup starts afresh.
@@ -59,8 +61,18 @@ def reset():
     """Forget the tables; the next lookup calls the hooks again."""
     global _generation
     _tables.clear()
+    _conflicts.clear()
     registration_errors.clear()
     _generation = plugins.generation
+
+
+def _is_builtin(plugin_name):
+    return plugin_name in plugins.BUILTIN_PLUGINS
+
+
+def _problem(message):
+    registration_errors.append(message)
+    logs.warn(message)
 
 
 def _collect(hook_name, make_entry):
@@ -69,30 +81,56 @@ def _collect(hook_name, make_entry):
     if hook_name in _tables:
         return _tables[hook_name]
     manager = plugins.load_plugins()
-    table = {}
+    table, conflicts = {}, {}
     for impl in getattr(manager.hook, hook_name).get_hookimpls():
         plugin_name = impl.plugin_name
 
         def register(name, *args, _plugin=plugin_name, **kwargs):
             entry = make_entry(name, *args, plugin=_plugin, **kwargs)
-            if name in table:
-                raise PluginConflictError(
-                    f"{hook_name}: the name {name!r} is registered by both plugin "
-                    f"{table[name].plugin!r} and plugin {_plugin!r}. Uninstall one of them or "
-                    f"narrow loading with {plugins.ENV_VAR}."
-                )
-            table[name] = entry
+            if name in conflicts:
+                conflicts[name].append(_plugin)
+            elif name in table:
+                # A name claimed twice: a built-in keeps it (so built-in models stay usable);
+                # between two other plugins neither gets it, and using it names both.
+                first = table[name].plugin
+                if _is_builtin(first) or _is_builtin(_plugin):
+                    kept = first if _is_builtin(first) else _plugin
+                    table[name] = table[name] if kept == first else entry
+                    _problem(
+                        f"{hook_name}: the name {name!r} is registered by both plugin "
+                        f"{first!r} and plugin {_plugin!r}; the built-in one is used. Uninstall "
+                        f"the other or narrow loading with {plugins.ENV_VAR}."
+                    )
+                else:
+                    del table[name]
+                    conflicts[name] = [first, _plugin]
+                return
+            else:
+                table[name] = entry
 
         try:
             impl.function(register=register)
-        except PluginConflictError:
-            raise
         except Exception as error:  # noqa: BLE001 - report the plugin, keep the others
-            message = f"plugin {plugin_name!r} raised while registering ({hook_name}): {type(error).__name__}: {error}"
-            registration_errors.append(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
-            print(f"keras-asc: {message}", file=sys.stderr)
+            _problem(
+                f"plugin {plugin_name!r} raised while registering ({hook_name}): "
+                f"{type(error).__name__}: {' '.join(str(error).split())}"
+            )
+    for name, owners in conflicts.items():
+        message = (
+            f"{hook_name}: the name {name!r} is registered by "
+            f"{' and '.join(f'plugin {owner!r}' for owner in owners)}, so neither is used. "
+            f"Uninstall one of them or narrow loading with {plugins.ENV_VAR}."
+        )
+        _problem(message)
     _tables[hook_name] = table
+    _conflicts[hook_name] = {
+        name: PluginConflictError(
+            f"{hook_name}: the name {name!r} is registered by "
+            f"{' and '.join(f'plugin {owner!r}' for owner in owners)}. Uninstall one of them or "
+            f"narrow loading with {plugins.ENV_VAR}."
+        )
+        for name, owners in conflicts.items()
+    }
     return table
 
 
@@ -133,8 +171,15 @@ def _unknown(kind, name, known):
     return ValueError(f"Unknown {kind} {name!r}. Known {kind}s: {', '.join(sorted(known))}.")
 
 
+def _check_conflict(hook_name, name):
+    error = _conflicts.get(hook_name, {}).get(name)
+    if error is not None:
+        raise error
+
+
 def get_model(name):
     table = models()
+    _check_conflict("register_models", name)
     if name not in table:
         raise _unknown("model", name, list(table) + list(ensembles()))
     return table[name]
@@ -142,6 +187,7 @@ def get_model(name):
 
 def get_augmentation(name):
     table = augmentations()
+    _check_conflict("register_augmentations", name)
     if name not in table:
         raise _unknown("augmentation", name, table)
     return table[name]
@@ -153,6 +199,7 @@ def build(name, **overrides):
     For an ensemble, overrides (for example ``num_classes``) are passed to every member.
     """
     ensemble_table = ensembles()
+    _check_conflict("register_ensembles", name)
     if name in ensemble_table:
         # Keras: imported on use, since `import keras_asc` (which imports this module) stays
         # free of Keras and TensorFlow.

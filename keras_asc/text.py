@@ -1,5 +1,5 @@
 """The one plain-text table renderer of keras-asc (complexity summaries, evaluation reports,
-``keras-asc list``).
+``keras-asc list``), and the one wording of an install hint.
 
 Hand-written because the tables are a few lines of fixed-width text, and a dependency
 (``tabulate``, ``rich``) would be the package's only reason to need one.
@@ -35,3 +35,17 @@ def format_table(header, rows, left_columns=1):
         ).rstrip()
 
     return [line(header), "-" * (sum(widths) + 2 * (len(widths) - 1)), *(line(row) for row in rows)]
+
+
+def install_hint(extra):
+    """How to install an optional extra, in the two forms that work.
+
+    No ``keras-asc`` package is on PyPI, so the index form needs a package index that has it;
+    from a clone of the repository, the extra is installed from the folder. The quotes keep
+    shells such as zsh from expanding the brackets.
+
+    Example:
+        >>> install_hint("micro")
+        'pip install "keras-asc[micro]" (from a clone of the repository: pip install ".[micro]")'
+    """
+    return f'pip install "keras-asc[{extra}]" (from a clone of the repository: pip install ".[{extra}]")'

@@ -217,8 +217,8 @@ def test_stereo_downmix_before_resampling(tmp_path):
     path = write_wav(tmp_path / "stereo44.wav", data, 44100, bits=24)
     stored = np.round(data * 2**23) / 2**23
     expected = scipy.signal.resample_poly(stored.mean(axis=1), 320, 441)
-    np.testing.assert_allclose(audio.load_audio(path), expected, atol=1e-7)
-    both = audio.load_audio(path, mono=False)
+    np.testing.assert_allclose(audio.load_audio(path, resampler="polyphase"), expected, atol=1e-7)
+    both = audio.load_audio(path, mono=False, resampler="polyphase")
     assert both.shape == (3200, 2)
     np.testing.assert_allclose(both, scipy.signal.resample_poly(stored, 320, 441), atol=1e-7)
 
@@ -244,7 +244,7 @@ def test_real_24_bit_file_equals_its_pcm_integers(shared_data):
 def test_real_24_bit_file_resampled_equals_float64_resample_poly(shared_data):
     path = shared_data / "audio" / "metro_station-paris.wav"
     reference = scipy.signal.resample_poly(_pcm24_values(path.read_bytes()[44:]) / 2**23, 320, 441)
-    waveform = audio.load_audio(path)
+    waveform = audio.load_audio(path, resampler="polyphase")
     assert waveform.shape == reference.shape == (320000,) and waveform.dtype == np.float32
     error = np.abs(waveform - reference).max()
     # float32 rounding of the float64 result: measured 3.0e-8 (peak 0.91). The graph-op
@@ -273,7 +273,7 @@ def test_resample_is_float64_resample_poly(orig_rate):
     )
     g = np.gcd(orig_rate, 32000)
     reference = scipy.signal.resample_poly(signal, 32000 // g, orig_rate // g)
-    result = audio.resample(signal, orig_rate, 32000)
+    result = audio.resample(signal, orig_rate, 32000, resampler="polyphase")
     assert result.dtype == np.float32
     assert result.shape == reference.shape == (audio.resampled_length(orig_rate, orig_rate, 32000),)
     np.testing.assert_array_equal(result, reference.astype(np.float32))
@@ -284,17 +284,17 @@ def test_resample_float32_input_is_resampled_in_float64():
     signal = _noise(4410, seed=6)[:, 0].astype(np.float32)
     reference = scipy.signal.resample_poly(signal.astype(np.float64), 320, 441)
     np.testing.assert_array_equal(
-        audio.resample(signal, 44100, 32000), reference.astype(np.float32)
+        audio.resample(signal, 44100, 32000, resampler="polyphase"), reference.astype(np.float32)
     )
 
 
 def test_resample_along_an_axis_and_equal_rates():
     batch = _noise(4410, channels=3, seed=2)  # (4410, 3)
-    rows = audio.resample(batch.T, 44100, 32000)
-    columns = audio.resample(batch, 44100, 32000, axis=0)
+    rows = audio.resample(batch.T, 44100, 32000, resampler="polyphase")
+    columns = audio.resample(batch, 44100, 32000, axis=0, resampler="polyphase")
     assert rows.shape == (3, 3200) and columns.shape == (3200, 3)
     np.testing.assert_array_equal(rows, columns.T)
-    same = audio.resample(batch, 32000, 32000)
+    same = audio.resample(batch, 32000, 32000, resampler="polyphase")
     assert same.dtype == np.float32 and np.array_equal(same, batch.astype(np.float32))
 
 
@@ -308,18 +308,22 @@ def test_resample_rejects_bad_rates():
 # --- load_audio -------------------------------------------------------------------------------
 
 
-def test_num_samples_reads_a_prefix_and_equals_trimming(shared_data):
+@pytest.mark.parametrize("resampler", audio.RESAMPLERS)
+def test_num_samples_reads_a_prefix_and_equals_trimming(shared_data, resampler):
     path = shared_data / "audio" / "metro_station-paris.wav"
-    whole = audio.load_audio(path)
+    whole = audio.load_audio(path, resampler=resampler)
     for length in (1, 32000, 32001, 100000):
-        np.testing.assert_array_equal(audio.load_audio(path, num_samples=length), whole[:length])
-    assert audio.input_frames_needed(32000, 44100, 32000) < 441000  # only a prefix is read
+        np.testing.assert_array_equal(
+            audio.load_audio(path, num_samples=length, resampler=resampler), whole[:length]
+        )
+    # only a prefix is read
+    assert audio.input_frames_needed(32000, 44100, 32000, resampler) < 441000
 
 
 def test_num_samples_pads_a_short_file_at_the_end(tmp_path):
     signal = _noise(20000, seed=4)[:, 0]
     path = write_wav(tmp_path / "short.wav", signal, 44100, bits=24)
-    result = audio.load_audio(path, num_samples=32000)
+    result = audio.load_audio(path, num_samples=32000, resampler="polyphase")
     expected = scipy.signal.resample_poly(np.round(signal * 2**23) / 2**23, 320, 441)
     assert result.shape == (32000,) and len(expected) == 14513
     np.testing.assert_allclose(result[:14513], expected, atol=1e-7)
@@ -329,7 +333,7 @@ def test_num_samples_pads_a_short_file_at_the_end(tmp_path):
 def test_load_audio_resamples_any_rate(tmp_path):
     signal = _noise(12000, seed=6)[:, 0]
     path = write_wav(tmp_path / "odd.wav", signal, 12000, bits=32)
-    result = audio.load_audio(path, sampling_rate=32000)
+    result = audio.load_audio(path, sampling_rate=32000, resampler="polyphase")
     reference = scipy.signal.resample_poly(np.round(signal * 2**31) / 2**31, 8, 3)
     assert result.dtype == np.float32 and result.shape == (32000,)
     np.testing.assert_allclose(result, reference, atol=1e-7)
@@ -360,8 +364,11 @@ def _cut(contents, fraction=0.6):
 
 BAD_FILES = {
     "empty": (lambda: b"", "the file is empty (0 bytes); expected WAV, FLAC, OGG, MP3"),
-    "short": (lambda: b"RIFF\x00\x00", "libsndfile cannot open it (Format not recognised)"),
-    "text": (lambda: b"this is not audio at all, just text", "Format not recognised"),
+    "short": (lambda: b"RIFF\x00\x00", "its first bytes are not the header of any audio format"),
+    "text": (
+        lambda: b"this is not audio at all, just text",
+        "its first bytes are not the header of any audio format; expected WAV, FLAC",
+    ),
     "truncated": (
         lambda: _good_wav()[:120],
         "truncated: the data chunk declares 200 bytes but only 76 are present",
@@ -370,20 +377,22 @@ BAD_FILES = {
         lambda: _good_wav()[:44],
         "truncated: the data chunk declares 200 bytes but only 0 are present",
     ),
-    "no_data": (lambda: _riff(_fmt(1, 1, 44100, 16)), "libsndfile cannot open it"),
+    "no_data": (
+        lambda: _riff(_fmt(1, 1, 44100, 16)),
+        "its WAV header has no data chunk (no samples follow the header)",
+    ),
     "cut_in_the_header": (
         lambda: _good_wav()[:22],
-        "truncated: the RIFF header declares 244 bytes but the file has only 22 (libsndfile: "
-        "Error in WAV file. No data chunk marker)",
+        "truncated: the RIFF header declares 244 bytes but the file has only 22",
     ),
     "no_samples": (
         lambda: _riff(_fmt(1, 1, 44100, 16), _chunk(b"data", b"")),
         "it holds no audio samples (0 frames)",
     ),
-    "flac_magic_only": (lambda: b"fLaC" + b"\x00" * 64, "libsndfile cannot open it"),
+    "flac_magic_only": (lambda: b"fLaC" + b"\x00" * 64, "; expected WAV, FLAC, OGG, MP3"),
     "flac_truncated": (
         lambda: _cut(_flac_bytes()),
-        "corrupt or truncated: libsndfile failed while decoding it",
+        "corrupt or truncated: decoding stopped part-way through its audio data",
     ),
     "rf64_truncated": (
         lambda: _cut(_encoded(_noise(5000, 2), 44100, format="RF64", subtype="PCM_24")),

@@ -96,8 +96,11 @@ BAD_WAVS = {
     "inf": (_non_finite_wav(np.inf), "non-finite sample"),
     "rate_tiny": (_with_field("<I", 24, 1), "sampling rate of 1 Hz"),
     "rate_coprime": (_with_field("<I", 24, 700001), "taps"),
-    "rate_huge": (_with_field("<I", 24, 4_000_000_000), "cannot open"),
-    "channels": (_with_field("<H", 22, 5000), "cannot open"),
+    "rate_huge": (
+        _with_field("<I", 24, 4_000_000_000),
+        "its header declares a sampling rate of 4000000000 Hz; expected 1000 to 768000 Hz",
+    ),
+    "channels": (_with_field("<H", 22, 5000), "its header declares 5000 channels; expected 1 to 64"),
     "data_size": (_with_field("<I", 40, 0x7FFFFFF0), "truncated"),
 }
 
@@ -107,8 +110,11 @@ def test_the_reader_refuses_bad_audio_in_one_line(tmp_path, kind):
     content, reason = BAD_WAVS[kind]
     path = tmp_path / f"{kind}.wav"
     path.write_bytes(content)
+    # A coprime rate needs a huge FIR filter (polyphase, sinc_hann); soxr, the default, takes
+    # any ratio in bounded memory and reads that file.
+    resampler = "polyphase" if kind == "rate_coprime" else "soxr_hq"
     with pytest.raises(AudioDecodeError) as caught:
-        load_audio(path)
+        load_audio(path, resampler=resampler)
     message = str(caught.value)
     assert "\n" not in message and str(path) in message and reason in message
 
@@ -118,6 +124,8 @@ def test_predict_names_every_bad_file_and_json_stays_valid(capsys, run_dir, tmp_
     good.write_bytes(bytes(_valid_wav(frames=32000)))
     bad = []
     for kind, (content, _) in sorted(BAD_WAVS.items()):
+        if kind == "rate_coprime":
+            continue  # the model resamples with soxr, which reads it (see above)
         bad.append(tmp_path / f"{kind}.wav")
         bad[-1].write_bytes(content)
     code, out, err = cli(capsys, "predict", run_dir, good, *bad)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 import zipfile
 
 import numpy as np
@@ -151,6 +152,65 @@ def test_crc_error_is_named_and_leaves_no_partial_extraction(server, tmp_path, c
     target = tmp_path / "data" / "micirp_dirs"
     assert not target.exists() or os.listdir(target) == []  # not even a.wav
     assert not (tmp_path / "data" / "downloads" / "dirs.zip").exists()
+
+
+def _dirs_entry(server):
+    return {"name": "dirs.zip", "url": f"{server.base}/dirs.zip", "group": "dirs",
+            "extract_to": "micirp_dirs", "strip_prefix": "dirs/"}
+
+
+def test_a_zip_bomb_is_refused_from_its_declared_sizes_before_anything_is_written(
+    server, tmp_path, capsys
+):
+    # 300 MB of zeros deflate to about 300 kB: a thousand times the download.
+    bomb = _zip({f"dirs/zeros{i}.wav": bytes(100_000_000) for i in range(3)}, zipfile.ZIP_DEFLATED)
+    assert len(bomb) < 400_000
+    server.files["/dirs.zip"] = bomb
+    assert _download(tmp_path, server, [_dirs_entry(server)], "dirs") == 2
+    archive = tmp_path / "data" / "downloads" / "dirs.zip"
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == (
+        f"keras-asc download: error: {archive}: its members would unpack to 300.0 MB from "
+        f"{len(bomb) / 1e6:.1f} MB; expected at most 100 times the archive's size (a zip bomb "
+        "or a damaged archive; nothing was written)."
+    )
+    target = tmp_path / "data" / "micirp_dirs"
+    assert not target.exists() or os.listdir(target) == []
+
+
+def test_an_archive_that_expands_within_budget_is_extracted(server, tmp_path):
+    text = b"filename,scene\n" + b"audio/a.wav,park\n" * 5000  # text: ~40x smaller deflated
+    server.files["/dirs.zip"] = _zip({"dirs/meta.csv": text}, zipfile.ZIP_DEFLATED)
+    assert _download(tmp_path, server, [_dirs_entry(server)], "dirs") == 0
+    assert (tmp_path / "data" / "micirp_dirs" / "meta.csv").read_bytes() == text
+
+
+@pytest.mark.parametrize(
+    "members, problem",
+    [
+        ([("dirs/a.wav", b"1"), ("dirs/a.wav", b"2")], "two members are named 'a.wav'"),
+        ([("dirs/a.wav", b"1"), ("dirs/./a.wav", b"2")], "two members are named 'a.wav'"),
+        ([("dirs/x", b"1"), ("dirs/x/b.wav", b"2")], "'x' is both a file and a folder in the archive"),
+    ],
+    ids=["same-name", "same-path", "file-and-folder"],
+)
+def test_duplicate_members_are_refused_before_anything_is_written(
+    server, tmp_path, capsys, members, problem
+):
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), zipfile.ZipFile(buffer, "w") as archive:
+        warnings.simplefilter("ignore")  # zipfile's "Duplicate name" warning
+        for name, data in members:
+            archive.writestr(name, data)
+    server.files["/dirs.zip"] = buffer.getvalue()
+    assert _download(tmp_path, server, [_dirs_entry(server)], "dirs") == 2
+    archive = tmp_path / "data" / "downloads" / "dirs.zip"
+    assert _one_error_line(capsys.readouterr().err) == (
+        f"keras-asc download: error: {archive}: {problem}; expected each path once (refusing "
+        "to extract, nothing was written)."
+    )
+    target = tmp_path / "data" / "micirp_dirs"
+    assert not target.exists() or os.listdir(target) == []
 
 
 @pytest.mark.parametrize(
@@ -386,13 +446,29 @@ def test_broken_plugins_are_skipped_with_a_warning_naming_plugin_and_hook(tmp_pa
     assert result.returncode == 1  # `list` exits 1 when a plugin had problems
 
 
-def test_a_name_conflict_is_one_line_naming_both_plugins_and_the_hook(tmp_path):
+def test_a_name_conflict_is_reported_and_built_in_models_stay_usable(tmp_path):
+    import keras_asc
+
     site = _plugin_site(tmp_path, ["fault_impostor"])
     result = _cli(site, "list", KERAS_ASC_PLUGINS="fault_impostor")
-    assert result.returncode == 1
-    line = _one_error_line(result.stderr, "register_models", "'moflenet57'",
-                           "'keras_asc.builtin'", "'fault_impostor'")
-    assert line.startswith("keras-asc list: error:")
+    assert result.returncode == 1, result.stderr  # `list` exits 1 when a plugin had problems
+    assert "moflenet57" in result.stdout and "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        "keras-asc: warning: register_models: the name 'moflenet57' is registered by both "
+        "plugin 'keras_asc.builtin' and plugin 'fault_impostor'; the built-in one is used. "
+        "Uninstall the other or narrow loading with KERAS_ASC_PLUGINS."
+    ]
+    # Commands on a built-in model work, with the same one line on stderr.
+    model = tmp_path / "moflenet57.keras"
+    keras_asc.build("moflenet57").save(model)
+    for argv, expected in [
+        (("summary", "moflenet57"), "Total parameters: 60,440"),
+        (("predict", str(model), _wav(tmp_path)), "1 window of 1 s"),
+    ]:
+        result = _cli(site, *argv, KERAS_ASC_PLUGINS="fault_impostor")
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout
+        assert len(result.stderr.splitlines()) <= 1 and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -74,7 +74,7 @@ def test_sparse_frontend_matches_the_layer(preset, tmp_path):
     np.testing.assert_array_equal(frontend_numpy(waveforms[0], params), output[:1])
     save_frontend_params(str(tmp_path / "f.npz"), [params])
     (loaded,) = load_frontend_params(str(tmp_path / "f.npz"))
-    assert loaded["format"] == "keras_asc.logmel/2"
+    assert loaded["format"] == "keras_asc.logmel/3"
     np.testing.assert_array_equal(loaded["mel_band_weights"], weights)
     np.testing.assert_array_equal(frontend_numpy(waveforms, loaded), output)
 

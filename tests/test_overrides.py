@@ -32,7 +32,14 @@ def test_with_settings_changes_the_named_settings_only():
     assert changed.augmentation_config("freq_mixstyle") == {"alpha": 1.0, "p": 0.4}
     assert isinstance(changed.augmentation_config("freq_mixstyle")["alpha"], float)
     assert changed.augmentation_config("time_roll") == recipe.augmentation_config("time_roll")
-    assert changed.frontend == {"freq_mask_bins": 48, "max_frequency_jitter": (15500, 16000)}
+    assert changed.frontend == {
+        "freq_mask_bins": 48,
+        "max_frequency_jitter": (15500, 16000),
+        "resampler": "soxr_hq",
+    }
+    # The resampler is a front-end setting like the others: it changes the cache key too.
+    polyphase = recipe.with_settings({"frontend.resampler": "polyphase"})
+    assert polyphase.resampler == "polyphase" and recipe.resampler == "soxr_hq"
     assert (changed.kd_lambda, changed.kd_temperature, changed.optimizer) == (0.1, 2.0, "adamw")
     assert changed.batch_size == recipe.batch_size and changed.weight_decay == recipe.weight_decay
     # An argument the recipe leaves at its default can be set, and then appears in its config.

@@ -73,3 +73,13 @@ def test_every_plot_labels_both_axes(drawn_figures, tmp_path):
     device_axes = drawn_figures[1].axes[0]
     levels = sorted(line.get_ydata()[0] for line in device_axes.get_lines())
     assert levels == pytest.approx([100 * 2 / 3, 100 * 5 / 6])
+
+
+def test_without_matplotlib_the_error_gives_both_install_forms(monkeypatch, tmp_path):
+    monkeypatch.setattr(plots, "matplotlib_available", lambda: False)
+    result = _result([0, 1, 2], [0, 1, 2], ["a", "b", "s4"])
+    with pytest.raises(ImportError) as error:
+        plots.plot_confusion_matrix(result, tmp_path / "c.png")
+    message = str(error.value)
+    assert 'pip install "keras-asc[plot]"' in message and 'pip install ".[plot]"' in message
+    assert "\n" not in message and not (tmp_path / "c.png").exists()

@@ -15,6 +15,7 @@ import pytest
 
 import keras_asc
 from keras_asc import plugins, registry
+from keras_asc.logs import KerasAscWarning
 from keras_asc.models import AudioClassifier
 
 
@@ -35,16 +36,17 @@ needs_examples = pytest.mark.skipif(
 class _Plugin:
     """A runtime plugin registering one model under a name given at construction."""
 
-    def __init__(self, name, raises=False):
+    def __init__(self, name, raises=False, channels_multiplier=1.0):
         self.name = name
         self.raises = raises
+        self.channels_multiplier = channels_multiplier
 
     @keras_asc.hookimpl
     def register_models(self, register):
         if self.raises:
             raise RuntimeError("broken plugin")
         builder = functools.partial(AudioClassifier.from_preset, "moflenet57")
-        register(self.name, builder, config={"channels_multiplier": 1.0, "name": self.name}, description="test")
+        register(self.name, builder, config={"channels_multiplier": self.channels_multiplier, "name": self.name}, description="test")
 
 
 @pytest.fixture
@@ -80,15 +82,29 @@ def test_runtime_plugin_adds_a_buildable_model(runtime_plugin):
 
 def test_plugin_that_raises_is_reported_and_the_rest_still_load(runtime_plugin):
     runtime_plugin(_Plugin("never", raises=True), "broken-plugin")
-    with pytest.warns(RuntimeWarning, match="broken-plugin.*RuntimeError: broken plugin"):
+    with pytest.warns(KerasAscWarning, match="broken-plugin.*RuntimeError: broken plugin"):
         names = keras_asc.list_models()
     assert "moflenet57" in names and "never" not in names
 
 
-def test_two_plugins_claiming_one_name_is_an_error_naming_both(runtime_plugin):
-    runtime_plugin(_Plugin("moflenet57"), "impostor-plugin")
-    with pytest.raises(registry.PluginConflictError, match="keras_asc.builtin.*impostor-plugin"):
-        keras_asc.list_models()
+def test_a_plugin_claiming_a_built_in_name_is_reported_and_the_built_in_kept(runtime_plugin):
+    built_in = keras_asc.build("moflenet57").count_params()
+    runtime_plugin(_Plugin("moflenet57", channels_multiplier=2.0), "impostor-plugin")
+    with pytest.warns(KerasAscWarning, match="keras_asc.builtin.*impostor-plugin.*built-in one"):
+        names = keras_asc.list_models()
+    assert "moflenet57" in names and "cp_resnet59" in names
+    assert registry.get_model("moflenet57").plugin == "keras_asc.builtin"
+    assert keras_asc.build("moflenet57").count_params() == built_in  # not the impostor's
+
+
+def test_two_plugins_claiming_one_name_leave_it_to_neither_and_the_rest_usable(runtime_plugin):
+    runtime_plugin(_Plugin("twin_name"), "first-plugin")
+    runtime_plugin(_Plugin("twin_name"), "second-plugin")
+    with pytest.warns(KerasAscWarning, match="'twin_name'.*first-plugin.*second-plugin"):
+        names = keras_asc.list_models()
+    assert "twin_name" not in names and "moflenet57" in names
+    with pytest.raises(registry.PluginConflictError, match="'twin_name'.*first-plugin.*second"):
+        keras_asc.build("twin_name")
 
 
 def test_misspelt_hook_fails_loudly():
@@ -110,7 +126,7 @@ def test_bad_registrations_name_what_was_expected(runtime_plugin):
             register("odd", object, stage="cepstrum")
 
     runtime_plugin(BadStage(), "bad-stage")
-    with pytest.warns(RuntimeWarning, match="stage must be one of \\('waveform', 'spectrogram'\\)"):
+    with pytest.warns(KerasAscWarning, match="stage must be one of \\('waveform', 'spectrogram'\\)"):
         assert "odd" not in keras_asc.list_augmentations()
 
 

@@ -114,8 +114,14 @@ def qat_tiny(trained_tiny, datasets):
 def exported_tiny(qat_tiny, tmp_path_factory):
     from keras_asc.quantization import export_int8
 
+    # low_arena=False: the LiteRT layout (float pooling) that test_int8_file_layout checks;
+    # the default low-arena layout is tested in test_micro.py and test_policy.py.
     return export_int8(
-        qat_tiny, None, tmp_path_factory.mktemp("int8") / "tiny_mofle.tflite", qat=True
+        qat_tiny,
+        None,
+        tmp_path_factory.mktemp("int8") / "tiny_mofle.tflite",
+        qat=True,
+        low_arena=False,
     )
 
 
@@ -562,9 +568,11 @@ def test_grouped_convolutions_stay_grouped_and_run_on_reference_kernels(exported
     _, test = datasets
     waveforms = _waveform_batches(test)[:6]
     classifier = TFLiteClassifier(exported_tiny.path)
-    reference = tf.lite.Interpreter(
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    reference = Interpreter(  # LiteRT's, not the deprecated tf.lite.Interpreter
         model_path=exported_tiny.path,
-        experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
     )
     (spectrograms,) = classifier.spectrograms(waveforms)
     reference.resize_tensor_input(reference.get_input_details()[0]["index"], spectrograms.shape)

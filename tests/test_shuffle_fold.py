@@ -60,8 +60,11 @@ def tiny_exports(tmp_path_factory):
     # Both exports start from the same conversion (the converter is the slow part).
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(export_module, "convert_int8", lambda *args, **kwargs: converted)
-        plain = export_int8(qat_model, None, folder / "plain.tflite", qat=True, fold_shuffle=False)
-        folded = export_int8(qat_model, None, folder / "folded.tflite", qat=True)
+        # low_arena=False: the LiteRT layout, whose float pooling these tests check too.
+        plain = export_int8(
+            qat_model, None, folder / "plain.tflite", qat=True, fold_shuffle=False, low_arena=False
+        )
+        folded = export_int8(qat_model, None, folder / "folded.tflite", qat=True, low_arena=False)
     return converted, plain, folded, spectrograms
 
 

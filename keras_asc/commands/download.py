@@ -47,6 +47,11 @@ def add_parser(subparsers):
 def run(args):
     from keras_asc.data import download
 
+    if args.retries < 0:
+        raise ValueError(
+            f"--retries must be 0 or more (retries after the first attempt). "
+            f"Received: {args.retries}"
+        )
     manifest = download.load_manifest(args.manifest) if args.manifest else None
     if args.dry_run:
         for line in download.describe_manifest(manifest, only=args.only):

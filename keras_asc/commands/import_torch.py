@@ -4,6 +4,8 @@ keras-asc model, ready for ``evaluate``, ``ensemble``, ``quantize`` and ``predic
 import os
 import sys
 
+from keras_asc.text import install_hint
+
 
 def add_parser(subparsers):
     parser = subparsers.add_parser(
@@ -12,7 +14,7 @@ def add_parser(subparsers):
         description="Copy the weights of a PyTorch state dict or PyTorch-Lightning checkpoint "
         "(the DCASE 2024 Task 1 baseline, the CP-JKU CP-ResNet, or benchmarks/torch_reference.py "
         "module names) into a keras-asc preset and save it as a .keras model. Files are read "
-        "with torch.load(weights_only=True) only. Needs PyTorch (pip install 'keras-asc[torch]').",
+        "with torch.load(weights_only=True) only. Needs PyTorch: " + install_hint("torch") + ".",
     )
     parser.add_argument("preset", help="model preset the weights belong to, e.g. dcase24_baseline")
     parser.add_argument("weights", help="file written by torch.save (state dict or Lightning checkpoint)")

@@ -1,7 +1,6 @@
 """``keras-asc list``: registered models, ensembles and augmentations, with their plugin."""
 
 import json
-import sys
 
 from keras_asc import registry
 
@@ -18,11 +17,7 @@ def add_parser(subparsers):
 
 
 def run(args):
-    try:
-        description = registry.describe()
-    except registry.PluginConflictError as error:
-        print(f"keras-asc list: error: {error}", file=sys.stderr)
-        return 1
+    description = registry.describe()
     problems = description["problems"]
     if args.json:
         print(json.dumps(description, indent=2))

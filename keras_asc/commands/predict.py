@@ -46,7 +46,8 @@ def run(args):
         print(json.dumps(_finite([p.to_dict() for p in predictions]), indent=2, allow_nan=False))
     else:
         # Results on stdout, one error line per failed file on stderr.
-        print(format_predictions([p for p in predictions if p.ok]))
+        if len(failed) < len(predictions):
+            print(format_predictions([p for p in predictions if p.ok]))
     for prediction in failed:
         print(f"keras-asc predict: error: {prediction.error}", file=sys.stderr)
     if failed:

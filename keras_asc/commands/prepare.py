@@ -29,6 +29,15 @@ def add_parser(subparsers):
     parser.add_argument(
         "--clip-seconds", type=float, default=1.0, help="clip length in seconds (default 1.0)"
     )
+    parser.add_argument(
+        "--resampler",
+        choices=("soxr_hq", "sinc_hann", "polyphase"),
+        default="soxr_hq",
+        help="how the files reach the cache's rate: soxr_hq (librosa.load's default; the "
+        "MofleNet and CP-ResNet models), sinc_hann (torchaudio's default Resample; "
+        "dcase24_baseline) or polyphase (scipy resample_poly); the cache is keyed by it, so "
+        "use the model's (default soxr_hq)",
+    )
     add_on_error_argument(parser, skipped="record them in the manifest and go on")
     parser.add_argument(
         "--overwrite",
@@ -58,6 +67,7 @@ def run(args):
         overwrite=args.overwrite,
         batch_size=args.batch_size,
         num_workers=args.workers,
+        resampler=args.resampler,
     )
     print(f"wrote {manifest['array_path']}")
     print(f"wrote {manifest['manifest_path']}")

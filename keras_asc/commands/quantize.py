@@ -1,5 +1,7 @@
 """``keras-asc quantize RUN_DIR --data DIR``: QAT fine-tuning and int8 TFLite export."""
 
+import argparse
+
 from keras_asc.commands import check_positive
 
 
@@ -54,9 +56,12 @@ def add_parser(subparsers):
     )
     parser.add_argument(
         "--low-arena",
-        action="store_true",
-        help="a smaller TFLite Micro tensor arena, same logits: GRN computed in blocks along "
-        "time, each quantised before they are joined",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the file for a small TFLite Micro tensor arena (the default): GRN computed in "
+        "blocks along the mel axis, each quantised before they are joined, and the shortcut "
+        "pooling in int8. --no-low-arena: GRN whole and the pooling in float32, which LiteRT's "
+        "XNNPACK runs (phones, hosts), with a larger arena; the same logits either way",
     )
     parser.add_argument(
         "--no-micro",

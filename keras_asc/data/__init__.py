@@ -21,6 +21,7 @@ _TENSORFLOW_EXPORTS = {
     "load_audio": "keras_asc.data.audio",
     "read_audio": "keras_asc.data.audio",
     "resample": "keras_asc.data.audio",
+    "RESAMPLERS": "keras_asc.data.resampling",
     "SkippedClips": "keras_asc.data.pipeline",
     "make_dataset": "keras_asc.data.pipeline",
     "prepare_cache": "keras_asc.data.pipeline",

@@ -1,4 +1,4 @@
-"""Audio files in, float32 waveforms out: libsndfile decodes, scipy resamples.
+"""Audio files in, float32 waveforms out: libsndfile decodes, a named resampler resamples.
 
 Two well-kept libraries do the work:
 
@@ -7,15 +7,24 @@ Two well-kept libraries do the work:
   RF64 and W64 (WAV beyond 4 GB), AIFF, FLAC, OGG/Vorbis, Opus and, from libsndfile 1.1, MP3.
   Integer PCM comes out divided by ``2**(bits - 1)``, exactly (a 24-bit sample is exact in
   float32 too).
-* ``scipy.signal.resample_poly`` resamples: a polyphase FIR low-pass (Kaiser window, beta 5,
-  10 zero crossings per side at the lower rate) for the ratio ``up / down`` in lowest terms,
-  computed in float64; the result is returned as float32.
+* ``keras_asc.data.resampling`` resamples with the resampler the model's front-end names:
+  ``"sinc_hann"`` (torchaudio's default, the DCASE 2024 baseline's), ``"soxr_hq"`` (the
+  ``soxr`` package, librosa's default, the CP-JKU systems') or ``"polyphase"``
+  (``scipy.signal.resample_poly``), computed in float64; the result is returned as float32.
 
 What little is ours:
 
 * mono is the channel mean, in float64;
 * every failure is an :class:`AudioDecodeError` with a one-line message naming the file, the
-  reason and what was expected;
+  reason and what was expected, in our words (libsndfile's, such as "SF_INFO struct
+  incomplete", are translated; see ``_LIBSNDFILE_REASONS``);
+* a sample whose magnitude exceeds :data:`MAX_PEAK` (16, i.e. 24 dB above full scale) is
+  refused with the file's peak. Integer PCM cannot exceed full scale (1.0), and a float
+  recording or mix overshoots it by a few dB at most; a peak above 16 means the file is in
+  another scale (float samples stored in 16-bit integer scale peak near 32768) or garbage
+  (1e30). Below the bound every front-end stays finite by a wide margin: a 4,096-point power
+  spectrum of a full-scale-16 frame is at most (4096 * 16 * 2)**2 = 1.7e10 (the 2 for
+  pre-emphasis), far from float32's 3.4e38;
 * a truncated file is an error. libsndfile reads a WAV whose data chunk is cut short without
   complaint: it plays what is there and notes ``data : <declared> (should be <present>)`` in
   its log. That note, and any read that returns fewer frames than the header promised, is
@@ -26,9 +35,6 @@ What little is ours:
 * ``num_samples`` reads only the input frames that the first ``num_samples`` outputs depend
   on (a 10-s file costs what a 1-s clip costs), then trims or zero-pads; the result equals
   resampling the whole file and cutting it;
-* the resampling filter is designed once per pair of rates and handed to ``resample_poly``
-  (which then computes exactly what it computes by default): designing the 8,821-tap filter
-  for 44.1 -> 32 kHz takes as long as filtering a 1-s clip with it.
 
 This module does not use TensorFlow: the cache is built by worker processes that need none,
 and the ``tf.data`` pipeline calls :func:`load_audio` through ``tf.numpy_function``
@@ -41,16 +47,25 @@ Example:
     ((32000,), dtype('float32'))
 """
 
-import functools
 import math
 import os
 import re
 
 import numpy as np
 import soundfile
-from scipy.signal import firwin, resample_poly
+
+from keras_asc.data import resampling as _resampling
+from keras_asc.data.resampling import (
+    DEFAULT_RESAMPLER,
+    RESAMPLERS,
+    check_resampler,
+    resampled_length,
+)
 
 __all__ = [
+    "DEFAULT_RESAMPLER",
+    "MAX_PEAK",
+    "RESAMPLERS",
     "AudioDecodeError",
     "input_frames_needed",
     "load_audio",
@@ -79,9 +94,26 @@ _CHUNK_NAMES = {
 # A WAV written to a pipe cannot seek back to fill in its sizes and leaves them at 0xFFFFFFFF;
 # libsndfile then reads to the end of the file, which is right.
 _UNKNOWN_SIZE = 0xFFFFFFFF
-# resample_poly's default filter: Kaiser window, beta 5, 10 zero crossings per side.
-_KAISER_BETA = 5.0
-_ZERO_CROSSINGS = 10
+# libsndfile's error strings (lower-cased fragments) in our words. Any other string becomes
+# the generic reason below; libsndfile's own wording never reaches the user.
+_LIBSNDFILE_REASONS = (
+    ("format not recognised", "its first bytes are not the header of any audio format"),
+    ("no 'data' chunk", "its WAV header has no data chunk (no samples follow the header)"),
+    ("'fmt ' chunk", "its WAV format chunk (rate, channels, sample type) is malformed"),
+    ("format chunk", "its WAV format chunk (rate, channels, sample type) is malformed"),
+    ("unimplemented format", "its samples are in an encoding this decoder does not read"),
+    ("too many channels", "its header declares an impossible channel count"),
+    ("channel count is zero", "its header declares 0 channels"),
+    (
+        "sf_info struct incomplete",
+        "its header gives no usable sampling rate, channel count or sample format",
+    ),
+    ("bit width", "its header declares an invalid sample width"),
+    ("unsupported", "its samples are in an encoding this decoder does not read"),
+)
+_GENERIC_REASON = "its header is corrupt or not of an audio format"
+# A sample above this magnitude (full scale is 1.0) is refused: see the module docstring.
+MAX_PEAK = 16.0
 
 # What a header may declare before anything is allocated for it. A corrupt or hostile header
 # can declare any rate, channel count or length; these bounds keep memory bounded (the read
@@ -132,78 +164,31 @@ def _ratio(orig_rate, target_rate):
 
 
 # --------------------------------------------------------------------------------------------
-# Resampling
+# Resampling (keras_asc.data.resampling; re-exported here with the same defaults)
 
 
-@functools.lru_cache(maxsize=16)
-def _lowpass(up, down):
-    """The filter ``resample_poly(x, up, down)`` designs by default (before its gain ``up``)."""
-    max_rate = max(up, down)
-    taps = firwin(
-        2 * _ZERO_CROSSINGS * max_rate + 1, 1.0 / max_rate, window=("kaiser", _KAISER_BETA)
-    )
-    taps.setflags(write=False)
-    return taps
+def input_frames_needed(num_samples, orig_rate, target_rate, resampler=DEFAULT_RESAMPLER):
+    """Input frames the first ``num_samples`` outputs of :func:`resample` depend on.
 
-
-def resampled_length(num_samples, orig_rate, target_rate):
-    """Output length of :func:`resample` (and of ``resample_poly``): ``ceil(n * up / down)``.
-
-    Args:
-        num_samples: input length.
-        orig_rate: input rate in Hz.
-        target_rate: output rate in Hz.
-
-    Returns:
-        The number of output samples, an int.
+    See ``keras_asc.data.resampling.input_frames_needed``; reading this many leading frames and
+    cutting the resampled result equals resampling the whole file and cutting it.
 
     Example:
-        >>> resampled_length(44100, 44100, 32000)
-        32000
-    """
-    up, down = _ratio(int(orig_rate), int(target_rate))
-    return -(-int(num_samples) * up // down)
-
-
-def input_frames_needed(num_samples, orig_rate, target_rate):
-    """Input frames that the first ``num_samples`` outputs of :func:`resample` depend on.
-
-    Output ``m`` is centred on input ``m * down / up`` and its filter reaches
-    ``10 * max(up, down) / up`` inputs to either side, so resampling this many leading frames
-    and keeping the first ``num_samples`` outputs equals resampling the whole signal and
-    cutting it (the tests check it sample for sample).
-
-    Args:
-        num_samples: how many leading outputs are wanted.
-        orig_rate: input rate in Hz.
-        target_rate: output rate in Hz.
-
-    Returns:
-        The number of leading input frames to read, an int.
-
-    Example:
-        >>> input_frames_needed(32000, 44100, 32000)
+        >>> input_frames_needed(32000, 44100, 32000, "polyphase")
         44115
     """
-    up, down = _ratio(int(orig_rate), int(target_rate))
-    if up == down == 1:
-        return int(num_samples)
-    reach = _ZERO_CROSSINGS * max(up, down) // up + 2
-    return -(-int(num_samples) * down // up) + reach
+    return _resampling.input_frames_needed(num_samples, orig_rate, target_rate, resampler)
 
 
-def resample(waveform, orig_rate, target_rate=32000, axis=-1):
-    """Band-limited resampling with ``scipy.signal.resample_poly``, float64 inside.
-
-    ``up / down = target_rate / orig_rate`` in lowest terms; the filter is the one
-    ``resample_poly`` designs by default (Kaiser window, beta 5), and the result equals
-    ``resample_poly(waveform.astype(np.float64), up, down)`` cast to float32.
+def resample(waveform, orig_rate, target_rate=32000, axis=-1, resampler=DEFAULT_RESAMPLER):
+    """Resample with a named resampler (``keras_asc.data.resampling.resample``), float64 inside.
 
     Args:
         waveform: array of samples; any real dtype.
         orig_rate: rate of ``waveform`` in Hz.
         target_rate: rate to produce in Hz, 32000 by default.
         axis: the time axis.
+        resampler: ``"sinc_hann"``, ``"soxr_hq"`` or ``"polyphase"``.
 
     Returns:
         float32 ``np.ndarray`` with ``ceil(n * target_rate / orig_rate)`` samples along
@@ -213,13 +198,7 @@ def resample(waveform, orig_rate, target_rate=32000, axis=-1):
         >>> resample(np.zeros((2, 44100)), 44100).shape
         (2, 32000)
     """
-    orig_rate = _positive_int(orig_rate, "orig_rate")
-    target_rate = _positive_int(target_rate, "target_rate")
-    samples = np.asarray(waveform, dtype=np.float64)
-    up, down = _ratio(orig_rate, target_rate)
-    if up == down == 1:
-        return samples.astype(np.float32)
-    return resample_poly(samples, up, down, axis=axis, window=_lowpass(up, down)).astype(np.float32)
+    return _resampling.resample(waveform, orig_rate, target_rate, axis=axis, method=resampler)
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,8 +206,12 @@ def resample(waveform, orig_rate, target_rate=32000, axis=-1):
 
 
 def _libsndfile_reason(error):
-    text = getattr(error, "error_string", None) or str(error)
-    return " ".join(text.replace("'", "").split()).rstrip(".")
+    """libsndfile's complaint in our words (see ``_LIBSNDFILE_REASONS``)."""
+    text = (getattr(error, "error_string", None) or str(error)).lower()
+    for fragment, reason in _LIBSNDFILE_REASONS:
+        if fragment in text:
+            return reason
+    return _GENERIC_REASON
 
 
 def _truncation(log):
@@ -255,9 +238,35 @@ def _riff_shortfall(path):
     return declared + 8, present
 
 
-def _decode(path, frames=None, target_rate=None):
+def _wav_header_reason(path):
+    """For a WAV that libsndfile refuses: its declared rate or channel count when out of
+    bounds (the precise reason, where libsndfile says "SF_INFO struct incomplete"), else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RF64") or head[8:12] != b"WAVE":
+        return None
+    position = 12
+    while position + 8 <= len(head):
+        chunk, size = (
+            head[position : position + 4],
+            int.from_bytes(head[position + 4 : position + 8], "little"),
+        )
+        if chunk == b"fmt " and position + 16 <= len(head):
+            channels = int.from_bytes(head[position + 10 : position + 12], "little")
+            rate = int.from_bytes(head[position + 12 : position + 16], "little")
+            try:
+                _check_header(path, rate, channels)
+            except AudioDecodeError as error:
+                return error.reason
+            return None
+        position += 8 + size + (size & 1)
+    return None
+
+
+def _decode(path, frames=None, target_rate=None, resampler=DEFAULT_RESAMPLER):
     """``(samples float64 [num_frames, num_channels], rate)``; ``frames(rate)`` caps the read;
-    ``target_rate``, when given, must be a rate the file's rate can be resampled to.
+    ``target_rate``, when given, must be a rate the file's rate can be resampled to with
+    ``resampler``.
 
     Raises FileNotFoundError or AudioDecodeError.
     """
@@ -272,10 +281,10 @@ def _decode(path, frames=None, target_rate=None):
         if shortfall:
             reason = (
                 f"truncated: the RIFF header declares {shortfall[0]} bytes but the file has "
-                f"only {shortfall[1]} (libsndfile: {_libsndfile_reason(error)})"
+                f"only {shortfall[1]}"
             )
         else:
-            reason = f"libsndfile cannot open it ({_libsndfile_reason(error)}); {_EXPECTED}"
+            reason = _wav_header_reason(path) or f"{_libsndfile_reason(error)}; {_EXPECTED}"
         raise AudioDecodeError(path, reason) from error
     with handle:
         rate, declared, channels = handle.samplerate, handle.frames, handle.channels
@@ -283,13 +292,16 @@ def _decode(path, frames=None, target_rate=None):
         if truncated:
             raise AudioDecodeError(path, truncated)
         _check_header(path, rate, channels)
-        if target_rate is not None and max(_ratio(rate, target_rate)) > MAX_RATIO_TERM:
+        taps = (
+            None if target_rate is None else _resampling.filter_taps(rate, target_rate, resampler)
+        )
+        if taps is not None and max(_ratio(rate, target_rate)) > MAX_RATIO_TERM:
             up, down = _ratio(rate, target_rate)
             raise AudioDecodeError(
                 path,
                 f"resampling its {rate} Hz to {target_rate} Hz takes the ratio {up}/{down}, "
-                f"whose filter would need {2 * _ZERO_CROSSINGS * max(up, down) + 1} taps; "
-                f"expected a rate whose ratio to {target_rate} Hz has terms <= {MAX_RATIO_TERM}",
+                f"whose filter would need {taps} taps; expected a rate whose ratio to "
+                f"{target_rate} Hz has terms <= {MAX_RATIO_TERM}",
             )
         if declared < 1:
             raise AudioDecodeError(path, "it holds no audio samples (0 frames)")
@@ -306,8 +318,7 @@ def _decode(path, frames=None, target_rate=None):
         except soundfile.LibsndfileError as error:
             raise AudioDecodeError(
                 path,
-                "corrupt or truncated: libsndfile failed while decoding it "
-                f"({_libsndfile_reason(error)})",
+                "corrupt or truncated: decoding stopped part-way through its audio data",
             ) from error
     if len(samples) < wanted:
         raise AudioDecodeError(
@@ -322,6 +333,15 @@ def _decode(path, frames=None, target_rate=None):
             path,
             f"non-finite sample ({samples[frame][~finite[frame]][0]}) at frame {frame}; "
             "expected finite samples (no NaN or Inf)",
+        )
+    peak = float(np.max(np.abs(samples)))
+    if peak > MAX_PEAK:
+        frame = int(np.argmax(np.abs(samples).max(axis=1)))
+        raise AudioDecodeError(
+            path,
+            f"its peak sample magnitude is {peak:.6g} (at frame {frame}), far outside full "
+            f"scale (1.0); expected samples within +-{MAX_PEAK:g} (float samples in integer "
+            "scale must be divided by 2**(bits - 1))",
         )
     return samples, rate
 
@@ -372,7 +392,7 @@ def _fit_length(samples, num_samples):
     return np.pad(samples, padding)
 
 
-def load_audio(path, sampling_rate=32000, mono=True, num_samples=None):
+def load_audio(path, sampling_rate=32000, mono=True, num_samples=None, resampler=DEFAULT_RESAMPLER):
     """Decode an audio file to float32 samples at ``sampling_rate``.
 
     Args:
@@ -382,6 +402,10 @@ def load_audio(path, sampling_rate=32000, mono=True, num_samples=None):
             (``[num_samples, num_channels]``).
         num_samples: output length: the start is kept and a shorter file is zero-padded at
             the end. ``None`` keeps the whole resampled file.
+        resampler: how another rate is brought to ``sampling_rate``: ``"soxr_hq"`` (the
+            default, as ``librosa.load``), ``"sinc_hann"`` (as torchaudio's ``Resample``)
+            or ``"polyphase"`` (``scipy.signal.resample_poly``); a model's is
+            ``model.frontend.resampler``.
 
     Returns:
         float32 ``np.ndarray``.
@@ -395,6 +419,7 @@ def load_audio(path, sampling_rate=32000, mono=True, num_samples=None):
         (32000,)
     """
     sampling_rate = _positive_int(sampling_rate, "sampling_rate")
+    check_resampler(resampler)
     frames = None
     if num_samples is not None:
         if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
@@ -404,12 +429,12 @@ def load_audio(path, sampling_rate=32000, mono=True, num_samples=None):
         num_samples = int(num_samples)
 
         def frames(rate):
-            return input_frames_needed(num_samples, rate, sampling_rate)
+            return input_frames_needed(num_samples, rate, sampling_rate, resampler)
 
-    samples, rate = _decode(path, frames, sampling_rate)
+    samples, rate = _decode(path, frames, sampling_rate, resampler)
     if mono:
         samples = samples.mean(axis=1)
-    waveform = resample(samples, rate, sampling_rate, axis=0)
+    waveform = resample(samples, rate, sampling_rate, axis=0, resampler=resampler)
     if num_samples is not None:
         waveform = _fit_length(waveform, num_samples)
     return np.ascontiguousarray(waveform)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import warnings
@@ -52,16 +53,22 @@ _ON_ERROR = ("raise", "skip")
 _CACHE_BLOCK = 2048
 
 
-def cache_paths(cache_dir, split, sampling_rate=32000, clip_seconds=1.0):
+def cache_paths(
+    cache_dir, split, sampling_rate=32000, clip_seconds=1.0, resampler=audio.DEFAULT_RESAMPLER
+):
     """``(array_path, manifest_path)`` of the cache of ``split`` in ``cache_dir``.
+
+    The resampler is part of the name (and of the manifest): a model whose front-end names
+    another one never reads audio resampled with the first.
 
     Example:
         >>> cache_paths("/cache", "split25")
-        ('/cache/split25-32000hz-1000ms.npy', '/cache/split25-32000hz-1000ms.json')
+        ('/cache/split25-32000hz-1000ms-soxr_hq.npy', '/cache/split25-32000hz-1000ms-soxr_hq.json')
     """
     split = tau22.normalize_split(split)
     name = "test" if split == "test" else f"split{split}"
-    stem = f"{name}-{int(sampling_rate)}hz-{int(round(clip_seconds * 1000))}ms"
+    resampler = audio.check_resampler(resampler)
+    stem = f"{name}-{int(sampling_rate)}hz-{int(round(clip_seconds * 1000))}ms-{resampler}"
     base = os.path.join(os.fspath(cache_dir), stem)
     return base + ".npy", base + ".json"
 
@@ -108,10 +115,13 @@ def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _decode_clip(path, sampling_rate, num_samples):
+def _decode_clip(path, sampling_rate, num_samples, resampler=audio.DEFAULT_RESAMPLER):
     """``(waveform float32 [num_samples], reason)``; ``reason`` is "" when the file decoded."""
     try:
-        return audio.load_audio(path, sampling_rate, num_samples=num_samples), ""
+        waveform = audio.load_audio(
+            path, sampling_rate, num_samples=num_samples, resampler=resampler
+        )
+        return waveform, ""
     except audio.AudioDecodeError as error:
         reason = error.reason
     except FileNotFoundError:
@@ -121,12 +131,12 @@ def _decode_clip(path, sampling_rate, num_samples):
     return np.zeros(num_samples, np.float32), reason
 
 
-def _decode_into(array_path, rows, paths, *, sampling_rate, num_samples):
+def _decode_into(array_path, rows, paths, *, sampling_rate, num_samples, resampler):
     """Decode ``paths`` into ``rows`` of the cache array (a worker's task); their reasons."""
     array = np.load(array_path, mmap_mode="r+")
     reasons = []
     for row, path in zip(rows, paths, strict=True):
-        waveform, reason = _decode_clip(path, sampling_rate, num_samples)
+        waveform, reason = _decode_clip(path, sampling_rate, num_samples, resampler)
         array[row] = waveform
         reasons.append(reason)
     array.flush()
@@ -153,14 +163,18 @@ def _pool_context():
     return None
 
 
-def _decode_tasks(tasks, array_path, sampling_rate, num_samples, num_workers):
+def _decode_tasks(tasks, array_path, sampling_rate, num_samples, num_workers, resampler):
     """Run ``_decode_into`` on each ``(rows, paths)`` task; yields their reasons in order.
 
     ``num_workers`` > 1 runs the tasks in a process pool; 1 runs them in this process. The
     pool is shut down (queued tasks cancelled) when the caller stops early.
     """
     work = functools.partial(
-        _decode_into, array_path, sampling_rate=sampling_rate, num_samples=num_samples
+        _decode_into,
+        array_path,
+        sampling_rate=sampling_rate,
+        num_samples=num_samples,
+        resampler=resampler,
     )
     if num_workers <= 1 or len(tasks) <= 1:
         for rows, paths in tasks:
@@ -210,10 +224,11 @@ def prepare_cache(
     batch_size=64,
     num_workers=None,
     verbose=1,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     """Decode a split once into ``cache_dir``: float32 samples at ``sampling_rate``.
 
-    Writes ``<split>-<rate>hz-<ms>ms.npy`` (float32, shape ``(num_clips, num_samples)``, read
+    Writes ``<split>-<rate>hz-<ms>ms-<resampler>.npy`` (float32, shape ``(num_clips, num_samples)``, read
     as a memory map by the pipeline: the very samples ``keras_asc.data.audio.load_audio``
     returns, so the model sees the same input with and without the cache) and a JSON manifest
     beside it: the split's file list in file order, its SHA-256, the rate and length, and the
@@ -242,6 +257,10 @@ def prepare_cache(
             re-imports the calling script: call this under ``if __name__ == "__main__":``.
         verbose: 1 shows a progress bar and a summary, 0 is silent.
 
+        resampler: how the files reach ``sampling_rate`` (``"soxr_hq"``, ``"sinc_hann"`` or
+            ``"polyphase"``; a model's is ``keras_asc.data.resampling.resampler_of(model)``);
+            part of the cache's name and manifest.
+
     Returns:
         The manifest as a dict, with ``"array_path"`` and ``"manifest_path"`` added.
 
@@ -256,6 +275,7 @@ def prepare_cache(
     """
     _check_on_error(on_error)
     num_samples = _num_samples(sampling_rate, clip_seconds)
+    resampler = audio.check_resampler(resampler)
     for name, value in (("batch_size", batch_size), ("num_workers", num_workers)):
         if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
             raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
@@ -284,6 +304,7 @@ def prepare_cache(
         batch_size=int(batch_size),
         num_workers=num_workers,
         verbose=verbose,
+        resampler=resampler,
     )
 
 
@@ -301,10 +322,13 @@ def _build_cache(
     batch_size,
     num_workers,
     verbose,
+    resampler,
 ):
     root = os.fspath(data_dir)
     os.makedirs(cache_dir, exist_ok=True)
-    array_path, manifest_path = cache_paths(cache_dir, split, sampling_rate, clip_seconds)
+    array_path, manifest_path = cache_paths(
+        cache_dir, split, sampling_rate, clip_seconds, resampler
+    )
     digest = _file_list_digest(filenames)
     if os.path.exists(manifest_path):
         manifest = _read_manifest(manifest_path)
@@ -314,7 +338,7 @@ def _build_cache(
             if os.path.exists(array_path):
                 os.remove(array_path)
         else:
-            same = _matches(manifest, digest, sampling_rate, num_samples)
+            same = _matches(manifest, digest, sampling_rate, num_samples, resampler)
             if same and os.path.exists(array_path):
                 if verbose:
                     print(f"Cache {array_path} is up to date ({manifest['num_clips']} clips).")
@@ -331,6 +355,7 @@ def _build_cache(
         "split": split,
         "data_dir": os.path.abspath(root),
         "sampling_rate": sampling_rate,
+        "resampler": resampler,
         "clip_seconds": clip_seconds,
         "num_samples": num_samples,
         "num_clips": len(filenames),
@@ -344,10 +369,11 @@ def _build_cache(
     if os.path.exists(partial_manifest) and os.path.exists(partial_array):
         previous = _read_manifest(partial_manifest)
         if previous["version"] == _CACHE_VERSION and _matches(
-            previous, digest, sampling_rate, num_samples
+            previous, digest, sampling_rate, num_samples, resampler
         ):
             manifest, start = previous, int(previous["done"])
     if not start:
+        _check_free_space(cache_dir, len(filenames) * num_samples * 4, partial_array)
         rows = np.lib.format.open_memmap(
             partial_array, mode="w+", dtype=_CACHE_DTYPE, shape=(len(filenames), num_samples)
         )
@@ -366,7 +392,9 @@ def _build_cache(
         for first in range(block_start, block_end, size):
             rows = list(range(first, min(first + size, block_end)))
             tasks.append((rows, [paths[index] for index in rows]))
-    results = _decode_tasks(tasks, partial_array, sampling_rate, num_samples, num_workers)
+    results = _decode_tasks(
+        tasks, partial_array, sampling_rate, num_samples, num_workers, resampler
+    )
     with contextlib.closing(results):
         for (rows, _), reasons in zip(tasks, results, strict=True):
             for index, reason in zip(rows, reasons, strict=True):
@@ -399,11 +427,23 @@ def _build_cache(
     return _with_paths(manifest, array_path, manifest_path)
 
 
-def _matches(manifest, digest, sampling_rate, num_samples):
+def _check_free_space(cache_dir, needed, path):
+    """Refuse a cache the disk cannot hold, in one line, before a byte is written."""
+    free = shutil.disk_usage(cache_dir).free
+    if needed > free:
+        raise ValueError(
+            f"The cache {path!r} needs {needed / 1e9:.3g} GB but {cache_dir!r} has "
+            f"{free / 1e9:.3g} GB free; expected fewer clips or shorter ones (--clip-seconds) "
+            "or another cache folder."
+        )
+
+
+def _matches(manifest, digest, sampling_rate, num_samples, resampler):
     return (
         manifest["files_sha256"] == digest
         and manifest["sampling_rate"] == sampling_rate
         and manifest["num_samples"] == num_samples
+        and manifest.get("resampler") == resampler
     )
 
 
@@ -425,14 +465,18 @@ def _with_paths(manifest, array_path, manifest_path):
     return manifest
 
 
-def _find_cache(cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples):
+def _find_cache(
+    cache_dir, data_dir, split, filenames, sampling_rate, clip_seconds, num_samples, resampler
+):
     """A complete cache holding every file of ``filenames``: ``(manifest, rows)`` or None.
 
     The split's own cache is tried first, then any other cache in ``cache_dir`` with the same
     rate and length whose file list contains the split (a split100 cache serves split25).
     Raises when the split's own cache is stale and no other one covers the split.
     """
-    array_path, manifest_path = cache_paths(cache_dir, split, sampling_rate, clip_seconds)
+    array_path, manifest_path = cache_paths(
+        cache_dir, split, sampling_rate, clip_seconds, resampler
+    )
     if not os.path.isdir(cache_dir):
         return None
     digest = _file_list_digest(filenames)
@@ -451,6 +495,8 @@ def _find_cache(cache_dir, data_dir, split, filenames, sampling_rate, clip_secon
             continue  # an older format: building the split's cache replaces it, with a warning
         if manifest["sampling_rate"] != sampling_rate or manifest["num_samples"] != num_samples:
             continue
+        if manifest.get("resampler") != resampler:
+            continue
         if not os.path.isfile(cache_array):
             continue
         if manifest["files_sha256"] == digest:
@@ -468,6 +514,10 @@ def _find_cache(cache_dir, data_dir, split, filenames, sampling_rate, clip_secon
     return None
 
 
+# The longest clip a pipeline or cache cuts: one minute, six TAU22 recordings.
+MAX_CLIP_SECONDS = 60.0
+
+
 def _check_on_error(on_error):
     if on_error not in _ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip'. Received: on_error={on_error!r}")
@@ -478,8 +528,11 @@ def _num_samples(sampling_rate, clip_seconds):
         raise ValueError(
             f"sampling_rate must be a positive integer in Hz. Received: sampling_rate={sampling_rate!r}"
         )
-    if not clip_seconds > 0:
-        raise ValueError(f"clip_seconds must be > 0. Received: clip_seconds={clip_seconds!r}")
+    if not 0 < clip_seconds <= MAX_CLIP_SECONDS:
+        raise ValueError(
+            f"clip_seconds must be > 0 and at most {MAX_CLIP_SECONDS:g} (TAU22 clips are 10 s; "
+            f"longer clips would be zero padding). Received: clip_seconds={clip_seconds!r}"
+        )
     return int(round(sampling_rate * clip_seconds))
 
 

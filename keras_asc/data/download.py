@@ -33,20 +33,21 @@ import dataclasses
 import hashlib
 import http.client
 import json
-import lzma
 import os
 import re
 import shutil
-import stat
 import sys
-import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
-import zlib
 
+from keras_asc.data.archives import (  # noqa: F401 (re-exported: the public names here)
+    MAX_EXPANSION_RATIO,
+    CorruptArchiveError,
+    Progress,
+    UnsafeArchiveError,
+    safe_extract,
+)
 from keras_asc.data.tau22 import OFFICIAL_SPLIT_ROWS
 from keras_asc.files import write_text_atomic
 
@@ -63,19 +64,6 @@ class DownloadError(RuntimeError):
 
 class ChecksumMismatchError(DownloadError):
     """A downloaded file does not match its published checksum."""
-
-
-class CorruptArchiveError(ValueError):
-    """An archive cannot be read to the end (truncated, bad CRC, not an archive)."""
-
-
-# What reading a damaged zip or tar raises (zipfile: BadZipFile for a bad CRC or header;
-# tarfile: ReadError and friends; both: EOFError or zlib.error on a cut compressed stream).
-_CORRUPTION = (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
-
-
-class UnsafeArchiveError(ValueError):
-    """An archive member would land outside the target folder (absolute path, "..", link)."""
 
 
 def _is_confined(relative):
@@ -291,49 +279,6 @@ def load_manifest(path):
     return tuple(manifest)
 
 
-# ----------------------------------------------------------------------------- progress
-
-
-class _Progress:
-    """A one-line progress bar on a stream (redrawn in place on a terminal)."""
-
-    def __init__(self, label, total, stream, unit="MB", scale=1e6):
-        self.label, self.total, self.stream = label, total, stream
-        self.unit, self.scale = unit, scale
-        self.done = 0
-        self.start = time.monotonic()
-        self.last_draw = 0.0
-        self.interactive = stream is not None and hasattr(stream, "isatty") and stream.isatty()
-
-    def update(self, amount):
-        self.done += amount
-        now = time.monotonic()
-        if self.interactive and now - self.last_draw > 0.2:
-            self.last_draw = now
-            self.stream.write("\r" + self._line(now))
-            self.stream.flush()
-
-    def _line(self, now):
-        elapsed = max(now - self.start, 1e-6)
-        rate = self.done / self.scale / elapsed
-        if self.total:
-            fraction = min(self.done / self.total, 1.0)
-            bar = "#" * int(30 * fraction) + "." * (30 - int(30 * fraction))
-            return (
-                f"{self.label} [{bar}] {100 * fraction:5.1f}% "
-                f"{self.done / self.scale:.1f}/{self.total / self.scale:.1f} {self.unit} "
-                f"{rate:.1f} {self.unit}/s"
-            )
-        return f"{self.label} {self.done / self.scale:.1f} {self.unit} {rate:.1f} {self.unit}/s"
-
-    def close(self):
-        if self.stream is None:
-            return
-        prefix = "\r" if self.interactive else ""
-        self.stream.write(prefix + self._line(time.monotonic()) + "\n")
-        self.stream.flush()
-
-
 def _say(stream, message):
     if stream is not None:
         stream.write(message + "\n")
@@ -404,6 +349,7 @@ def fetch(entry, destination, retries=3, retry_wait=2.0, timeout=60.0, stream=sy
     Raises:
         DownloadError: the file could not be fetched; the message names it, the URL and why.
     """
+    _check_retries(retries)
     partial = destination + ".part"
     last_error = None
     for attempt in range(retries + 1):
@@ -455,6 +401,14 @@ class _StartOver(Exception):
     """The partial file cannot be trusted; the next attempt starts from byte 0."""
 
 
+def _check_retries(retries):
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(
+            "retries must be an integer, 0 or more (retries after the first attempt). "
+            f"Received: retries={retries!r}"
+        )
+
+
 def _remove(path):
     try:
         os.remove(path)
@@ -499,7 +453,7 @@ def _transfer(entry, partial, timeout, stream):
         else:
             raise DownloadError(f"{entry.name}: unexpected HTTP {status} from {entry.url}.")
         total = total if total is not None else entry.size
-        progress = _Progress(entry.name, total, stream)
+        progress = Progress(entry.name, total, stream)
         progress.done = start
         with open(partial, mode) as output:
             while True:
@@ -524,149 +478,6 @@ def _transfer(entry, partial, timeout, stream):
             "starting over"
         )
     return received == total
-
-
-# ----------------------------------------------------------------------------- extraction
-
-
-def _member_path(archive, name, strip_prefix):
-    """The member's path relative to the target, after checks; None for the stripped root."""
-    normalized = name.replace("\\", "/")
-    if normalized.startswith("/") or re.match(r"^[A-Za-z]:", normalized):
-        raise UnsafeArchiveError(
-            f"{archive}: member {name!r} has an absolute path; refusing to extract."
-        )
-    if strip_prefix and normalized.startswith(strip_prefix):
-        normalized = normalized[len(strip_prefix) :]
-    parts = [part for part in normalized.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchiveError(
-            f"{archive}: member {name!r} points outside the target folder (..); refusing to extract."
-        )
-    return "/".join(parts) if parts else None
-
-
-def _plan_zip(archive, handle, strip_prefix):
-    plan = []
-    for info in handle.infolist():
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            raise UnsafeArchiveError(
-                f"{archive}: member {info.filename!r} is a symbolic link; refusing to extract."
-            )
-        relative = _member_path(archive, info.filename, strip_prefix)
-        if relative is not None:
-            plan.append((relative, info.is_dir(), info))
-    return plan
-
-
-def _plan_tar(archive, handle, strip_prefix):
-    plan = []
-    for member in handle.getmembers():
-        if member.issym() or member.islnk():
-            raise UnsafeArchiveError(
-                f"{archive}: member {member.name!r} is a link; refusing to extract."
-            )
-        if not (member.isfile() or member.isdir()):
-            raise UnsafeArchiveError(
-                f"{archive}: member {member.name!r} is a device or fifo; refusing to extract."
-            )
-        relative = _member_path(archive, member.name, strip_prefix)
-        if relative is not None:
-            plan.append((relative, member.isdir(), member))
-    return plan
-
-
-def safe_extract(archive, target_dir, strip_prefix=None, stream=None):
-    """Extract a zip or tar archive, refusing any member that would escape ``target_dir``.
-
-    Every member is checked before anything is written: absolute paths, ``..`` components,
-    symbolic and hard links, and device files are refused, and each resolved destination
-    must lie inside ``target_dir`` (links already on disk included). Files are written to a
-    temporary name and renamed.
-
-    Args:
-        archive: path of a ``.zip`` or ``.tar[.gz|.bz2|.xz]`` file.
-        target_dir: folder to extract into (created if needed).
-        strip_prefix: leading path removed from members that start with it.
-        stream: progress output (None: silent).
-
-    Returns:
-        The number of files written.
-
-    Raises:
-        UnsafeArchiveError: a member is unsafe; nothing has been extracted.
-        CorruptArchiveError: the file is not a zip or tar archive, or cannot be read to the
-            end (truncated, bad CRC); nothing has been extracted.
-    """
-    archive = os.fspath(archive)
-    if zipfile.is_zipfile(archive):
-        opener, planner, kind = zipfile.ZipFile, _plan_zip, "zip"
-    elif tarfile.is_tarfile(archive):
-        opener, planner, kind = tarfile.open, _plan_tar, "tar"
-    else:
-        raise CorruptArchiveError(
-            f"{archive} is neither a zip nor a tar archive (truncated or not an archive)."
-        )
-    os.makedirs(target_dir, exist_ok=True)
-    root = os.path.realpath(target_dir)
-    try:
-        handle = opener(archive)
-    except _CORRUPTION as error:
-        raise CorruptArchiveError(
-            f"{archive}: the archive is corrupt ({type(error).__name__}: {error}); nothing was "
-            "extracted."
-        ) from None
-    with handle:
-        try:
-            plan = planner(archive, handle, strip_prefix)
-        except _CORRUPTION as error:
-            raise CorruptArchiveError(
-                f"{archive}: the archive is corrupt ({type(error).__name__}: {error}); nothing "
-                "was extracted."
-            ) from None
-        for relative, _, _ in plan:
-            destination = os.path.realpath(os.path.join(root, relative))
-            if os.path.commonpath([root, destination]) != root:
-                raise UnsafeArchiveError(
-                    f"{archive}: member {relative!r} would be written to {destination}, outside "
-                    f"{root}; refusing to extract."
-                )
-        progress = _Progress(
-            f"extracting {os.path.basename(archive)}", len(plan), stream, "files", 1
-        )
-        # Everything is written under a staging folder first and moved into place only once
-        # every member has been read (and its CRC checked): a corrupt archive leaves nothing.
-        staging = tempfile.mkdtemp(prefix=".extracting-", dir=root)
-        try:
-            written = []
-            for relative, is_dir, member in plan:
-                if not is_dir:
-                    staged = os.path.join(staging, relative)
-                    os.makedirs(os.path.dirname(staged), exist_ok=True)
-                    source = handle.open(member) if kind == "zip" else handle.extractfile(member)
-                    with source, open(staged, "wb") as output:
-                        shutil.copyfileobj(source, output, _CHUNK)
-                    written.append(relative)
-                progress.update(1)
-        except _CORRUPTION as error:
-            raise CorruptArchiveError(
-                f"{archive}: the archive is corrupt ({type(error).__name__}: {error}); "
-                "nothing was extracted."
-            ) from None
-        else:
-            for relative, is_dir, _ in plan:
-                if is_dir:
-                    os.makedirs(os.path.join(root, relative), exist_ok=True)
-            for relative in written:
-                destination = os.path.join(root, relative)
-                os.makedirs(os.path.dirname(destination), exist_ok=True)
-                os.replace(os.path.join(staging, relative), destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        progress.close()
-    return len(written)
-    return written
 
 
 # ----------------------------------------------------------------------------- the command
@@ -782,6 +593,7 @@ def download_tau22(
         UnsafeArchiveError: an archive member would escape its target folder.
         ValueError: a split file has the wrong number of rows.
     """
+    _check_retries(retries)
     groups = parse_groups(only)
     manifest = tau22_manifest() if manifest is None else tuple(manifest)
     data_dir = os.path.abspath(os.fspath(data_dir))

@@ -3,7 +3,7 @@
 ``make_dataset`` takes a DCASE 2024 split resolved once (a :class:`keras_asc.data.tau22.Split`;
 its missing files are reported before any decoding), decodes
 and resamples the audio files in a parallel map (``keras_asc.data.audio.load_audio``:
-libsndfile and ``scipy.signal.resample_poly``, called through ``tf.numpy_function``), shuffles
+libsndfile and the model's resampler, called through ``tf.numpy_function``), shuffles
 with a seed (a new order each epoch, the same sequence of orders for the same seed), batches,
 applies the waveform augmentations batch-wise with a per-batch seed, and prefetches. The
 datasets feed ``model.fit`` on the TensorFlow, JAX and PyTorch Keras backends.
@@ -192,7 +192,7 @@ def decode_failure(error):
 
 
 @functools.cache
-def _clip_decoder(sampling_rate, num_samples, raise_errors):
+def _clip_decoder(sampling_rate, num_samples, raise_errors, resampler=audio.DEFAULT_RESAMPLER):
     """The per-clip decoder of the tf.data pipeline, traced once per process.
 
     Returns ``path -> (waveform, reason)``: ``keras_asc.data.audio.load_audio`` through
@@ -204,7 +204,7 @@ def _clip_decoder(sampling_rate, num_samples, raise_errors):
 
     def decode_numpy(path):
         path = _text(path)
-        waveform, reason = _decode_clip(path, sampling_rate, num_samples)
+        waveform, reason = _decode_clip(path, sampling_rate, num_samples, resampler)
         if raise_errors and reason:
             failure = audio.AudioDecodeError(path, reason)
             reason = str(failure)
@@ -250,6 +250,7 @@ def make_dataset(
     clip_seconds=1.0,
     splits_dir=None,
     clip_targets=None,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     """Batches of ``(waveforms, labels)`` from a TAU22 split, ready for ``model.fit``.
 
@@ -296,6 +297,9 @@ def make_dataset(
             length) per clip of the split, e.g. a teacher's logits for knowledge distillation;
             each vector travels with its clip through shuffling and skipping, and batches
             become ``(waveforms, (labels, targets))``.
+        resampler: how the files reach ``sampling_rate``: the model's front-end's
+            (``keras_asc.data.resampling.resampler_of(model)``); ``"soxr_hq"``,
+            ``"sinc_hann"`` or ``"polyphase"``.
 
     Returns:
         A :class:`ClipDataset`: ``dataset`` (the ``tf.data.Dataset``), ``clips`` (the
@@ -318,6 +322,7 @@ def make_dataset(
     split = _resolve_split(data, split, tau22.expand_path(splits_dir))
     num_samples = _num_samples(sampling_rate, clip_seconds)
     sampling_rate = int(sampling_rate)
+    resampler = audio.check_resampler(resampler)
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(
             f"batch_size must be a positive integer. Received: batch_size={batch_size!r}"
@@ -352,6 +357,7 @@ def make_dataset(
             drop_remainder=drop_remainder,
             num_parallel_calls=num_parallel_calls,
             clip_targets=clip_targets,
+            resampler=resampler,
         )
     else:
         dataset, clips, skipped = _wav_clips(
@@ -365,6 +371,7 @@ def make_dataset(
             drop_remainder=drop_remainder,
             num_parallel_calls=num_parallel_calls,
             clip_targets=clip_targets,
+            resampler=resampler,
         )
 
     if waveform_augmentations:
@@ -419,6 +426,7 @@ def _wav_clips(
     drop_remainder,
     num_parallel_calls,
     clip_targets=None,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     clips, skipped = _load_clips(split, on_error)
     if not clips:
@@ -430,7 +438,7 @@ def _wav_clips(
         # gives a uniform shuffle.
         dataset = dataset.shuffle(len(clips), seed=seed, reshuffle_each_iteration=True)
 
-    decoder = _clip_decoder(sampling_rate, num_samples, on_error == "raise")
+    decoder = _clip_decoder(sampling_rate, num_samples, on_error == "raise", resampler)
 
     @tf.autograph.experimental.do_not_convert
     def decode(path, label, device):
@@ -482,6 +490,7 @@ def _cached_clips(
     drop_remainder,
     num_parallel_calls,
     clip_targets=None,
+    resampler=audio.DEFAULT_RESAMPLER,
 ):
     cache_dir = os.fspath(cache_dir)
     data_dir = split.root
@@ -489,7 +498,14 @@ def _cached_clips(
     clips = list(split.clips)
     filenames = [clip.filename for clip in clips]
     found = _find_cache(
-        cache_dir, data_dir, split.name, filenames, sampling_rate, clip_seconds, num_samples
+        cache_dir,
+        data_dir,
+        split.name,
+        filenames,
+        sampling_rate,
+        clip_seconds,
+        num_samples,
+        resampler,
     )
     if found is None:
         print(f"Building the decoded-audio cache of {split.title} in {cache_dir} ...")
@@ -500,9 +516,17 @@ def _cached_clips(
             sampling_rate=sampling_rate,
             clip_seconds=clip_seconds,
             on_error=on_error,
+            resampler=resampler,
         )
         found = _find_cache(
-            cache_dir, data_dir, split.name, filenames, sampling_rate, clip_seconds, num_samples
+            cache_dir,
+            data_dir,
+            split.name,
+            filenames,
+            sampling_rate,
+            clip_seconds,
+            num_samples,
+            resampler,
         )
     manifest, rows = found
     skipped = SkippedClips(len(clips))

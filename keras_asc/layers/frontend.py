@@ -16,6 +16,11 @@ from keras import ops
 WINDOWS = ("hann_symmetric", "hann_periodic")
 MEL_SCALES = ("kaldi", "htk")
 MASK_DOMAINS = ("log", "power")
+# How a recording reaches ``sampling_rate`` (``keras_asc.data.resampling``, which this layer
+# does not import: the decoding workers run without Keras). The layer itself takes waveforms
+# already at its rate; every path that decodes files for a model resamples with its
+# front-end's ``resampler``.
+RESAMPLERS = ("sinc_hann", "soxr_hq", "polyphase")
 
 # ``LogMelSpectrogram`` arguments of the DCASE 2024 Task 1 baseline front-end (torchaudio
 # ``MelSpectrogram(32000, n_fft=4096, win_length=3072, hop_length=500, n_mels=256)``, masking
@@ -30,6 +35,8 @@ DCASE24_BASELINE_FRONTEND = {
     "mask_domain": "power",
     "normalize_offset": 0.0,
     "normalize_scale": 1.0,
+    # torchaudio's default Resample (windowed sinc, Hann, width 6, rolloff 0.99).
+    "resampler": "sinc_hann",
 }
 
 # The mel bank is applied as this many matmuls, one per group of consecutive bands, each over
@@ -142,6 +149,11 @@ class LogMelSpectrogram(keras.layers.Layer):
         mel_scale: ``"kaldi"`` or ``"htk"``, the mel bank described above.
         mask_domain: ``"log"`` or ``"power"``, where the frequency mask sets values to 0.
         seed: integer seed of the training-time randomness, or ``None``.
+        resampler: how a recording at another rate is brought to ``sampling_rate`` before
+            this layer: ``"soxr_hq"`` (``librosa.load``'s default, the CP-JKU systems'),
+            ``"sinc_hann"`` (torchaudio's default ``Resample``, the DCASE 2024 baseline's) or
+            ``"polyphase"`` (``scipy.signal.resample_poly``). Recorded in the config; used by
+            the cache, evaluate, predict, submit and the int8 front-end sidecar.
         **kwargs: base layer arguments (``name``, ``dtype``, ...).
 
     Example:
@@ -181,6 +193,7 @@ class LogMelSpectrogram(keras.layers.Layer):
         mel_scale="kaldi",
         mask_domain="log",
         seed=None,
+        resampler="soxr_hq",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -242,6 +255,7 @@ class LogMelSpectrogram(keras.layers.Layer):
             ("window", window, WINDOWS),
             ("mel_scale", mel_scale, MEL_SCALES),
             ("mask_domain", mask_domain, MASK_DOMAINS),
+            ("resampler", resampler, RESAMPLERS),
         ):
             if value not in accepted:
                 raise ValueError(
@@ -265,6 +279,7 @@ class LogMelSpectrogram(keras.layers.Layer):
         self.window = window
         self.mel_scale = mel_scale
         self.mask_domain = mask_domain
+        self.resampler = resampler
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -510,6 +525,7 @@ class LogMelSpectrogram(keras.layers.Layer):
                 "mel_scale": self.mel_scale,
                 "mask_domain": self.mask_domain,
                 "seed": self.seed,
+                "resampler": self.resampler,
             }
         )
         return config

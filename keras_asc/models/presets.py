@@ -11,7 +11,7 @@ MODEL_PRESETS = {
             "class_name": "keras_asc>MofleNetBackbone",
             "config": {"channels_multiplier": 1.8, "expansion_rate": 2.6},
         },
-        "frontend": {"hop_length": 500},
+        "frontend": {"hop_length": 500, "resampler": "soxr_hq"},
         "num_samples": 32000,
         "description": "MofleNet57 (report Table 2): 256x64 log-mels, hop 500, about 60k params, 12.9M MACs.",
         "params": 60_440,
@@ -22,7 +22,7 @@ MODEL_PRESETS = {
             "class_name": "keras_asc>MofleNetBackbone",
             "config": {"channels_multiplier": 2.5, "expansion_rate": 3.0},
         },
-        "frontend": {"hop_length": 500},
+        "frontend": {"hop_length": 500, "resampler": "soxr_hq"},
         "num_samples": 32000,
         # Chosen by a grid over multiplier 2.0-2.5 x expansion 2.6-3.5: the largest model under
         # 128,000 int8 bytes (widths 32/80/200, expansions 96/240), well inside 30 M MACs.
@@ -35,7 +35,7 @@ MODEL_PRESETS = {
             "class_name": "keras_asc>CPResNetBackbone",
             "config": {"channels_multiplier": 1.4, "extra_pooling": True},
         },
-        "frontend": {"hop_length": 750},
+        "frontend": {"hop_length": 750, "resampler": "soxr_hq"},
         "num_samples": 32000,
         "description": "CP-ResNet59 (report Table 1): 256x43 log-mels, hop 750, 58k params, 15.8M MACs.",
         "params": 58_360,
@@ -46,7 +46,7 @@ MODEL_PRESETS = {
             "class_name": "keras_asc>CPResNetBackbone",
             "config": {"channels_multiplier": 2.0, "extra_pooling": False},
         },
-        "frontend": {"hop_length": 750},
+        "frontend": {"hop_length": 750, "resampler": "soxr_hq"},
         "num_samples": 32000,
         "description": "CP-ResNet at the CP-JKU teacher width (multiplier 2.0): 127,684 params, 28.8M MACs.",
         "params": 127_684,
@@ -55,7 +55,7 @@ MODEL_PRESETS = {
     "dcase24_baseline": {
         "backbone": {"class_name": "keras_asc>CPMobileBackbone", "config": {}},
         # The baseline's own front-end: periodic Hann window, HTK mel bank to 16 kHz, masking on
-        # the power mel, log(x + 1e-5) without normalisation.
+        # the power mel, log(x + 1e-5) without normalisation; resampled as torchaudio's default.
         "frontend": dict(DCASE24_BASELINE_FRONTEND),
         "num_samples": 32000,
         "description": "DCASE 2024 Task 1 baseline (CP-Mobile, no GRN): 256x65 log-mels, 61,148 params, 29.4M MACs.",

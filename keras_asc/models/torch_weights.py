@@ -47,6 +47,7 @@ import collections.abc
 import dataclasses
 import os
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -54,6 +55,7 @@ import numpy as np
 from keras_asc.layers.blocks import leaf_layers
 from keras_asc.layers.frontend import LogMelSpectrogram
 from keras_asc.layers.normalization import GlobalResponseNormalization
+from keras_asc.text import install_hint
 
 LAYOUTS = ("torch_reference", "dcase2024_baseline", "cpjku_cp_resnet")
 
@@ -256,9 +258,7 @@ def _import_torch():
     try:
         import torch
     except ImportError:
-        raise ImportError(
-            'Reading PyTorch files needs torch: pip install "keras-asc[torch]"'
-        ) from None
+        raise ImportError(f"Reading PyTorch files needs torch: {install_hint('torch')}.") from None
     return torch
 
 
@@ -271,7 +271,10 @@ def _read_source(source):
             raise FileNotFoundError(f"No PyTorch weights file at {path!r}.")
         torch = _import_torch()
         try:
-            content = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # Torch's note on a file pickled with another protocol: ours is the error below.
+                warnings.filterwarnings("ignore", message="Detected pickle protocol")
+                content = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # any failure means "not safely readable"
             raise ValueError(
                 f"Could not read {path!r} safely with torch.load(weights_only=True): "
@@ -307,16 +310,44 @@ def _read_source(source):
     return tensors, description
 
 
+# What torch's weights-only unpickler says, in our words: (pattern, reason). Torch wraps these
+# in several sentences of advice (re-run with weights_only=False, file an issue), which the
+# message here replaces with its own.
+_LOAD_FAILURES = (
+    (r"Unsupported global: GLOBAL ([\w.]+)", "it pickles {0}, which weights_only loading refuses"),
+    (
+        r"unsupported GLOBAL ([\w.]+) whose module ([\w.]+) is blocked",
+        "it pickles {0}, and module {1} is never loaded from a weights file",
+    ),
+    (
+        r"Trying to call reduce for unrecognized function ([^\n]+?)(?: which belongs to|$)",
+        "it calls {0} when unpickled, which weights_only loading refuses",
+    ),
+    (
+        r"Can only (?:build|create new object)[^\n]* but got (<class [^>]+>|[\w.]+)",
+        "it holds a {0}, which weights_only loading refuses",
+    ),
+    (
+        r"Unsupported operand (\d+)",
+        "pickle opcode {0} is not one torch.save writes (is it a torch.save file?)",
+    ),
+    # Any other refusal of the weights-only unpickler: its reason, whole.
+    (r"WeightsUnpickler error:\s*([^\n]+?)\.?\s*$", "the weights-only unpickler refused it: {0}"),
+)
+
+
 def _load_failure(error):
-    """A short reason for a failed ``torch.load``, without torch's multi-line advice."""
+    """A short reason for a failed ``torch.load``, in whole sentences of our own, without
+    torch's multi-line advice."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if match:
-        return f"it pickles {match.group(1)}, which weights_only loading refuses"
-    match = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    lines = [match.group(1)] if match else text.strip().splitlines()
-    detail = lines[0].strip()[:160] if lines else ""
-    return f"{type(error).__name__}{': ' + detail if detail else ''} (is it a torch.save file?)"
+    for pattern, reason in _LOAD_FAILURES:
+        match = re.search(pattern, text, re.MULTILINE)
+        if match:
+            return reason.format(*match.groups())
+    # Anything else: the first sentence torch wrote, whole.
+    sentence = re.split(r"(?<=[.!?])\s|\n", text.strip(), maxsplit=1)[0].strip().rstrip(".")
+    detail = f": {sentence}" if sentence else ""
+    return f"{type(error).__name__}{detail} (is it a torch.save file?)"
 
 
 def _to_numpy(value):

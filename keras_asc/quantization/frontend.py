@@ -16,18 +16,27 @@ Example:
     (1, 256, 64, 1)
 """
 
+import hashlib
 import json
+import math
+import zipfile
 
 import numpy as np
 import scipy.fft
 import scipy.sparse
 
-from keras_asc.layers.frontend import LogMelSpectrogram
+from keras_asc.layers.frontend import RESAMPLERS, LogMelSpectrogram
 
 # Version 2 adds the sparse mel bank (``mel_band_start``, ``mel_band_length``,
-# ``mel_band_weights``) beside the dense one; version 1 files (dense bank only) still load.
-FRONTEND_FORMAT = "keras_asc.logmel/2"
-FRONTEND_FORMATS = ("keras_asc.logmel/1", FRONTEND_FORMAT)
+# ``mel_band_weights``) beside the dense one; version 3 the resampler (how a recording reaches
+# ``sampling_rate``) and a SHA-256 digest of the content, which the loader verifies. Files of
+# versions 1 (dense bank only) and 2 still load: their resampler is the default one and
+# they carry no digest (their constants are checked all the same).
+FRONTEND_FORMAT = "keras_asc.logmel/3"
+FRONTEND_FORMATS = ("keras_asc.logmel/1", "keras_asc.logmel/2", FRONTEND_FORMAT)
+# The resampler of a file that names none (format 1 and 2): the layer's default.
+_DEFAULT_RESAMPLER = "soxr_hq"
+_DIGEST_KEY = "sha256"
 _ARRAYS = ("window", "mel_filter_bank", "mel_band_start", "mel_band_length", "mel_band_weights")
 _SCALARS = (
     "sampling_rate",
@@ -43,6 +52,7 @@ _SCALARS = (
     "normalize_scale",
     "window",
     "mel_scale",
+    "resampler",
 )
 
 
@@ -58,7 +68,9 @@ def frontend_params(frontend):
         ``pre_emphasis`` (``None`` when off), ``log_offset``, ``normalize_offset``,
         ``normalize_scale``), the names of the window and mel scale (``"window_function"``:
         ``"hann_symmetric"`` or ``"hann_periodic"``; ``"mel_scale"``: ``"kaldi"`` or
-        ``"htk"``; informative, the arrays carry the numbers), ``"format"``,
+        ``"htk"``; informative, the arrays carry the numbers), ``"resampler"`` (how a
+        recording at another rate is brought to ``sampling_rate``: ``"soxr_hq"``,
+        ``"sinc_hann"`` or ``"polyphase"``, see ``keras_asc.data.resampling``), ``"format"``,
         ``"padding": "reflect"``, and two float32 arrays: ``"window"`` (the layer's Hann
         window zero-padded to ``fft_length`` and centred, shape (fft_length,)) and
         ``"mel_filter_bank"`` (fft_length // 2 + 1, num_mel_bins), the layer's inference bank;
@@ -241,9 +253,10 @@ def save_frontend_params(file, params_per_input):
         params_per_input: one ``frontend_params`` dict per model input.
 
     Keys: ``input{i}_window``, ``input{i}_mel_filter_bank`` (dense), the sparse bank
-    ``input{i}_mel_band_start``, ``input{i}_mel_band_length``, ``input{i}_mel_band_weights``
-    (format ``keras_asc.logmel/2``), and ``constants`` (a JSON string with one dict of scalars
-    per input).
+    ``input{i}_mel_band_start``, ``input{i}_mel_band_length``, ``input{i}_mel_band_weights``,
+    ``constants`` (a JSON string with one dict of scalars per input, the resampler among
+    them) and ``sha256``: the hex SHA-256 of everything else (see ``content_digest``), which
+    ``load_frontend_params`` verifies (format ``keras_asc.logmel/3``).
     """
     arrays, constants = {}, []
     for index, params in enumerate(params_per_input):
@@ -254,9 +267,30 @@ def save_frontend_params(file, params_per_input):
         arrays[f"input{index}_mel_band_start"] = start
         arrays[f"input{index}_mel_band_length"] = length
         arrays[f"input{index}_mel_band_weights"] = weights
-        constants.append({**scalar_params(params), "format": FRONTEND_FORMAT})
+        scalars = {**scalar_params(params), "format": FRONTEND_FORMAT}
+        scalars["resampler"] = scalars.get("resampler") or _DEFAULT_RESAMPLER
+        constants.append(scalars)
     arrays["constants"] = np.array(json.dumps(constants))
+    arrays[_DIGEST_KEY] = np.array(content_digest(arrays))
     np.savez_compressed(file, **arrays)
+
+
+def content_digest(arrays):
+    """SHA-256 (hex) of a sidecar's content: every entry but the digest, in name order, each
+    as its name, dtype, shape and bytes (C order). The same on every platform."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == _DIGEST_KEY:
+            continue
+        value = np.asarray(arrays[name])
+        if value.dtype.kind == "U":  # the JSON constants: hash the text, not NumPy's UCS-4
+            payload = str(value).encode("utf-8")
+        else:
+            payload = np.ascontiguousarray(value.astype(value.dtype.newbyteorder("<"))).tobytes()
+        header = f"{name}|{value.dtype.kind}{value.dtype.itemsize}|{value.shape}|{len(payload)}|"
+        digest.update(header.encode("utf-8"))
+        digest.update(payload)
+    return digest.hexdigest()
 
 
 def scalar_params(params):
@@ -264,35 +298,191 @@ def scalar_params(params):
     return {k: v for k, v in params.items() if k not in _ARRAYS}
 
 
+class FrontendFileError(ValueError):
+    """A ``.frontend.npz`` sidecar that cannot be used; the message names the file first."""
+
+
+def _fail(path, reason):
+    raise FrontendFileError(f"{path}: {reason}")
+
+
+def _finite_number(path, index, scalars, name, positive=False):
+    value = scalars.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(path, f"input {index}: {name} must be a finite number. Received: {value!r}")
+    if positive and not value > 0:
+        _fail(path, f"input {index}: {name} must be > 0. Received: {value!r}")
+    return value
+
+
+def _check_params(path, index, params):
+    """Refuse constants a front-end cannot use: non-finite, misshapen or out of order."""
+    for name in ("sampling_rate", "fft_length", "window_length", "hop_length", "num_mel_bins"):
+        value = params.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            _fail(path, f"input {index}: {name} must be a positive integer. Received: {value!r}")
+    fft_length, mels = params["fft_length"], params["num_mel_bins"]
+    if params["window_length"] > fft_length:
+        _fail(
+            path,
+            f"input {index}: window_length {params['window_length']} > fft_length {fft_length}",
+        )
+    _finite_number(path, index, params, "log_offset", positive=True)
+    _finite_number(path, index, params, "normalize_offset")
+    if _finite_number(path, index, params, "normalize_scale") == 0:
+        _fail(path, f"input {index}: normalize_scale must be non-zero")
+    low = _finite_number(path, index, params, "min_frequency")
+    high = _finite_number(path, index, params, "max_frequency")
+    if not 0 <= low < high <= params["sampling_rate"] / 2:
+        _fail(
+            path,
+            f"input {index}: expected 0 <= min_frequency < max_frequency <= sampling_rate / 2. "
+            f"Received: {low}, {high}",
+        )
+    emphasis = params.get("pre_emphasis")
+    if emphasis is not None and not (
+        isinstance(emphasis, (int, float)) and math.isfinite(emphasis) and 0 <= emphasis < 1
+    ):
+        _fail(
+            path, f"input {index}: pre_emphasis must be None or in [0, 1). Received: {emphasis!r}"
+        )
+    if params.get("resampler") not in RESAMPLERS:
+        _fail(
+            path,
+            f"input {index}: resampler must be one of {', '.join(map(repr, RESAMPLERS))}. "
+            f"Received: {params.get('resampler')!r}",
+        )
+    bins = fft_length // 2 + 1
+    expected = {
+        "window": (fft_length,),
+        "mel_filter_bank": (bins, mels),
+        "mel_band_start": (mels,),
+        "mel_band_length": (mels,),
+    }
+    for name, shape in expected.items():
+        if tuple(np.shape(params[name])) != shape:
+            _fail(
+                path, f"input {index}: {name} has shape {np.shape(params[name])}; expected {shape}"
+            )
+    for name in ("window", "mel_filter_bank", "mel_band_weights"):
+        values = np.asarray(params[name])
+        if values.dtype.kind != "f" or not np.isfinite(values).all():
+            _fail(
+                path,
+                f"input {index}: {name} holds non-finite values (NaN or Inf); expected finite {name}",
+            )
+        if values.size and (values.min() < 0 or values.max() > 1 + 1e-6):
+            _fail(path, f"input {index}: {name} has values outside [0, 1]")
+    start = np.asarray(params["mel_band_start"])
+    length = np.asarray(params["mel_band_length"])
+    if start.dtype.kind not in "iu" or length.dtype.kind not in "iu":
+        _fail(path, f"input {index}: mel_band_start and mel_band_length must be integers")
+    if (
+        length.sum() != np.size(params["mel_band_weights"])
+        or np.any(length < 0)
+        or np.any(start < 0)
+        or np.any(start + length > bins)
+    ):
+        _fail(
+            path,
+            f"input {index}: the sparse mel bank's runs must lie in {bins} FFT bins and hold "
+            f"{np.size(params['mel_band_weights'])} weights",
+        )
+    used = length > 0  # a band narrower than an FFT bin may weight none
+    if np.any(np.diff(start[used]) < 0) or np.any(np.diff((start + length)[used]) < 0):
+        _fail(path, f"input {index}: mel bands are not in ascending frequency order")
+    dense_start, dense_length, dense_weights = sparse_mel_bank(params["mel_filter_bank"])
+    if not (
+        np.array_equal(dense_start[used], start[used])
+        and np.array_equal(dense_length, length)
+        and np.array_equal(dense_weights, np.asarray(params["mel_band_weights"], "float32"))
+    ):
+        _fail(path, f"input {index}: the sparse mel bank differs from the dense one")
+
+
 def load_frontend_params(path):
     """Read a ``save_frontend_params`` file: one params dict per model input.
 
-    Reads format ``keras_asc.logmel/2`` and the older ``keras_asc.logmel/1`` (dense bank only;
-    the sparse bank is derived from it).
+    Reads format ``keras_asc.logmel/3`` and the older ``/2`` and ``/1`` (dense bank only;
+    the sparse bank is derived from it). Every fault is a :class:`FrontendFileError` (a
+    ``ValueError``) that names this file: not a ``.npz`` archive, a digest that does not match
+    the content (changed after export), a missing entry, or constants a front-end cannot
+    use (non-finite, misshapen, bands out of order, an unknown resampler).
     """
-    with np.load(path, allow_pickle=False) as data:
-        constants = json.loads(str(data["constants"]))
-        result = []
-        for index, scalars in enumerate(constants):
-            if scalars.get("format") not in FRONTEND_FORMATS:
-                raise ValueError(
-                    f"{path}: front-end format {scalars.get('format')!r} is not one of "
-                    f"{', '.join(map(repr, FRONTEND_FORMATS))}."
-                )
-            params = {
-                **scalars,
-                "window": data[f"input{index}_window"],
-                "mel_filter_bank": data[f"input{index}_mel_filter_bank"],
-            }
-            if f"input{index}_mel_band_start" in data:
-                sparse = (
-                    data[f"input{index}_mel_band_{k}"] for k in ("start", "length", "weights")
-                )
-            else:
-                sparse = sparse_mel_bank(params["mel_filter_bank"])
-            params.update(
-                zip(("mel_band_start", "mel_band_length", "mel_band_weights"), sparse, strict=True)
+    if not zipfile.is_zipfile(path):
+        _fail(
+            path,
+            "unreadable front-end constants: not a NumPy .npz archive (a zip file) as "
+            "keras-asc exports write; re-export the model",
+        )
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, KeyError) as error:
+        _fail(
+            path,
+            f"unreadable front-end constants (damaged archive: {type(error).__name__}); "
+            "re-export the model",
+        )
+    if "constants" not in arrays:
+        _fail(path, "unreadable front-end constants: no 'constants' entry; re-export the model")
+    if _DIGEST_KEY in arrays:
+        recorded, computed = str(arrays[_DIGEST_KEY]), content_digest(arrays)
+        if recorded != computed:
+            _fail(
+                path,
+                f"content digest mismatch: the file records SHA-256 {recorded[:16]}... but its "
+                f"content hashes to {computed[:16]}... (changed after export); re-export the model",
             )
-            params["format"] = FRONTEND_FORMAT
-            result.append(params)
+    try:
+        constants = json.loads(str(arrays["constants"]))
+    except json.JSONDecodeError:
+        _fail(path, "unreadable front-end constants: 'constants' is not JSON")
+    if not isinstance(constants, list) or not all(isinstance(c, dict) for c in constants):
+        _fail(path, "unreadable front-end constants: expected one JSON object per model input")
+    result = []
+    for index, scalars in enumerate(constants):
+        if scalars.get("format") not in FRONTEND_FORMATS:
+            _fail(
+                path,
+                f"front-end format {scalars.get('format')!r} is not one of "
+                f"{', '.join(map(repr, FRONTEND_FORMATS))}.",
+            )
+        if scalars["format"] == FRONTEND_FORMAT and _DIGEST_KEY not in arrays:
+            _fail(path, f"format {FRONTEND_FORMAT} without its content digest; re-export the model")
+        missing = [
+            f"input{index}_{name}"
+            for name in ("window", "mel_filter_bank")
+            if f"input{index}_{name}" not in arrays
+        ]
+        if missing:
+            _fail(path, f"unreadable front-end constants: no {', '.join(missing)} entry")
+        params = {
+            **scalars,
+            "window": arrays[f"input{index}_window"],
+            "mel_filter_bank": arrays[f"input{index}_mel_filter_bank"],
+        }
+        params["resampler"] = params.get("resampler") or _DEFAULT_RESAMPLER
+        if f"input{index}_mel_band_start" in arrays:
+            sparse = (
+                arrays.get(f"input{index}_mel_band_{k}") for k in ("start", "length", "weights")
+            )
+        else:
+            bank = np.asarray(params["mel_filter_bank"])
+            if bank.ndim != 2 or bank.dtype.kind != "f":
+                _fail(path, f"input {index}: mel_filter_bank has shape {bank.shape}; expected 2-D")
+            sparse = sparse_mel_bank(bank)
+        params.update(
+            zip(("mel_band_start", "mel_band_length", "mel_band_weights"), sparse, strict=True)
+        )
+        if any(
+            params[k] is None for k in ("mel_band_start", "mel_band_length", "mel_band_weights")
+        ):
+            _fail(
+                path,
+                f"unreadable front-end constants: input {index}'s sparse mel bank is incomplete",
+            )
+        _check_params(path, index, params)
+        params["format"] = FRONTEND_FORMAT
+        result.append(params)
     return result

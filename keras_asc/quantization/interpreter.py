@@ -10,9 +10,12 @@ import zipfile
 
 import numpy as np
 
+from keras_asc.finite import check_finite
 from keras_asc.quantization import micro
 from keras_asc.quantization.export import EXPORT_FORMAT, make_interpreter, sidecar_paths
 from keras_asc.quantization.frontend import frontend_numpy, load_frontend_params, num_frames
+from keras_asc.quantization.frontend_shared import shared_frontends
+from keras_asc.quantization.graph import native_output_captured
 
 # Run in a child process: the LiteRT interpreter trusts the flatbuffer it is given, and a
 # damaged file can make it read out of bounds and kill the process (SIGSEGV, SIGABRT). The
@@ -183,7 +186,6 @@ class TFLiteClassifier:
     def spectrograms(self, waveforms):
         """The input spectrograms of a waveform batch, one array per model input."""
         waveforms = np.asarray(waveforms, dtype="float32")
-        result = []
         for params, shape in zip(self.frontends, self.input_shapes, strict=True):
             frames = num_frames(waveforms.shape[-1], params)
             if frames != shape[1]:
@@ -191,8 +193,9 @@ class TFLiteClassifier:
                     f"{self.name}: waveforms of {waveforms.shape[-1]} samples give {frames} "
                     f"frames; the model takes {shape[1]} (num_samples={self.num_samples})."
                 )
-            result.append(frontend_numpy(waveforms, params))
-        return result
+        # An ensemble's members share their framing and FFTs where their settings allow
+        # (the same values as frontend_numpy per input, fewer FFTs).
+        return shared_frontends(waveforms, self.frontends)
 
     def model_inputs(self, waveforms):
         """The spectrograms of a waveform batch in the order of the tf_keras model's inputs.
@@ -214,7 +217,9 @@ class TFLiteClassifier:
             return
         for detail, shape in zip(self._inputs, self.input_shapes, strict=True):
             self.interpreter.resize_tensor_input(detail["index"], (batch, *shape))
-        self.interpreter.allocate_tensors()
+        # LiteRT applies its XNNPACK delegate here and announces it on the native stderr.
+        with native_output_captured():
+            self.interpreter.allocate_tensors()
         self._batch = batch
 
     def _run(self, arrays):
@@ -278,18 +283,25 @@ class TFLiteClassifier:
         return x
 
     def predict(self, x):
-        """Float logits (batch, classes) of waveforms or spectrograms (see the class doc)."""
+        """Float logits (batch, classes) of waveforms or spectrograms (see the class doc).
+
+        Raises:
+            keras_asc.finite.NonFiniteError: a spectrogram or a logit is NaN or infinite (an
+                int8 input would quantise it to a normal-looking value)."""
         arrays = self._as_inputs(x)
+        for array in arrays:
+            check_finite(array, self.name, what="inputs")
         count = arrays[0].shape[0]
         outputs = [
             self._run([np.ascontiguousarray(a[start : start + self.batch_size]) for a in arrays])
             for start in range(0, count, self.batch_size)
         ]
-        return (
+        logits = (
             np.concatenate(outputs)
             if outputs
             else np.zeros((0, self._output["shape"][-1]), "float32")
         )
+        return check_finite(logits, self.name)
 
     def __repr__(self):
         return f"TFLiteClassifier({self.path!r}, inputs={self.input_names})"

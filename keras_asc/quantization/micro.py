@@ -5,7 +5,8 @@ buffer, the *tensor arena*: every activation, scratch buffer and the interpreter
 structures live in it, so its size is the RAM a device must set aside for the model (the
 weights stay in flash, inside the file). This module runs the files ``export_int8`` writes in
 the reference interpreter of the PyPI ``tflite-micro`` package (the ``micro`` extra:
-``pip install keras-asc[micro]``), the same kernels and memory planner a device build uses:
+``pip install "keras-asc[micro]"`` from an index, ``pip install ".[micro]"`` from a
+clone), the same kernels and memory planner a device build uses:
 
 - ``micro_report`` opens a file, runs it once and returns the arena it needs;
 - ``MicroInterpreter`` runs clips through it (TFLM runs batch 1: the exported files have a
@@ -44,7 +45,8 @@ def _runtime():
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:
         raise ImportError(
-            "Running TFLite Micro needs the tflite-micro package: pip install keras-asc[micro]"
+            "Running TFLite Micro needs the tflite-micro package: pip install "
+            '"keras-asc[micro]" (installed from an index) or pip install ".[micro]" (from a clone)'
         ) from None
     return runtime
 

@@ -7,8 +7,9 @@ converter folds them into one int8 convolution), and the quantised model is fine
 report's recipe: 24 epochs, peak learning rate 5e-5 decreasing linearly to 10 % of the peak by
 epoch 16, then constant.
 
-The keras-asc layers get their own quantisation configs: GRN stays in floating point (as in the
-report), the channel shuffle is a pass-through (a permutation keeps its input's quantisation),
+The keras-asc layers get the quantisation configs the policy table gives them
+(``policy.QUANTIZATION_POLICY``, which post-training quantisation reads too): GRN stays in
+floating point (as in the report), the channel shuffle is a pass-through (a permutation keeps its input's quantisation),
 and the pooling that produces the logits runs in float on the dequantised int8 head output
 (see ``twin.LogitPooling``). The 3x3 average pooling of a strided shortcut is a pass-through
 too: TFLite's int8 AVERAGE_POOL_2D has one scale for input and output, so an output range of
@@ -36,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from keras_asc.quantization import policy
 from keras_asc.quantization import twin as twin_module
 from keras_asc.quantization.twin import attach_spec, is_ensemble, to_tf_keras, twin_spec
 
@@ -177,15 +179,12 @@ def quantize_scope_objects():
 
 
 def _custom_layer_config(layer):
-    configs = quantize_configs()
-    if isinstance(layer, twin_module.GlobalResponseNormalization):
-        return configs["FloatQuantizeConfig"]()
-    if isinstance(layer, (twin_module.ChannelShuffle, twin_module.Subsample)):
-        return configs["PassThroughQuantizeConfig"]()
-    if isinstance(layer, tf_keras.layers.AveragePooling2D):
-        return configs["PassThroughQuantizeConfig"]()
-    if isinstance(layer, twin_module.LogitPooling):
-        return configs["FloatQuantizeConfig"]()
+    """The quantisation config ``policy.QUANTIZATION_POLICY`` gives ``layer`` (None: TF-MOT's)."""
+    treatment = policy.treatment(layer)
+    if treatment == policy.FLOAT:
+        return quantize_configs()["FloatQuantizeConfig"]()
+    if treatment == policy.PASS_THROUGH:
+        return quantize_configs()["PassThroughQuantizeConfig"]()
     return None
 
 
@@ -282,7 +281,7 @@ def spectrogram_dataset(model, dataset, *, training=True, augmentations=None):
             0.1), else none.
 
     Example:
-        >>> spectrograms = spectrogram_dataset(model, make_dataset(data_dir, 25, batch_size=32))
+        >>> spectrograms = spectrogram_dataset(model, make_dataset(data_dir, 25, batch_size=32).dataset)
     """
     _check_tensorflow_backend()
     frontend = getattr(model, "frontend", None)
@@ -463,7 +462,7 @@ def quantize_aware_train(
     Example:
         >>> from keras_asc.training import QAT_RECIPE
         >>> qat_model = quantize_aware_train(keras_asc.load_model("runs/moflenet57/model.keras"),
-        ...                                  make_dataset("/data/tau22", 25, batch_size=256),
+        ...                                  make_dataset("/data/tau22", 25, batch_size=256).dataset,
         ...                                  QAT_RECIPE.epochs, **QAT_RECIPE.schedule_arguments())
     """
     _check_tensorflow_backend()

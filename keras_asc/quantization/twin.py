@@ -731,7 +731,8 @@ def _rewire(config, subsamples):
         ]
 
 
-def _inner_config(entry):
+def inner_layer_config(entry):
+    """The config entry of a layer, or of the layer a TF-MOT ``QuantizeWrapperV2`` wraps."""
     # A TF-MOT QuantizeWrapperV2 keeps the wrapped layer's config under "layer".
     inner = entry["config"].get("layer")
     return inner if isinstance(inner, dict) and "class_name" in inner else entry
@@ -745,7 +746,7 @@ def native_strides_config(config):
     """
     subsamples, strides = {}, {}
     for entry in config["layers"]:
-        inner = _inner_config(entry)
+        inner = inner_layer_config(entry)
         if inner["class_name"] in ("Functional", "Model") and "layers" in inner["config"]:
             native_strides_config(inner["config"])
         elif inner["class_name"].split(">")[-1] == "Subsample":
@@ -755,7 +756,7 @@ def native_strides_config(config):
     if not subsamples:
         return config
     for entry in config["layers"]:
-        inner = _inner_config(entry)
+        inner = inner_layer_config(entry)
         if inner["config"].get("name") in strides:
             inner["config"]["strides"] = strides.pop(inner["config"]["name"])
     if strides:
@@ -805,12 +806,39 @@ def copy_weights_by_name(source, target):
             layer.set_weights(weights)
 
 
+def rebuilt(model, rewrite, extra_objects=None):
+    """``model`` rebuilt from ``rewrite(config)`` with its weights copied by layer name.
+
+    The graph-rewrite step of the twin options (``with_native_strides``,
+    ``low_arena.with_blockwise_grn``): ``rewrite`` changes the functional config (the
+    layers' class names, arguments, connections) and returns it, or returns ``None`` when
+    nothing applies, and then ``model`` itself is returned. Layer names are kept, so the
+    weights copy over and ``twin_spec`` follows.
+
+    Args:
+        model: a tf_keras twin or a QAT model built from one.
+        rewrite: function of a config dict (a deep copy, free to change).
+        extra_objects: extra classes for deserialisation (TF-MOT's quantisation configs,
+            the rewrite's layer classes); the twin layers of this module are always known.
+    """
+    config = rewrite(model.get_config())
+    if config is None:
+        return model
+    config = _without_build_configs(config)
+    with tf_keras.utils.custom_object_scope({**custom_objects(), **(extra_objects or {})}):
+        result = tf_keras.Model.from_config(config)
+    copy_weights_by_name(model, result)
+    spec = _SPECS.get(model)
+    return attach_spec(result, spec) if spec is not None else result
+
+
 def with_native_strides(model, extra_objects=None):
     """The twin (or QAT model) with native depthwise strides and no ``Subsample``, same weights.
 
     The model is rebuilt from its config (``native_strides_config``) and its weights are
-    copied by layer name; a model without ``Subsample`` layers is returned as it is. The
-    result is for the TFLite converter, which traces it; TensorFlow cannot run it on CPU.
+    copied by layer name (``rebuilt``); a model without ``Subsample`` layers is returned as it
+    is. The result is for the TFLite converter, which traces it; TensorFlow cannot run it on
+    CPU.
 
     Args:
         model: a tf_keras twin from ``to_tf_keras`` or a QAT model built from one.
@@ -822,9 +850,4 @@ def with_native_strides(model, extra_objects=None):
     """
     if not any(isinstance(layer, Subsample) for layer in layers_deep(model)):
         return model
-    config = _without_build_configs(native_strides_config(model.get_config()))
-    with tf_keras.utils.custom_object_scope({**custom_objects(), **(extra_objects or {})}):
-        native = tf_keras.Model.from_config(config)
-    copy_weights_by_name(model, native)
-    spec = _SPECS.get(model)
-    return attach_spec(native, spec) if spec is not None else native
+    return rebuilt(model, native_strides_config, extra_objects)

@@ -44,6 +44,7 @@ Reference:
 import hashlib
 import json
 import os
+import types
 
 import numpy as np
 
@@ -169,15 +170,19 @@ def _compute_logits(teachers, split, cache_dir, on_error, batch_size, verbose):
     """The mean teacher logits of every clip of the split, in file order; rows of clips that
     could not be read (``on_error="skip"``) are NaN."""
     from keras_asc.data.pipeline import make_dataset
+    from keras_asc.data.resampling import resampler_of
 
+    predictors = [load_predictor(teacher["path"]) for teacher in teachers]
+    # The teachers hear the clips through their front-ends' resampler (one for all of them).
+    resampler = resampler_of(types.SimpleNamespace(name="the teachers", members=predictors))
     data = make_dataset(
         split,
         batch_size=batch_size,
         training=False,
         cache_dir=cache_dir,
         on_error=on_error,
+        resampler=resampler,
     )
-    predictors = [load_predictor(teacher["path"]) for teacher in teachers]
     if verbose:
         names = ", ".join(teacher["model"] or teacher["path"] for teacher in teachers)
         print(f"keras-asc train: teacher logits of {len(data.clips)} clips from {names} ...")

@@ -33,7 +33,8 @@ import numpy as np
 from keras_asc import registry
 from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS, Split, expand_path
 from keras_asc.files import FINAL_MODEL, METRICS_JSON, write_text_atomic
-from keras_asc.text import format_table
+from keras_asc.finite import NonFiniteError, check_finite, check_finite_weights
+from keras_asc.text import format_table, install_hint
 from keras_asc.training import plots as plots_module
 from keras_asc.training.rundir import RunDir
 from keras_asc.training.saving import load_model
@@ -216,7 +217,7 @@ def _clip_losses(logits, labels):
     return -np.log(np.clip(probabilities, eps, 1.0 - eps))
 
 
-def _check_logits_and_labels(logits, labels, logits_shape_classes):
+def _check_logits_and_labels(logits, labels, logits_shape_classes, model=None):
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels)
     if logits.ndim != 2:
@@ -242,8 +243,7 @@ def _check_logits_and_labels(logits, labels, logits_shape_classes):
             f"labels must lie in [0, {classes}). Received values from {labels.min()} to "
             f"{labels.max()}."
         )
-    if not np.all(np.isfinite(logits)):
-        raise ValueError("logits contain NaN or infinite values; the model output is broken.")
+    check_finite(logits, model)
     return logits, labels.astype(np.int64)
 
 
@@ -287,7 +287,7 @@ def evaluate_predictions(
         (0.6666666666666666, 0.75)
     """
     class_names = tuple(class_names)
-    logits, labels = _check_logits_and_labels(logits, labels, len(class_names))
+    logits, labels = _check_logits_and_labels(logits, labels, len(class_names), model_name)
     devices = _decode_devices(devices, len(labels))
     num_classes = len(class_names)
     predictions = logits.argmax(axis=1)
@@ -556,7 +556,9 @@ def load_predictor(model_or_path):
                     f"which this installation does not provide ({error})."
                 ) from error
             return TFLiteClassifier(model_path)
-        predictor = _KerasPredictor(load_model(model_path))
+        model = load_model(model_path)
+        check_finite_weights(model, model_path)
+        predictor = _KerasPredictor(model)
         if run_dir is not None:
             predictor.name = run_model_name(run_dir) or predictor.name
         return predictor
@@ -598,15 +600,25 @@ def predictor_num_samples(predictor):
     return int(num_samples or DEFAULT_NUM_SAMPLES)
 
 
-def predict_logits(predictor, waveforms):
-    """Call ``predictor.predict`` and check that it returned (batch, classes) logits."""
-    logits = np.asarray(predictor.predict(waveforms))
+def predict_logits(predictor, waveforms, clips=None):
+    """Call ``predictor.predict`` and check that it returned finite (batch, classes) logits.
+
+    Args:
+        predictor: an object with ``predict(waveforms) -> logits``.
+        waveforms: (batch, samples) waveforms.
+        clips: optional name of each waveform, for the error on a NaN or infinite logit.
+    """
+    name = getattr(predictor, "name", type(predictor).__name__)
+    try:
+        logits = np.asarray(predictor.predict(waveforms))
+    except NonFiniteError as error:  # a predictor's own check (TFLiteClassifier): name the clip
+        raise error.with_clips(clips) from None
     if logits.ndim != 2 or logits.shape[0] != len(waveforms):
         raise ValueError(
-            f"{getattr(predictor, 'name', type(predictor).__name__)}.predict returned shape "
+            f"{name}.predict returned shape "
             f"{logits.shape} for {len(waveforms)} waveforms; expected (batch, classes) logits."
         )
-    return logits
+    return check_finite(logits, name, clips)
 
 
 def evaluate(
@@ -650,6 +662,7 @@ def evaluate(
     predictor = load_predictor(model_or_path)
     # tf.data: TensorFlow loads with the first pipeline, not with keras_asc.training.
     from keras_asc.data.pipeline import decode_failure, make_dataset
+    from keras_asc.data.resampling import resampler_of
 
     data = make_dataset(
         data_dir,
@@ -660,6 +673,7 @@ def evaluate(
         cache_dir=cache_dir,
         include_device=True,
         on_error=on_error,
+        resampler=resampler_of(predictor),
     )
     dataset = data.dataset
     total = int(dataset.cardinality())
@@ -678,7 +692,9 @@ def evaluate(
                 raise
             raise failure from None
         step += 1
-        logits.append(predict_logits(predictor, waveforms))
+        logits.append(
+            predict_logits(predictor, waveforms, _batch_clips(data, logits, waveforms))
+        )
         batch_labels = np.asarray(batch_labels)
         if batch_labels.ndim == 2:
             # One-hot (or mixed) label rows: the scored class is the largest entry.
@@ -700,6 +716,15 @@ def evaluate(
         model_name=getattr(predictor, "name", None),
         split=data.split.name,
     )
+
+
+def _batch_clips(data, batches, waveforms):
+    """The file names of a batch of an unshuffled evaluation :class:`ClipDataset` (``None``
+    once a clip was skipped, which shifts the order)."""
+    start = sum(len(batch) for batch in batches)
+    if len(data.skipped) or start + len(waveforms) > len(data.clips):
+        return None
+    return [clip.filename for clip in data.clips[start : start + len(waveforms)]]
 
 
 def default_out_dir(model, split):
@@ -726,7 +751,7 @@ def report_result(result, out_dir, plots=True, command="evaluate"):
     if plots and not plots_module.matplotlib_available():
         print(
             f"keras-asc {command}: matplotlib is not installed, PNG plots skipped "
-            "(pip install 'keras-asc[plot]')"
+            f"({install_hint('plot')})"
         )
     for path in written:
         print(f"wrote {path}")

@@ -14,7 +14,9 @@ input length (1 s for every keras-asc model):
   statistics the model was trained on.
 
 The softmax probabilities of the windows are averaged into one distribution per file. A file
-that cannot be read gets an error entry and the other files are still classified.
+that cannot be read gets an error entry and the other files are still classified; so does a
+file for which the model gives a NaN or infinite score (never a ``nan %``). A ``.keras`` model
+whose weights are NaN or infinite is refused before any file is read.
 
 Example:
     >>> predictions = predict_files("runs/moflenet57", ["street.wav", "park.wav"], top=3)
@@ -29,6 +31,7 @@ import os
 import numpy as np
 
 from keras_asc.data.audio import AudioDecodeError, load_audio
+from keras_asc.data.resampling import resampler_of
 from keras_asc.data.tau22 import SCENE_LABELS
 from keras_asc.training.evaluation import (
     load_predictor,
@@ -133,22 +136,34 @@ def split_windows(waveform, window_length):
     return waveform[: count * window_length].reshape(count, window_length)
 
 
-def predict_waveform(predictor, waveform, *, batch_size=64):
+def predict_waveform(predictor, waveform, *, batch_size=64, clip="the recording"):
     """Mean softmax probabilities of ``predictor`` over the 1-s windows of one waveform.
 
     Args:
         predictor: anything ``keras_asc.training.evaluation.load_predictor`` accepts.
         waveform: (samples,) float waveform at 32 kHz.
         batch_size: windows per ``predict`` call.
+        clip: the recording's name, for the error on a NaN or infinite score.
 
     Returns:
         ``(probabilities, num_windows)``.
+
+    Raises:
+        keras_asc.finite.NonFiniteError: the model gave a NaN or infinite score for a window.
     """
     predictor = load_predictor(predictor)
     windows = split_windows(waveform, predictor_num_samples(predictor))
+    names = [
+        clip if len(windows) == 1 else f"{clip} (window {index + 1} of {len(windows)})"
+        for index in range(len(windows))
+    ]
     logits = np.concatenate(
         [
-            predict_logits(predictor, windows[start : start + batch_size])
+            predict_logits(
+                predictor,
+                windows[start : start + batch_size],
+                names[start : start + batch_size],
+            )
             for start in range(0, len(windows), batch_size)
         ]
     )
@@ -181,16 +196,21 @@ def predict_files(model, paths, top=3, *, batch_size=64, class_names=SCENE_LABEL
         paths = [paths]
     predictor = load_predictor(model)
     window_seconds = predictor_num_samples(predictor) / SAMPLING_RATE
+    resampler = resampler_of(predictor)  # the front-end's: as the model was trained
     results = []
     for path in paths:
         path = os.fspath(path)
         try:
-            waveform = load_audio(path, sampling_rate=SAMPLING_RATE, mono=True)
+            waveform = load_audio(
+                path, sampling_rate=SAMPLING_RATE, mono=True, resampler=resampler
+            )
             probabilities, num_windows = predict_waveform(
-                predictor, waveform, batch_size=batch_size
+                predictor, waveform, batch_size=batch_size, clip=path
             )
         # A missing file, an unreadable one (OSError) and a corrupt or empty one (ValueError,
-        # which AudioDecodeError is) are the user's data problems: report and continue.
+        # which AudioDecodeError is) are the user's data problems: report and continue. So is
+        # a NaN or infinite score (NonFiniteError, a ValueError): that file gets no
+        # probabilities, and its error names the model and the file.
         except (AudioDecodeError, OSError, ValueError) as error:
             message = str(error)
             if path not in message:

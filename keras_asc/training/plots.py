@@ -1,6 +1,7 @@
 """PNG plots of evaluation results: confusion matrix, accuracy per device, model comparison.
 
-matplotlib is optional (``pip install keras-asc[plot]``) and imported only when a plot is drawn.
+matplotlib is optional (``pip install "keras-asc[plot]"``; from a clone,
+``pip install ".[plot]"``) and imported only when a plot is drawn.
 Figures are built with ``matplotlib.figure.Figure`` on the Agg canvas, never through
 ``pyplot``, so plotting works without a display and leaves the caller's pyplot state alone.
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from keras_asc.data.tau22 import DEVICE_GROUPS
 from keras_asc.files import atomic_path
+from keras_asc.text import install_hint
 
 CONFUSION_MATRIX_PNG = "confusion_matrix.png"
 DEVICE_ACCURACY_PNG = "device_accuracy.png"
@@ -38,7 +40,7 @@ def matplotlib_available():
 def _new_figure(width, height):
     if not matplotlib_available():
         raise ImportError(
-            "Plotting needs matplotlib, which is not installed: pip install 'keras-asc[plot]'."
+            f"Plotting needs matplotlib, which is not installed: {install_hint('plot')}."
         )
     # matplotlib is optional (keras-asc[plot]) and slow to import: only when a plot is drawn.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -169,7 +171,17 @@ def plot_device_accuracy(result, path):
     for bar, hatch in zip(bars, hatches, strict=True):
         bar.set_hatch(hatch)
     for index, value in enumerate(values):
-        axes.text(index, value + 1, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
+        # On a white patch above the accuracy line, so the line never strikes a value through.
+        axes.text(
+            index,
+            value + 1,
+            f"{value:.1f}",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            zorder=4,
+            bbox=dict(facecolor="white", edgecolor="none", pad=0.6),
+        )
     for value, style, label in accuracy_lines(result.accuracy, result.macro_accuracy):
         axes.axhline(100 * value, linewidth=1.2, label=label, **style)
     axes.set_xticks(range(len(labels)), labels=labels)

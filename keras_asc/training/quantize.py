@@ -26,6 +26,7 @@ import keras
 
 from keras_asc import registry
 from keras_asc.data.pipeline import make_dataset
+from keras_asc.data.resampling import resampler_of
 from keras_asc.data.tau22 import Split, expand_path, normalize_split, split_title
 from keras_asc.files import FINAL_MODEL, INT8_DIR, write_text_atomic
 from keras_asc.quantization.export import export_int8
@@ -265,7 +266,7 @@ def quantize_run(
     ptq=False,
     calibration_clips=256,
     int8_io=False,
-    low_arena=False,
+    low_arena=True,
     micro=None,
     out_dir=None,
     seed=0,
@@ -295,7 +296,8 @@ def quantize_run(
         ptq: post-training quantisation only (calibration, no QAT; any Keras backend).
         calibration_clips: clips for post-training calibration.
         int8_io: int8 input spectrograms and int8 output logits (``export_int8``).
-        low_arena: a smaller TFLite Micro tensor arena, same logits (``export_int8``).
+        low_arena: the file for a small TFLite Micro tensor arena (the default); ``False``
+            for the LiteRT/XNNPACK layout, same logits (``export_int8``).
         micro: record each file's TFLite Micro tensor arena in its ``.json``
             (``export_int8``; ``None``: except with ``frontend_in_file``, whose RFFT2D
             TFLite Micro cannot run).
@@ -364,6 +366,7 @@ def quantize_run(
             shuffle=True,
             seed=seed,
             cache_dir=cache_dir,
+            resampler=resampler_of(model),
         )
         batches = -(-calibration_clips // batch_size)
         calibration = [
@@ -378,6 +381,7 @@ def quantize_run(
             training=True,
             seed=seed,
             cache_dir=cache_dir,
+            resampler=resampler_of(model),
         )
         say(
             f"QAT preparation of {model.name} (quantisation-aware copy, activation ranges "
@@ -454,7 +458,13 @@ def evaluate_exports(result, data_dir, split="test", *, cache_dir=None):
         evaluate(predictor, split, cache_dir=cache_dir, verbose=False)
         for predictor in floats + classifiers
     ]
-    dataset = make_dataset(split, batch_size=64, training=False, cache_dir=cache_dir).dataset
+    dataset = make_dataset(
+        split,
+        batch_size=64,
+        training=False,
+        cache_dir=cache_dir,
+        resampler=resampler_of(result.model),
+    ).dataset
     agreements = []
     for (target, _), classifier in zip(result.exports, classifiers, strict=True):
         agreement, clips = prediction_agreement(classifier, target, dataset.as_numpy_iterator())

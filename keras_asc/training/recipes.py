@@ -25,6 +25,8 @@ import inspect
 import numbers
 
 from keras_asc import registry
+from keras_asc.data.resampling import DEFAULT_RESAMPLER
+from keras_asc.models.presets import MODEL_PRESETS
 from keras_asc.training.optimizers import AdamL2
 from keras_asc.training.schedule import (
     SCHEDULE_PRESETS,
@@ -125,6 +127,16 @@ class Recipe:
     def epochs(self):
         """Training length in epochs (the schedule's length)."""
         return self.schedule.epochs
+
+    @property
+    def resampler(self):
+        """How training audio reaches 32 kHz: ``frontend["resampler"]`` when the recipe sets
+        it, else the model preset's front-end's, else ``"soxr_hq"``. The cache is keyed by it
+        and the trained model's front-end records it."""
+        if self.frontend.get("resampler") is not None:
+            return self.frontend["resampler"]
+        preset = MODEL_PRESETS.get(self.model, {})
+        return preset.get("frontend", {}).get("resampler", DEFAULT_RESAMPLER)
 
     @property
     def augmentation_names(self):
@@ -418,7 +430,12 @@ def _jsonable(value):
 _ADAM = {"epsilon": 1e-8}
 # Training-time front-end augmentation of the report: masking up to 48 mel bands and an upper
 # mel edge drawn in [15,001, 16,000] Hz per batch.
-_REPORT_FRONTEND = {"freq_mask_bins": 48, "max_frequency_jitter": (15001.0, 16000.0)}
+# The CP-JKU code loads audio with librosa.load(sr=32000): the SoX resampler, high quality.
+_REPORT_FRONTEND = {
+    "freq_mask_bins": 48,
+    "max_frequency_jitter": (15001.0, 16000.0),
+    "resampler": "soxr_hq",
+}
 _TIME_ROLL = ("time_roll", {"max_shift_seconds": 0.125})
 
 # Weight decay as the CP-JKU reference scripts train: torch.optim.Adam(weight_decay=...), L2
@@ -495,7 +512,8 @@ RECIPES = {
             ("time_roll", {"max_shift_seconds": 0.1}),
             ("freq_mixstyle", {"alpha": 0.3, "p": 0.4}),
         ),
-        frontend={"freq_mask_bins": 48, "max_frequency_jitter": None},
+        # torchaudio's default Resample, as the baseline's dataset code.
+        frontend={"freq_mask_bins": 48, "max_frequency_jitter": None, "resampler": "sinc_hann"},
         description="DCASE 2024 Task 1 baseline set-up: AdamW (wd 1e-4), batch 256, 150 epochs, "
         "peak 0.005 with linear warm-up then cosine decay, time roll +-0.1 s, "
         "Freq-MixStyle alpha 0.3 p 0.4, 48-band frequency masking.",

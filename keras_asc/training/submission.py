@@ -59,6 +59,7 @@ import re
 import numpy as np
 
 from keras_asc.data.audio import AudioDecodeError, load_audio
+from keras_asc.data.resampling import resampler_of
 from keras_asc.data.tau22 import DEVICES, SCENE_LABELS, SPLIT_PERCENTAGES, normalize_split
 from keras_asc.files import FINAL_MODEL, METRICS_JSON, atomic_path, write_text_atomic
 from keras_asc.training.evaluation import (
@@ -634,28 +635,38 @@ def _format_row(name, probabilities):
     return f"{name}\t{scene}\t{values}\n"
 
 
-def _read_batch(paths, names, on_error, skipped):
-    waveforms, kept = [], []
+def _read_batch(paths, names, on_error, skipped, resamplers):
+    """``({resampler: waveforms}, kept names)``: each file resampled as each system's
+    front-end records (one decode per resampler in use, usually one)."""
+    waveforms, kept = {resampler: [] for resampler in resamplers}, []
     for path, name in zip(paths, names, strict=True):
         try:
-            waveforms.append(load_audio(path, sampling_rate=SAMPLING_RATE, mono=True))
+            loaded = {
+                resampler: load_audio(
+                    path, sampling_rate=SAMPLING_RATE, mono=True, resampler=resampler
+                )
+                for resampler in resamplers
+            }
         except (AudioDecodeError, FileNotFoundError, OSError) as error:
             if on_error == "raise":
                 raise
             skipped.append((name, " ".join(str(error).split())))
             continue
+        for resampler, waveform in loaded.items():
+            waveforms[resampler].append(waveform)
         kept.append(name)
     return waveforms, kept
 
 
-def _batch_probabilities(predictor, waveforms, windows_cache):
+def _batch_probabilities(predictor, waveforms, windows_cache, names):
     """Mean softmax probabilities of ``predictor`` over each waveform's 1-s windows."""
     length = predictor_num_samples(predictor)
     if length not in windows_cache:
         parts = [split_windows(w, length) for w in waveforms]
         windows_cache[length] = (np.concatenate(parts), [len(p) for p in parts])
     windows, counts = windows_cache[length]
-    probabilities = softmax(predict_logits(predictor, windows))
+    clips = [name for name, count in zip(names, counts, strict=True) for _ in range(count)]
+    probabilities = softmax(predict_logits(predictor, windows, clips))
     if probabilities.shape[1] != len(SCENE_LABELS):
         raise ValueError(
             f"{getattr(predictor, 'name', predictor)} returns {probabilities.shape[1]} scores "
@@ -745,6 +756,8 @@ def write_submission(
         for split, system in systems.items():
             check_system_split(split, system)
     predictors = _load_systems(systems)
+    # Each system hears the files through the resampler its front-end records.
+    resamplers = {split: resampler_of(predictors[split]) for split in systems}
     # A system given for several splits is evaluated and profiled once.
     results, complexities, done = {}, {}, {}
     for split, system in systems.items():
@@ -778,6 +791,7 @@ def write_submission(
                 names[start : start + batch_size],
                 on_error,
                 skipped,
+                sorted(set(resamplers.values())),
             )
             if not kept:
                 continue
@@ -786,7 +800,10 @@ def write_submission(
                 predictor = predictors[split]
                 if id(predictor) not in by_predictor:
                     by_predictor[id(predictor)] = _batch_probabilities(
-                        predictor, waveforms, windows_cache
+                        predictor,
+                        waveforms[resamplers[split]],
+                        windows_cache.setdefault(resamplers[split], {}),
+                        kept,
                     )
                 handle.writelines(
                     _format_row(name, row)

@@ -393,6 +393,9 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
         "steps_per_epoch": steps,
         "augmentations": described,
         "validation_split": None if validation is None else validation.name,
+        # How the audio reached 32 kHz (the cache is keyed by it; the model's front-end
+        # records it too).
+        "resampler": recipe.resampler,
         "data_dir": split.root,
         "dirs_dir": None if dirs_dir is None else os.path.abspath(dirs_dir),
         "distribution": options["distribution"],
@@ -464,6 +467,7 @@ def _build_data(plan):
         cache_dir=options["cache_dir"],
         on_error=options["on_error"],
         clip_targets=targets,
+        resampler=plan.recipe.resampler,
     )
     if len(data.clips) < plan.recipe.batch_size:  # missing files were dropped (on_error="skip")
         raise _zero_steps_error(plan.split, len(data.clips), plan.recipe.batch_size, 0)
@@ -486,6 +490,7 @@ def _build_data(plan):
             training=False,
             cache_dir=options["cache_dir"],
             on_error=options["on_error"],
+            resampler=plan.recipe.resampler,
         ).dataset
     return data, dataset, validation
 
