@@ -103,6 +103,12 @@ class _MemorySampler:
         self._sample()
 
 
+def _cpu_seconds():
+    """CPU seconds of this process (all threads) and of its finished child processes."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
 def _children_peak_rss():
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
@@ -110,7 +116,7 @@ def _children_peak_rss():
 def _worker(args):
     result = {}
     with _MemorySampler() as memory:
-        started, cpu_started = time.perf_counter(), time.process_time()
+        started, cpu_started = time.perf_counter(), _cpu_seconds()
         if args.stage == "prepare":
             from keras_asc.data.pipeline import prepare_cache
 
@@ -128,7 +134,7 @@ def _worker(args):
             iterator = iter(dataset)
             next(iterator)  # start-up: the shuffle buffer fills here
             result["startup_s"] = time.perf_counter() - started
-            started, cpu_started = time.perf_counter(), time.process_time()
+            started, cpu_started = time.perf_counter(), _cpu_seconds()
             for _ in range(args.pipeline_batches):
                 next(iterator)
             result["clips"] = args.pipeline_batches * args.batch_size
@@ -147,7 +153,7 @@ def _worker(args):
                 result["clips"] = args.train_steps * args.batch_size
                 result["train_loss"] = float(run.history["loss"][-1])
         result["seconds"] = time.perf_counter() - started
-        result["cpu_seconds"] = time.process_time() - cpu_started
+        result["cpu_seconds"] = _cpu_seconds() - cpu_started
     result["peak_rss_anon"] = memory.peak["RssAnon"]
     result["peak_rss_file"] = memory.peak["RssFile"]
     result["children_peak_rss"] = _children_peak_rss()
@@ -173,7 +179,7 @@ def _gb(value):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", required=True, help="folder for the trees and caches")
+    parser.add_argument("--work", help="folder for the trees and caches (required)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000])
     parser.add_argument("--model", default="moflenet57")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -190,6 +196,8 @@ def main(argv=None):
     if args.worker:
         _worker(args)
         return 0
+    if not args.work:
+        parser.error("--work is required: a folder for the trees and caches")
     import pipeline_throughput
 
     from keras_asc.data.synthetic import make_synthetic_tau22

@@ -50,8 +50,10 @@ class GlobalResponseNormalization(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=(), initializer="zeros")
 
     def call(self, inputs):
-        norms = safe_l2_norm(inputs, axis=(1, 2))
+        # The norms sum over the whole feature map: float32 also under a 16-bit policy.
+        norms = safe_l2_norm(ops.cast(inputs, "float32"), axis=(1, 2))
         normalized = norms / (ops.mean(norms, axis=-1, keepdims=True) + self.epsilon)
+        normalized = ops.cast(normalized, inputs.dtype)
         return self.gamma * (inputs * normalized) + self.beta + inputs
 
     def compute_output_shape(self, input_shape):

@@ -109,7 +109,7 @@ class AdamL2(keras.optimizers.Adam):
         with torch.no_grad():
             variables = [variable.value for variable in trainable_variables]
             dtype = variables[0].dtype
-            grads = [g if g.dtype == p.dtype else g.to(p.dtype) for g, p in zip(grads, variables)]
+            grads = [g if g.dtype == p.dtype else g.to(p.dtype) for g, p in zip(grads, variables, strict=True)]
             if self.l2_weight_decay:
                 grads = torch._foreach_add(grads, variables, alpha=self.l2_weight_decay)
             step = ops.cast(self.iterations + 1, dtype)

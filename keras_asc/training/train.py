@@ -76,6 +76,7 @@ from keras_asc.files import (
     write_text_atomic,
 )
 from keras_asc.models.classifier import AudioClassifier
+from keras_asc.training.precision import check_precision, precision_scope
 from keras_asc.training.recipes import DEVICE_IMPULSE_RESPONSE, get_recipe
 from keras_asc.training.saving import load_model
 
@@ -93,6 +94,7 @@ _RESUME_KEYS = (
     "validation_split",
     "teachers",
     "overrides",
+    "precision",
 )
 # Offsets that give every random component its own seed derived from the run seed.
 _FRONTEND_SEED_OFFSET = 1
@@ -769,6 +771,7 @@ def train(
     on_error="raise",
     teachers=None,
     overrides=None,
+    precision="float32",
 ):
     """Train a registered model on a TAU22 training split with its recipe.
 
@@ -823,6 +826,10 @@ def train(
             those of ``Recipe.settings()``, applied after ``epochs``/``batch_size``/
             ``weight_decay``. They are recorded in run_config.json; continuing a run without
             ``overrides`` applies the recorded ones.
+        precision: ``"float32"`` or ``"mixed"`` (Keras' mixed-precision policy:
+            ``mixed_float16`` with loss scaling on a GPU, ``mixed_bfloat16`` on a CPU; the
+            front-end and the normalisation statistics stay float32). Recorded in
+            run_config.json when mixed.
 
     Returns:
         A :class:`TrainResult` (model, run directory, per-epoch history, effective recipe).
@@ -849,6 +856,7 @@ def train(
     if split == "test":
         raise ValueError("split='test' is the evaluation split; train on 5, 10, 25, 50 or 100.")
     seed = _check_int("seed", seed, 0)
+    check_precision(precision)
     if steps_per_epoch is not None:
         steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch, 1)
     backup_every_steps = _check_int("backup_every_steps", backup_every_steps, 1)
@@ -943,6 +951,8 @@ def train(
     }
     if overrides:
         config["overrides"] = overrides
+    if precision != "float32":
+        config["precision"] = precision
     if distilling:
         config["teachers"] = described_teachers
         config["distillation"] = {
@@ -977,7 +987,8 @@ def train(
             dataset = dataset.repeat()
 
     with scope:
-        network, training_network = _build_model(model, recipe, spectrogram_factories, seed)
+        with precision_scope(precision):
+            network, training_network = _build_model(model, recipe, spectrogram_factories, seed)
         if distilling:
             loss = distill.DistillationLoss(recipe.kd_temperature, recipe.kd_lambda)
             accuracy = distill.LabelAccuracy(name="accuracy")
