@@ -141,17 +141,28 @@ def _worker(args):
         else:
             import tempfile
 
+            import keras
+            import numpy as np
+
             import keras_asc
+
+            ends = []
+
+            class StepEnds(keras.callbacks.Callback):
+                def on_train_batch_end(self, batch, logs=None):
+                    ends.append(time.perf_counter())
 
             with tempfile.TemporaryDirectory() as out_dir:
                 run = keras_asc.train(
                     args.model, data_dir=args.data, split=100, epochs=1,
                     batch_size=args.batch_size, steps_per_epoch=args.train_steps,
                     out_dir=out_dir, dirs_dir=args.dirs, cache_dir=args.cache, verbose=0,
-                    tensorboard=False,
+                    tensorboard=False, callbacks=[StepEnds()],
                 )
                 result["clips"] = args.train_steps * args.batch_size
                 result["train_loss"] = float(run.history["loss"][-1])
+            # Steady state: the first two steps carry tracing and the pipeline's start-up.
+            result["step_s"] = float(np.median(np.diff(ends[2:])))
         result["seconds"] = time.perf_counter() - started
         result["cpu_seconds"] = _cpu_seconds() - cpu_started
     result["peak_rss_anon"] = memory.peak["RssAnon"]
@@ -196,6 +207,8 @@ def main(argv=None):
     if args.worker:
         _worker(args)
         return 0
+    if args.train_steps < 5:
+        parser.error("--train-steps must be at least 5 (the first two are not timed)")
     if not args.work:
         parser.error("--work is required: a folder for the trees and caches")
     import pipeline_throughput
@@ -230,7 +243,7 @@ def main(argv=None):
     for row in rows:
         prepare, pipeline, train = row["prepare"], row["pipeline"], row["train"]
         cpu_per_clip = pipeline["cpu_seconds"] / pipeline["clips"]
-        step = train["seconds"] / args.train_steps
+        step = train["step_s"]
         epoch = step * (row["size"] // args.batch_size)
         print(f"{row['size']:>8} {prepare['seconds']:>10.0f} {row['size'] / prepare['seconds']:>8.0f} "
               f"{_gb(prepare['cache_bytes']):>9} {_gb(max(prepare['peak_rss_anon'], prepare['children_peak_rss'])):>13} "
@@ -242,7 +255,7 @@ def main(argv=None):
     print(f"\nsplit 100 ({split100:,} clips), extrapolated linearly from {last['size']:,}: "
           f"prepare {last['prepare']['seconds'] * scale / 3600:.1f} h on 2 cores, cache "
           f"{_gb(last['prepare']['cache_bytes'] * scale)}, one epoch "
-          f"{last['train']['seconds'] / args.train_steps * (split100 // args.batch_size) / 3600:.1f} h "
+          f"{last['train']['step_s'] * (split100 // args.batch_size) / 3600:.1f} h "
           f"at this machine's {args.model} training rate")
     with open(os.path.join(args.work, "results.json"), "w", encoding="utf-8") as handle:
         json.dump(rows, handle, indent=2)
