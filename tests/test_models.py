@@ -312,3 +312,36 @@ def test_depthwise_conv2d_equals_keras_depthwise_convolution(strides, dilation, 
     got = keras.ops.convert_to_numpy(ours(x))
     assert got.shape == expected.shape == tuple(ours.compute_output_shape(x.shape))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_batch_normalization_training_step_equals_keras():
+    """keras_asc.layers.BatchNormalization (a fused kernel on PyTorch) gives Keras' outputs,
+    moving statistics and, on PyTorch, gradients, in training and in inference."""
+    rng = np.random.default_rng(2)
+    x = (3.0 + 2.0 * rng.normal(size=(4, 5, 6, 3))).astype("float32")
+    ours = keras_asc.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (ours, reference):
+        layer.build(x.shape)
+        layer.set_weights([np.array([0.5, 2.0, -1.0], "float32"), np.array([0.1, 0.0, 0.3], "float32"),
+                           np.array([1.0, -1.0, 0.0], "float32"), np.array([2.0, 0.5, 1.0], "float32")])
+    for _ in range(2):
+        got = keras.ops.convert_to_numpy(ours(x, training=True))
+        expected = keras.ops.convert_to_numpy(reference(x, training=True))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(ours.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs),
+                                   rtol=1e-5, atol=1e-6, err_msg=mine.path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(reference(x)),
+                               rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        grads = []
+        weight = torch.from_numpy(rng.normal(size=x.shape).astype("float32"))
+        for layer in (ours, reference):
+            inputs = torch.tensor(x, requires_grad=True)
+            (layer(inputs, training=True) * weight).sum().backward()
+            grads.append([inputs.grad.numpy(), layer.gamma.value.grad.numpy(), layer.beta.value.grad.numpy()])
+        for mine, theirs in zip(*grads, strict=True):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)
