@@ -195,9 +195,11 @@ def main(argv=None):
         )
 
         results = {}
-        wav = make_dataset(data, args.split, waveform_augmentations=augmentations, **common)
+        wav = make_dataset(data, args.split, waveform_augmentations=augmentations, **common).dataset
         results["wav"] = _time_passes(wav, args.passes)
-        results["wav, no aug"] = _time_passes(make_dataset(data, args.split, **common), args.passes)
+        results["wav, no aug"] = _time_passes(
+            make_dataset(data, args.split, **common).dataset, args.passes
+        )
         print(f"  wav measured: {results['wav'][0]:.0f} clips/s", flush=True)
 
         cache_dir = os.path.join(work_dir, "cache")
@@ -206,13 +208,13 @@ def main(argv=None):
         prepare_s = time.perf_counter() - started
         cached = make_dataset(
             data, args.split, waveform_augmentations=augmentations, cache_dir=cache_dir, **common
-        )
+        ).dataset
         results["cache"] = _time_passes(cached, args.passes)
-        plain = make_dataset(data, args.split, cache_dir=cache_dir, **common)
+        plain = make_dataset(data, args.split, cache_dir=cache_dir, **common).dataset
         results["cache, no aug"] = _time_passes(plain, args.passes)
         roll = make_dataset(
             data, args.split, waveform_augmentations=[TimeRoll()], cache_dir=cache_dir, **common
-        )
+        ).dataset
         results["cache, roll"] = _time_passes(roll, args.passes)
         print(f"  cache measured: {results['cache'][0]:.0f} clips/s", flush=True)
 

@@ -130,7 +130,7 @@ def _worker(args):
             dataset = make_dataset(
                 args.data, 100, batch_size=args.batch_size, seed=0, cache_dir=args.cache,
                 waveform_augmentations=[DeviceImpulseResponse(args.dirs, p=0.6), TimeRoll()],
-            ).repeat()
+            ).dataset.repeat()
             iterator = iter(dataset)
             next(iterator)  # start-up: the shuffle buffer fills here
             result["startup_s"] = time.perf_counter() - started

@@ -149,7 +149,7 @@ def _pipeline_worker(args, steps):
         seed=0,
         waveform_augmentations=[DeviceImpulseResponse(args.dirs, p=0.6), TimeRoll()],
         cache_dir=args.cache,
-    )
+    ).dataset
     timings = []
     for epoch in range(args.epochs):
         started = time.perf_counter()

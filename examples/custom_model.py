@@ -95,7 +95,7 @@ def main():
         jit_compile=False,  # XLA compiles for longer than these short CPU runs train
     )
     model.fit(
-        make_dataset(data_dir, args.split, batch_size=args.batch_size),
+        make_dataset(data_dir, args.split, batch_size=args.batch_size).dataset,
         epochs=args.epochs,
         verbose=2,
     )
@@ -103,7 +103,7 @@ def main():
     path = os.path.join(args.out_dir, "custom_model.keras")
     model.save(path)
     reloaded = keras_asc.load_model(path)
-    waveforms = next(iter(make_dataset(data_dir, "test", batch_size=8, training=False)))[0]
+    waveforms = next(iter(make_dataset(data_dir, "test", batch_size=8, training=False).dataset))[0]
     difference = np.max(
         np.abs(model.predict(waveforms, verbose=0) - reloaded.predict(waveforms, verbose=0))
     )

@@ -99,7 +99,9 @@ def main():
 
     # QAT fine-tunes on the training pipeline (with the model's training front-end and
     # spectrogram augmentations) and returns a tf_keras model with spectrogram input.
-    train_dataset = make_dataset(data_dir, args.split, batch_size=args.batch_size, training=True)
+    train_dataset = make_dataset(
+        data_dir, args.split, batch_size=args.batch_size, training=True
+    ).dataset
     qat_model = quantize_aware_train(
         model,
         train_dataset,
@@ -116,7 +118,7 @@ def main():
     print(export)
 
     int8_model = TFLiteClassifier(export.path)
-    test_dataset = make_dataset(data_dir, "test", batch_size=64, training=False)
+    test_dataset = make_dataset(data_dir, "test", batch_size=64, training=False).dataset
     agreement, clips = prediction_agreement(int8_model, qat_model, test_dataset.as_numpy_iterator())
     print(f"int8 vs QAT model: same scene on {100 * agreement:.2f} % of {clips} test clips")
     same = total = 0

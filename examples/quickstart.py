@@ -49,15 +49,14 @@ def main():
         clips_per_class=args.clips_per_class,
         test_clips_per_class=9,
     )
-    train_dataset = make_dataset(
-        data_dir, args.split, batch_size=args.batch_size
-    )  # shuffled, seeded
-    test_dataset = make_dataset(data_dir, "test", batch_size=64, training=False)
+    train_data = make_dataset(data_dir, args.split, batch_size=args.batch_size)  # seeded shuffle
+    train_dataset = train_data.dataset
+    test_dataset = make_dataset(data_dir, "test", batch_size=64, training=False).dataset
 
     recipe = get_recipe("moflenet57").with_overrides(
         epochs=args.epochs
     )  # the schedule scaled to --epochs
-    steps_per_epoch = len(train_dataset.clips) // args.batch_size
+    steps_per_epoch = len(train_data.clips) // args.batch_size
     model.compile(
         optimizer=recipe.make_optimizer(steps_per_epoch=steps_per_epoch),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

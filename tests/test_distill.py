@@ -15,6 +15,7 @@ import soundfile
 
 import keras_asc
 from keras_asc.cli import main
+from keras_asc.data import tau22
 from keras_asc.data.pipeline import make_dataset
 from keras_asc.training import build_ensemble, distill, load_model, train
 from keras_asc.training.distill import (
@@ -110,14 +111,14 @@ def teachers(tiny_model, tmp_path_factory):
 
 
 def test_targets_follow_their_clips_through_the_shuffle(synthetic_root):
-    split = make_dataset(synthetic_root, 100, training=False)
+    split = make_dataset(tau22.Split.load(synthetic_root, 100), training=False)
     targets = {
         clip.filename: np.array([clip.label * 10.0, index], np.float32)
         for index, clip in enumerate(split.clips)
     }
     dataset = make_dataset(synthetic_root, 100, batch_size=4, seed=5, clip_targets=targets)
     seen = []
-    for _, (labels, rows) in dataset.as_numpy_iterator():
+    for _, (labels, rows) in dataset.dataset.as_numpy_iterator():
         np.testing.assert_array_equal(rows[:, 0], labels * 10.0)
         seen.extend(rows[:, 1].astype(int))
     assert sorted(seen) != seen  # shuffled ...
@@ -138,14 +139,16 @@ def test_distilled_run(tiny_model, synthetic_root, teachers, tmp_path, capsys, m
     assert np.isfinite(result.history["loss"][0]) and 0 <= result.history["accuracy"][0] <= 1
     config = json.loads((tmp_path / "student" / "run_config.json").read_text())
     assert config["teachers"] == [{"path": t, "model": "tiny_mofle"} for t in teachers]
-    stored = teacher_logits_path(cache, synthetic_root, 25, config["teachers"])
+    split = tau22.Split.load(synthetic_root, 25)
+    assert config["split_fingerprint"] == split.fingerprint
+    stored = teacher_logits_path(cache, split, config["teachers"])
     assert config["distillation"] == {"temperature": 2.0, "lambda": 0.5, "teacher_logits": stored}
     assert result.recipe.kd_lambda == 0.5 and config["recipe"]["kd_lambda"] == 0.5
 
     # The stored logits are the mean of the teachers' logits on the clean clips.
     logits = np.load(stored)
     clean = make_dataset(synthetic_root, 25, batch_size=64, training=False)
-    waveforms = np.concatenate([w for w, _ in clean.as_numpy_iterator()])
+    waveforms = np.concatenate([w for w, _ in clean.dataset.as_numpy_iterator()])
     models = [load_model(os.path.join(t, "model.keras")) for t in teachers]
     outputs = [keras.ops.convert_to_numpy(m(waveforms, training=False)) for m in models]
     assert logits.shape == (len(clean.clips), 10)
@@ -155,7 +158,7 @@ def test_distilled_run(tiny_model, synthetic_root, teachers, tmp_path, capsys, m
     # A second call with the same teachers reads them back instead of running the teachers.
     capsys.readouterr()
     mtime = os.path.getmtime(stored)
-    by_name = teacher_logits(teachers, synthetic_root, 25, cache_dir=str(cache))
+    by_name = teacher_logits(teachers, split, cache_dir=str(cache))
     assert "reused" in capsys.readouterr().out and os.path.getmtime(stored) == mtime
     np.testing.assert_array_equal(by_name[clean.clips[3].filename], logits[3])
 

@@ -183,6 +183,19 @@ def test_full_download_verifies_and_extracts(server, dataset, tmp_path):
     assert "already done, skipping" in messages
 
 
+def test_a_corrupt_done_record_is_one_line_naming_it(server, dataset, tmp_path):
+    manifest, *_ = dataset
+    _run(tmp_path, manifest, only="splits")
+    record = tmp_path / "tau22" / "downloads" / "split5.csv.done"
+    for text in ("{half a record", "[1, 2]"):
+        record.write_text(text)
+        with pytest.raises(ValueError) as caught:
+            _run(tmp_path, manifest, only="splits")
+        message = str(caught.value)
+        assert message.startswith(f"{record}: corrupt download record (") and "\n" not in message
+        assert message.endswith("delete it to fetch split5.csv again.")
+
+
 def test_only_selects_groups(server, dataset, tmp_path):
     manifest, *_ = dataset
     result, _ = _run(tmp_path, manifest, only="splits,dirs")

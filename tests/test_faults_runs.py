@@ -178,14 +178,15 @@ def test_resuming_never_returns_a_stale_model(data, tmp_path, capsys, monkeypatc
 
     # A kill between the final save and its completion record: the model is not trusted,
     # the backup (still there) finishes the run without training an epoch again.
-    train_module = sys.modules["keras_asc.training.train"]
+    from keras_asc.training.rundir import RunDir
+
     other = tmp_path / "killed"
 
     def killed(*args):
         raise _Stop()
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "_mark_complete", killed)
+        patch.setattr(RunDir, "mark_complete", killed)
         with pytest.raises(_Stop):
             keras_asc.train(**_options(data, other))
     assert (other / "model.keras").exists() and (other / "backup").exists()
@@ -332,14 +333,14 @@ KILL_SOURCE = textwrap.dedent(
     f"""
     import json, os, signal, sys
     from keras_asc import plugins
-    import keras_asc.training.train
-    train_module = sys.modules["keras_asc.training.train"]  # the package exports train()
+    import keras_asc
+    from keras_asc.training.callbacks import RunBackup
 
     sys.path.insert(0, {TESTS_DIR!r})
     from helpers import TinyMofle
     plugins.register_plugin(TinyMofle(), name="tiny-mofle-faults")
     options, where = json.loads(sys.argv[1]), sys.argv[2]
-    save = train_module._RunBackup._save
+    save = RunBackup._save
 
     def killing_save(self, next_epoch):
         # Epoch-end backup of epoch 1 (next_epoch 2): kill just before or just after it.
@@ -350,7 +351,7 @@ KILL_SOURCE = textwrap.dedent(
         if at_end and next_epoch == 2 and where == "after":
             os.kill(os.getpid(), signal.SIGKILL)
 
-    train_module._RunBackup._save = killing_save
+    RunBackup._save = killing_save
     keras_asc.train(**options)
     """
 )

@@ -11,6 +11,7 @@ import pytest
 import soundfile
 
 from keras_asc.augment import DeviceImpulseResponse, TimeRoll, WaveformAugmentation
+from keras_asc.data import cache as cache_module
 from keras_asc.data import pipeline, tau22
 from keras_asc.data.audio import AudioDecodeError, load_audio
 from keras_asc.data.synthetic import make_synthetic_tau22, write_wav
@@ -36,7 +37,9 @@ def _small_tree(root, destination, split=5):
     return str(destination), clips
 
 
-def _batches(dataset):
+def _batches(data):
+    """The batches of a ``ClipDataset`` (or of a plain ``tf.data.Dataset``) as numpy tuples."""
+    dataset = data.dataset if isinstance(data, pipeline.ClipDataset) else data
     return [tuple(np.asarray(part) for part in batch) for batch in dataset.as_numpy_iterator()]
 
 
@@ -55,18 +58,20 @@ class SeededNoise(WaveformAugmentation):
 @tensorflow_only
 def test_batches_have_static_shapes_and_the_decoded_audio(synthetic_root):
     clips = tau22.load_split(synthetic_root, 10)
-    train = pipeline.make_dataset(synthetic_root, "split10", batch_size=4, seed=1)
-    waveform_spec, label_spec = train.element_spec
+    split = tau22.Split.load(synthetic_root, "split10")
+    train = pipeline.make_dataset(split, batch_size=4, seed=1)
+    waveform_spec, label_spec = train.dataset.element_spec
     assert waveform_spec.shape == (4, 32000) and waveform_spec.dtype.name == "float32"
     assert label_spec.shape == (4,) and label_spec.dtype.name == "int32"
-    assert int(train.cardinality()) == 5 and train.clips == clips
+    assert int(train.dataset.cardinality()) == 5 and list(train.clips) == clips
+    assert train.split is split and train.steps(4) == 5
     labels = np.concatenate([labels for _, labels in _batches(train)])
     assert sorted(labels.tolist()) == sorted(clip.label for clip in clips)
 
     evaluation = pipeline.make_dataset(
         synthetic_root, 10, batch_size=8, training=False, include_device=True
     )
-    assert evaluation.element_spec[0].shape.as_list() == [None, 32000]
+    assert evaluation.dataset.element_spec[0].shape.as_list() == [None, 32000]
     batches = _batches(evaluation)
     assert [len(batch[0]) for batch in batches] == [8, 8, 4]
     waveforms = np.concatenate([batch[0] for batch in batches])
@@ -198,12 +203,12 @@ def test_skip_drops_bad_clips_and_reports_them_after_each_pass(synthetic_root, t
     assert corrupt in str(caught[0].message) and missing in str(caught[0].message)
     labels = np.concatenate([batch[1] for batch in batches]).tolist()
     assert labels == [clip.label for i, clip in enumerate(clips) if i not in (2, 7)]
-    assert dataset.skipped_clips.errors == {
+    assert dataset.skipped.errors == {
         missing: "file not found",
         corrupt: "libsndfile cannot open it (Format not recognised); expected WAV, FLAC, OGG, "
         f"MP3 or another format libsndfile {soundfile.__libsndfile_version__} reads",
     }
-    assert dataset.skipped_clips.last_pass == (missing, corrupt)
+    assert dataset.skipped.last_pass == (missing, corrupt)
     with pytest.warns(UserWarning, match="Skipped 2 of 10"):  # again on the next pass
         assert len(_batches(dataset)) == 3
 
@@ -229,7 +234,7 @@ def test_cache_round_trip_equals_wav_decoding(synthetic_root, tmp_path):
     from_wavs = _batches(pipeline.make_dataset(root, 10, batch_size=6, training=False))
     shutil.rmtree(os.path.join(root, "audio"))  # the cache replaces the WAV files
     cached = pipeline.make_dataset(root, 10, batch_size=6, training=False, cache_dir=cache)
-    assert cached.element_spec[0].shape.as_list() == [None, 32000]
+    assert cached.dataset.element_spec[0].shape.as_list() == [None, 32000]
     for (wave_a, label_a), (wave_b, label_b) in zip(from_wavs, _batches(cached), strict=True):
         np.testing.assert_array_equal(label_a, label_b)
         assert wave_b.dtype == np.float32
@@ -237,7 +242,7 @@ def test_cache_round_trip_equals_wav_decoding(synthetic_root, tmp_path):
 
     # Shuffled training batches from the cache: static shapes, all clips once per epoch.
     train = pipeline.make_dataset(root, 10, batch_size=5, seed=2, cache_dir=cache)
-    assert train.element_spec[0].shape == (5, 32000)
+    assert train.dataset.element_spec[0].shape == (5, 32000)
     epoch = _batches(train)
     assert sorted(np.concatenate([b[1] for b in epoch]).tolist()) == sorted(c.label for c in clips)
     assert [b[1].tolist() for b in epoch] == [
@@ -292,7 +297,7 @@ def test_stale_cache_is_refused_until_overwritten(synthetic_root, tmp_path):
 @tensorflow_only
 def test_interrupted_cache_build_resumes(synthetic_root, tmp_path, monkeypatch):
     root, clips = _small_tree(synthetic_root, tmp_path / "data")
-    monkeypatch.setattr(pipeline, "_CACHE_BLOCK", 4)
+    monkeypatch.setattr(cache_module, "_CACHE_BLOCK", 4)
     bad = os.path.join(root, clips[5].filename)
     os.rename(bad, bad + ".bak")
     with open(bad, "wb"):
@@ -308,13 +313,13 @@ def test_interrupted_cache_build_resumes(synthetic_root, tmp_path, monkeypatch):
 
     os.replace(bad + ".bak", bad)
     decoded = []
-    original = pipeline._decode_tasks
+    original = cache_module._decode_tasks
 
     def counting(tasks, *args):
         decoded.extend(path for _, paths in tasks for path in paths)
         return original(tasks, *args)
 
-    monkeypatch.setattr(pipeline, "_decode_tasks", counting)
+    monkeypatch.setattr(cache_module, "_decode_tasks", counting)
     manifest = pipeline.prepare_cache(root, 5, cache, verbose=0)
     assert len(decoded) == 6  # the first block was kept
     assert not os.path.exists(manifest_path + ".partial")
@@ -438,8 +443,8 @@ def test_the_process_pool_builds_the_same_cache_as_one_process(
     synthetic_root, tmp_path, monkeypatch
 ):
     pools = []
-    original = pipeline._pool_context
-    monkeypatch.setattr(pipeline, "_pool_context", lambda: pools.append(1) or original())
+    original = cache_module._pool_context
+    monkeypatch.setattr(cache_module, "_pool_context", lambda: pools.append(1) or original())
     one = pipeline.prepare_cache(synthetic_root, 10, tmp_path / "one", num_workers=1, verbose=0)
     assert not pools
     pool = pipeline.prepare_cache(
@@ -515,15 +520,17 @@ def test_fit_on_the_current_backend(synthetic_root, tmp_path):
     dataset = pipeline.make_dataset(
         synthetic_root, 10, batch_size=4, seed=0, waveform_augmentations=[TimeRoll()]
     )
-    history = model.fit(dataset, epochs=2, verbose=0, shuffle=False)  # the pipeline shuffles
+    history = model.fit(
+        dataset.dataset, epochs=2, verbose=0, shuffle=False
+    )  # the pipeline shuffles
     assert len(history.history["loss"]) == 2 and np.all(np.isfinite(history.history["loss"]))
     cached = pipeline.make_dataset(synthetic_root, 10, batch_size=4, cache_dir=tmp_path / "cache")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        history = model.fit(cached, epochs=1, verbose=0, shuffle=False)
+        history = model.fit(cached.dataset, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["loss"][0])
     assert not [w for w in caught if "Skipped" in str(w.message)]  # no clip was dropped
     logits = model.predict(
-        pipeline.make_dataset(synthetic_root, 5, batch_size=4, training=False), verbose=0
+        pipeline.make_dataset(synthetic_root, 5, batch_size=4, training=False).dataset, verbose=0
     )
     assert logits.shape == (10, 10)

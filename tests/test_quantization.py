@@ -63,8 +63,8 @@ def synthetic_root(tmp_path_factory):
 def datasets(synthetic_root):
     from keras_asc.data.pipeline import make_dataset
 
-    train = make_dataset(synthetic_root, 100, batch_size=25, training=True, seed=0)
-    test = make_dataset(synthetic_root, "test", batch_size=60, training=False)
+    train = make_dataset(synthetic_root, 100, batch_size=25, training=True, seed=0).dataset
+    test = make_dataset(synthetic_root, "test", batch_size=60, training=False).dataset
     return train, test
 
 
@@ -75,7 +75,9 @@ def all_waveforms(synthetic_root):
 
     return np.concatenate(
         [
-            _waveform_batches(make_dataset(synthetic_root, split, batch_size=60, training=False))
+            _waveform_batches(
+                make_dataset(synthetic_root, split, batch_size=60, training=False).dataset
+            )
             for split in ("test", 100)
         ]
     )
@@ -103,7 +105,9 @@ def qat_tiny(trained_tiny, datasets):
     from keras_asc.quantization import quantize_aware_train
 
     train, _ = datasets
-    return quantize_aware_train(trained_tiny, train, epochs=1, verbose=0, **QAT_RECIPE.schedule_arguments())
+    return quantize_aware_train(
+        trained_tiny, train, epochs=1, verbose=0, **QAT_RECIPE.schedule_arguments()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +136,9 @@ def test_twin_matches_keras_model(preset):
     # (tf_keras orders a residual block's branches its own way, so the names are compared as sets.)
     twin_names = [layer.name for layer in twin.layers[1:] if not isinstance(layer, Subsample)]
     keras_names = [
-        layer.name for layer in leaf_layers(model.backbone) if not isinstance(layer, keras.layers.InputLayer)
+        layer.name
+        for layer in leaf_layers(model.backbone)
+        if not isinstance(layer, keras.layers.InputLayer)
     ]
     assert len(twin_names) == len(set(twin_names)) and sorted(twin_names) == sorted(keras_names)
     # One Subsample per depthwise layer with unequal strides (MofleNet57's (2, 1) ones).
@@ -492,9 +498,13 @@ def test_int8_file_layout(exported_tiny, trained_tiny):
     ops = graph.op_names
     # BN folded: no batch-norm arithmetic, one conv op per Keras conv layer.
     keras_layers = list(leaf_layers(trained_tiny))
-    keras_depthwise = [layer for layer in keras_layers if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    keras_depthwise = [
+        layer for layer in keras_layers if isinstance(layer, keras.layers.DepthwiseConv2D)
+    ]
     keras_convs = [
-        layer for layer in keras_layers if isinstance(layer, keras.layers.Conv2D) and layer not in keras_depthwise
+        layer
+        for layer in keras_layers
+        if isinstance(layer, keras.layers.Conv2D) and layer not in keras_depthwise
     ]
     assert ops.count("CONV_2D") == len(keras_convs)
     assert ops.count("DEPTHWISE_CONV_2D") == len(keras_depthwise)
@@ -691,6 +701,7 @@ def test_quantize_run_is_a_library_function(trained_tiny, synthetic_root, tmp_pa
     result = quantize_run(
         tmp_path / "tiny.keras",
         synthetic_root,
+        split=100,  # a bare .keras file records no split
         ptq=True,
         batch_size=10,
         calibration_clips=20,
@@ -705,7 +716,7 @@ def test_quantize_run_is_a_library_function(trained_tiny, synthetic_root, tmp_pa
     assert clips == 180 and agreement >= 0.9
     assert "same class as the float model" in result.evaluation_report()
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
-        quantize_run(tmp_path / "tiny.keras", synthetic_root, ptq=True, batch_size=0)
+        quantize_run(tmp_path / "tiny.keras", synthetic_root, split=100, ptq=True, batch_size=0)
 
 
 # === Presets (slow) ===
@@ -738,7 +749,9 @@ def test_presets_qat_int8_agreement_and_budget(datasets, all_waveforms, tmp_path
         # Trained well above chance: near-chance models have near-tied logits, where int8
         # rounding flips decisions (MofleNet57 after 8 epochs: 96.7 % agreement).
         member.fit(train, epochs=20, verbose=0)
-    qat = quantize_aware_train(ensemble, train, epochs=1, verbose=0, **QAT_RECIPE.schedule_arguments())
+    qat = quantize_aware_train(
+        ensemble, train, epochs=1, verbose=0, **QAT_RECIPE.schedule_arguments()
+    )
     spectrograms = {
         m.name: keras.ops.convert_to_numpy(m.frontend(waveforms)) for m in ensemble.members
     }
@@ -794,7 +807,11 @@ def test_qat_gets_the_runs_spectrogram_augmentations_back(tmp_path):
     run.mkdir()
     described = [
         {"name": "time_roll", "stage": "waveform", "config": {"max_shift_seconds": 0.125}},
-        {"name": "freq_mixstyle", "stage": "spectrogram", "config": {"alpha": 0.3, "p": 0.7, "seed": 11}},
+        {
+            "name": "freq_mixstyle",
+            "stage": "spectrogram",
+            "config": {"alpha": 0.3, "p": 0.7, "seed": 11},
+        },
     ]
     (run / "run_config.json").write_text(json.dumps({"augmentations": described}))
     model = keras_asc.build("moflenet57")

@@ -28,7 +28,7 @@ from keras_asc.training import (
     get_recipe,
     train,
 )
-from keras_asc.training.train import read_history
+from keras_asc.training.rundir import read_history
 
 # The same plugin, as source for the subprocess tests.
 PLUGIN_SOURCE = tiny_mofle_source("tiny-mofle-plugin")

@@ -19,7 +19,9 @@ def add_parser(subparsers):
     )
     parser.add_argument("--data", required=True, help="TAU22-layout dataset folder")
     parser.add_argument(
-        "--split", default="25", help="training split for QAT or calibration (default 25)"
+        "--split",
+        help="training split for QAT or calibration (default: the split the run was trained "
+        "on; another one is refused); needed only for a .keras file outside a run folder",
     )
     parser.add_argument("--epochs", type=int, help="QAT epochs (default: the recipe's)")
     parser.add_argument(
@@ -81,8 +83,9 @@ def add_parser(subparsers):
         "--verbose",
         type=int,
         choices=(0, 1, 2),
-        default=1,
-        help="Keras progress output (default 1)",
+        default=None,
+        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch (default: "
+        "a bar on a terminal, one line per epoch into a file or a pipe)",
     )
     parser.set_defaults(func=run)
 
@@ -93,6 +96,21 @@ def _check_args(args):
 
     for name in ("epochs", "batch_size", "steps_per_epoch", "calibration_clips"):
         check_positive(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.ptq:
+        given = [
+            flag
+            for flag, value in (
+                ("--epochs", args.epochs),
+                ("--learning-rate", args.learning_rate),
+                ("--steps-per-epoch", args.steps_per_epoch),
+            )
+            if value is not None
+        ]
+        if given:
+            raise ValueError(
+                f"--ptq calibrates the float model without fine-tuning, so {', '.join(given)} "
+                "would have no effect; leave it out, or drop --ptq for QAT fine-tuning."
+            )
     if args.int8_io and args.frontend_in_file:
         raise ValueError(
             "--int8-io and --frontend-in-file cannot be combined: a file with the front-end "

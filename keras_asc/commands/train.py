@@ -118,8 +118,9 @@ def add_parser(subparsers):
         "--verbose",
         type=int,
         choices=(0, 1, 2),
-        default=1,
-        help="Keras progress output (default 1)",
+        default=None,
+        help="Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch (default: "
+        "a bar on a terminal, one line per epoch into a file or a pipe)",
     )
     parser.set_defaults(func=run)
 
@@ -195,8 +196,10 @@ def run(args):
         last = {key: values[-1] for key, values in history.items() if key != "epoch"}
         summary = ", ".join(f"{key} {value:.4g}" for key, value in sorted(last.items()))
         print(f"keras-asc train: {len(history['epoch'])} epochs; last epoch: {summary}")
-    skipped = getattr(result, "skipped_clips", None)
+    skipped = result.skipped_clips
     if skipped is not None and len(skipped):
         print(f"keras-asc train: {skipped.summary()}")
+    if result.steps_trained is not None:
+        print(f"keras-asc train: {result.steps_trained} optimiser steps in all")
     print(f"keras-asc train: model saved to {result.model_path}")
     return 0

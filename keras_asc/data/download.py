@@ -698,8 +698,18 @@ def parse_groups(only):
 def _record_matches(record_path, entry):
     if not os.path.isfile(record_path):
         return False
-    with open(record_path, encoding="utf-8") as handle:
-        record = json.load(handle)
+    try:
+        with open(record_path, encoding="utf-8") as handle:
+            record = json.load(handle)
+    except (OSError, ValueError) as error:
+        record = error
+    if not isinstance(record, dict):
+        reason = record if isinstance(record, Exception) else type(record).__name__
+        raise ValueError(
+            f"{record_path}: corrupt download record ({str(reason).splitlines()[0]}); expected "
+            f"the JSON record written when {entry.name} finished; delete it to fetch "
+            f"{entry.name} again."
+        )
     return record.get("url") == entry.url and all(
         getattr(entry, algorithm) in (None, record.get(algorithm))
         for algorithm in ("md5", "sha256")

@@ -6,10 +6,17 @@ files: ``meta.csv`` (filename, scene_label, identifier, source_label),
 ``split5/10/25/50/100.csv`` and ``test.csv`` (filename, scene_label). This module reads them
 into :class:`Clip` records and refuses inconsistent data before any training starts.
 
+A :class:`Split` is a split resolved once: the dataset folder, the split's name, its clips and
+a fingerprint of the clip list. Training, distillation, quantisation and evaluation take the
+same ``Split`` object, so no step reads a split file again and every artefact can record the
+fingerprint of the clips it saw.
+
 Example:
     >>> from keras_asc.data import tau22
-    >>> clips = tau22.load_split("/data/TAU-urban-acoustic-scenes-2022-mobile-development", 25)
-    >>> tau22.split_summary(clips)["devices"]["a"]
+    >>> split = tau22.Split.load("/data/TAU-urban-acoustic-scenes-2022-mobile-development", 25)
+    >>> split.title, len(split.clips), split.fingerprint[:12]
+    ('split25', 34900, '...')
+    >>> tau22.split_summary(split.clips)["devices"]["a"]
     25520
 
 Reference:
@@ -23,6 +30,8 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import functools
+import hashlib
 import io
 import os
 import re
@@ -364,6 +373,158 @@ def read_split_file(path):
     return clips, rows
 
 
+def split_title(split):
+    """``"split25"`` or ``"test"``: how messages and file names show a normalised split."""
+    return "test" if split == "test" else f"split{split}"
+
+
+def expand_path(path):
+    """``path`` with ``~`` and environment variables (``$HOME``, ``${DATA}``) expanded, as a
+    string; ``None`` stays ``None``. Every path the API or the command line takes goes through
+    it."""
+    if path is None:
+        return None
+    return os.path.expandvars(os.path.expanduser(os.fspath(path)))
+
+
+def clips_fingerprint(clips):
+    """SHA-256 (hex) of a clip list with its labels, independent of the order of the clips.
+
+    Each clip contributes one line ``filename<TAB>scene_label``; the lines are sorted, so the
+    same clips listed in another order give the same fingerprint, and any added, removed or
+    relabelled clip gives another.
+    """
+    digest = hashlib.sha256()
+    for line in sorted(f"{clip.filename}\t{clip.scene_label}" for clip in clips):
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A DCASE 2024 split resolved once: where its clips are and which they are.
+
+    Build one with :meth:`Split.load`; pass the same object to ``make_dataset``,
+    ``keras_asc.training.distill.teacher_logits`` and the run record, so no later step reads
+    the split file again or can read a different one.
+
+    Attributes:
+        root: the dataset folder (absolute, ``~`` and variables expanded), holding ``audio/``.
+        name: ``5``, ``10``, ``25``, ``50``, ``100`` or ``"test"`` (as ``normalize_split``).
+        clips: the split's :class:`Clip` records, in file order (a tuple).
+        source: the split file they were read from (``None`` when built from a list).
+
+    Properties: ``title`` (``"split25"`` / ``"test"``), ``labels`` (class indices),
+    ``devices`` (device names), ``fingerprint`` (:func:`clips_fingerprint` of the clips).
+
+    Example:
+        >>> split = Split.load("/data/tau22", "split10")
+        >>> split.name, split.labels[:3], split.devices[:3]
+        (10, (0, 0, 0), ('a', 'a', 'b'))
+    """
+
+    root: str
+    name: object
+    clips: tuple
+    source: str = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "clips", tuple(self.clips))
+        object.__setattr__(self, "name", normalize_split(self.name))
+
+    @classmethod
+    def load(cls, data_dir, split, splits_dir=None, check_test_overlap=True):
+        """Read a split's file once, with every check of :func:`load_split` but the one for
+        missing audio (``make_dataset`` reports those by its ``on_error``; see
+        :meth:`missing_files`).
+
+        Args:
+            data_dir: dataset root (``~`` and environment variables are expanded).
+            split: any spelling :func:`normalize_split` accepts.
+            splits_dir: optional folder with the split files.
+            check_test_overlap: refuse a training split sharing clips with the test split.
+        """
+        data_dir = expand_path(data_dir)
+        splits_dir = expand_path(splits_dir)
+        name, path, clips = _read_checked_split(data_dir, split, splits_dir, check_test_overlap)
+        return cls(os.path.abspath(data_dir), name, clips, path)
+
+    @property
+    def title(self):
+        """``"split25"`` or ``"test"``."""
+        return split_title(self.name)
+
+    @property
+    def labels(self):
+        """The class index of every clip, in clip order."""
+        return tuple(clip.label for clip in self.clips)
+
+    @property
+    def devices(self):
+        """The device of every clip, in clip order."""
+        return tuple(clip.device for clip in self.clips)
+
+    @functools.cached_property
+    def fingerprint(self):
+        """SHA-256 of the sorted clip list with labels (:func:`clips_fingerprint`)."""
+        return clips_fingerprint(self.clips)
+
+    def path_of(self, clip):
+        """The absolute audio path of ``clip``."""
+        return os.path.join(self.root, clip.filename)
+
+    def missing_files(self):
+        """The file names (relative to ``root``) of the clips whose audio is not on disk."""
+        return [clip.filename for clip in self.clips if not os.path.isfile(self.path_of(clip))]
+
+    def missing_files_error(self, missing):
+        """A :class:`MissingFilesError` for ``missing`` (from :meth:`missing_files`)."""
+        examples = ", ".join(repr(name) for name in missing[:_MAX_EXAMPLES])
+        return MissingFilesError(
+            f"{len(missing)} of {len(self.clips)} audio files listed in "
+            f"{self.source or self.title} are missing under {self.root}, e.g. {examples}.",
+            missing,
+        )
+
+    def without(self, filenames):
+        """A copy without the clips named in ``filenames`` (its fingerprint changes)."""
+        drop = set(filenames)
+        return dataclasses.replace(
+            self, clips=tuple(clip for clip in self.clips if clip.filename not in drop)
+        )
+
+    def __repr__(self):
+        return f"Split({self.title}, {len(self.clips)} clips, root={self.root!r})"
+
+
+def _read_checked_split(data_dir, split, splits_dir, check_test_overlap):
+    """``(name, path, clips)`` of a split, with the test-overlap check."""
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"Dataset folder {data_dir!r} does not exist.")
+    split = normalize_split(split)
+    path = find_split_file(data_dir, split, splits_dir)
+    clips, rows = read_split_file(path)
+    if not clips:
+        raise ValueError(f"{path}: the split lists no clips.")
+    if split != "test" and check_test_overlap:
+        try:
+            test_path = find_split_file(data_dir, "test", splits_dir)
+        except FileNotFoundError:
+            test_path = None  # nothing to compare against; the test split is loaded on its own
+        if test_path is not None:
+            _, test_rows = read_split_file(test_path)
+            overlap = [clip.filename for clip in clips if clip.filename in test_rows]
+            if overlap:
+                first = overlap[0]
+                raise ValueError(
+                    f"{len(overlap)} clip(s) of split {split} are also in the test split, e.g. "
+                    f"{first!r} ({path}, line {rows[first]}; {test_path}, line "
+                    f"{test_rows[first]}). Training and test clips must be disjoint."
+                )
+    return split, path, clips
+
+
 def load_split(
     data_dir,
     split,
@@ -403,50 +564,19 @@ def load_split(
         raise ValueError(
             f"on_missing must be 'raise' or 'warn'. Received: on_missing={on_missing!r}"
         )
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise FileNotFoundError(f"Dataset folder {data_dir!r} does not exist.")
-    split = normalize_split(split)
-    path = find_split_file(data_dir, split, splits_dir)
-    clips, rows = read_split_file(path)
-    if not clips:
-        raise ValueError(f"{path}: the split lists no clips.")
-
-    if split != "test" and check_test_overlap:
-        try:
-            test_path = find_split_file(data_dir, "test", splits_dir)
-        except FileNotFoundError:
-            test_path = None  # nothing to compare against; the test split is loaded on its own
-        if test_path is not None:
-            _, test_rows = read_split_file(test_path)
-            overlap = [clip.filename for clip in clips if clip.filename in test_rows]
-            if overlap:
-                first = overlap[0]
-                raise ValueError(
-                    f"{len(overlap)} clip(s) of split {split} are also in the test split, e.g. "
-                    f"{first!r} ({path}, line {rows[first]}; {test_path}, line "
-                    f"{test_rows[first]}). Training and test clips must be disjoint."
-                )
-
+    resolved = Split.load(data_dir, split, splits_dir, check_test_overlap=check_test_overlap)
+    clips = list(resolved.clips)
     if check_files:
-        missing = [
-            clip.filename
-            for clip in clips
-            if not os.path.isfile(os.path.join(data_dir, clip.filename))
-        ]
+        missing = resolved.missing_files()
         if missing:
-            examples = ", ".join(repr(name) for name in missing[:_MAX_EXAMPLES])
-            message = (
-                f"{len(missing)} of {len(clips)} audio files listed in {path} are missing "
-                f"under {data_dir}, e.g. {examples}."
-            )
+            error = resolved.missing_files_error(missing)
             if on_missing == "raise":
                 raise MissingFilesError(
-                    message + " Download or extract the audio, or pass on_missing='warn' to "
+                    f"{error} Download or extract the audio, or pass on_missing='warn' to "
                     "drop them.",
                     missing,
                 )
-            warnings.warn(message + " Dropping them.", stacklevel=2)
+            warnings.warn(f"{error} Dropping them.", stacklevel=2)
             absent = set(missing)
             clips = [clip for clip in clips if clip.filename not in absent]
     return clips
@@ -468,9 +598,10 @@ def read_meta(data_dir):
     Example:
         >>> devices = {clip.device for clip in read_meta("/data/tau22")}
     """
-    path = os.path.join(os.fspath(data_dir), "meta.csv")
+    data_dir = expand_path(data_dir)
+    path = os.path.join(data_dir, "meta.csv")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"No meta.csv in {os.fspath(data_dir)!r}: looked for {path!r}.")
+        raise FileNotFoundError(f"No meta.csv in {data_dir!r}: looked for {path!r}.")
     expected = ["filename", "scene_label", "identifier", "source_label"]
     clips = []
     seen = {}

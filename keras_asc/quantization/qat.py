@@ -478,7 +478,10 @@ def quantize_aware_train(
     twin = to_tf_keras(model)
     spec = twin_spec(twin)
     qat_members, histories = [], []
-    for keras_member, member_twin in zip(_keras_members(model), member_models(twin), strict=True):
+    pairs = list(zip(_keras_members(model), member_models(twin), strict=True))
+    for index, (keras_member, member_twin) in enumerate(pairs):
+        if verbose and len(pairs) > 1:  # whose epoch lines follow
+            print(f"QAT: member {index + 1}/{len(pairs)}: {keras_member.name}", flush=True)
         qat_member = attach_spec(_quantize_single(member_twin), twin_spec(member_twin))
         augmentations = spectrogram_augmentations
         if isinstance(augmentations, dict):  # an ensemble's, by member name

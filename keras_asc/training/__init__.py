@@ -19,6 +19,7 @@ from keras_asc.training.recipes import (
     list_recipes,
     register_recipe,
 )
+from keras_asc.training.rundir import RunConfig, RunDir
 from keras_asc.training.saving import load_model
 from keras_asc.training.schedule import (
     SCHEDULE_PRESETS,
@@ -33,7 +34,12 @@ from keras_asc.training.train import TrainResult, train
 
 # The quantise-a-run workflow needs TensorFlow, tf_keras and LiteRT; it loads on first use so
 # that importing keras_asc.training on the JAX or PyTorch backend does not import them.
-_QUANTIZE_EXPORTS = ("QuantizeRunResult", "evaluate_exports", "quantize_run", "recipe_spectrogram_augmentations")
+_QUANTIZE_EXPORTS = (
+    "QuantizeRunResult",
+    "evaluate_exports",
+    "quantize_run",
+    "recipe_spectrogram_augmentations",
+)
 
 
 def __getattr__(name):

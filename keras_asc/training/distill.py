@@ -48,9 +48,10 @@ import os
 import numpy as np
 
 from keras_asc.data import tau22
-from keras_asc.files import FINAL_MODEL, atomic_path
-from keras_asc.training.evaluation import load_predictor, read_run_config, run_model_name
+from keras_asc.files import atomic_path
+from keras_asc.training.evaluation import load_predictor
 from keras_asc.training.losses import DistillationLoss, LabelAccuracy
+from keras_asc.training.rundir import RunDir
 
 __all__ = [
     "DistillationLoss",
@@ -66,13 +67,12 @@ _LOGITS_VERSION = 1
 # --- the teachers --------------------------------------------------------------------------
 
 
-def _split_name(split):
-    return "test" if split == "test" else f"split{split}"
+_split_name = tau22.split_title
 
 
 def _trained_splits(folder, what):
     """The splits the run or ensemble in ``folder`` was trained on (an ensemble: its members')."""
-    config = read_run_config(folder)
+    config = RunDir(folder).read_config()
     if config is None:
         raise ValueError(
             f"{what} {folder!r} has no run_config.json, so the split it was trained on is "
@@ -90,9 +90,9 @@ def _trained_splits(folder, what):
             member_dir = source if os.path.isdir(source) else os.path.dirname(source)
             splits |= _trained_splits(member_dir, f"member {source!r} of ensemble")
         return splits
-    if "split" not in config:
+    if config.split is None:
         raise ValueError(f"{what} {folder!r}: run_config.json records no training split.")
-    return {tau22.normalize_split(config["split"])}
+    return {config.split}
 
 
 def check_teachers(teachers, split):
@@ -119,15 +119,16 @@ def check_teachers(teachers, split):
     split = tau22.normalize_split(split)
     described = []
     for teacher in teachers:
-        folder = os.path.abspath(os.fspath(teacher))
+        run = RunDir(teacher)
+        folder = run.path
         if not os.path.isdir(folder):
             raise FileNotFoundError(
                 f"Teacher {os.fspath(teacher)!r} is not a folder: expected a run directory "
                 "written by `keras-asc train` or an ensemble folder (`keras-asc ensemble`)."
             )
-        if not os.path.isfile(os.path.join(folder, FINAL_MODEL)):
+        if not run.has_model():
             raise FileNotFoundError(
-                f"Teacher {folder!r} has no {FINAL_MODEL}: train it to the end first."
+                f"Teacher {folder!r} has no model.keras: train it to the end first."
             )
         trained = _trained_splits(folder, "Teacher")
         if trained != {split}:
@@ -138,47 +139,38 @@ def check_teachers(teachers, split):
                 "split, and a teacher trained on other clips passes them on to the student; use "
                 f"teachers trained on {_split_name(split)}."
             )
-        described.append({"path": folder, "model": run_model_name(folder)})
+        described.append({"path": folder, "model": run.config.model})
     return described
 
 
-def _file_digest(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _logits_key(data_dir, filenames, teachers):
+def _logits_key(split, teachers):
     record = {
         "version": _LOGITS_VERSION,
-        "data_dir": os.path.abspath(os.fspath(data_dir)),
-        "files": hashlib.sha256("\n".join(filenames).encode("utf-8")).hexdigest(),
+        "data_dir": split.root,
+        "files": hashlib.sha256(
+            "\n".join(clip.filename for clip in split.clips).encode("utf-8")
+        ).hexdigest(),
         "teachers": [
-            [teacher["path"], _file_digest(os.path.join(teacher["path"], FINAL_MODEL))]
-            for teacher in teachers
+            [teacher["path"], RunDir(teacher["path"]).model_digest()] for teacher in teachers
         ],
     }
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def teacher_logits_path(cache_dir, data_dir, split, teachers):
+def teacher_logits_path(cache_dir, split, teachers):
     """Where :func:`teacher_logits` stores the logits of ``teachers`` (from
-    :func:`check_teachers`) for ``split`` in ``cache_dir``."""
-    clips = tau22.load_split(data_dir, split, check_files=False)
-    key = _logits_key(data_dir, [clip.filename for clip in clips], teachers)
-    name = f"teacher-logits-{_split_name(tau22.normalize_split(split))}-{key[:16]}.npy"
-    return os.path.join(os.fspath(cache_dir), name)
+    :func:`check_teachers`) for ``split`` (a :class:`~keras_asc.data.tau22.Split`) in
+    ``cache_dir``."""
+    name = f"teacher-logits-{split.title}-{_logits_key(split, teachers)[:16]}.npy"
+    return os.path.join(tau22.expand_path(cache_dir), name)
 
 
-def _compute_logits(teachers, data_dir, split, cache_dir, on_error, batch_size, verbose):
-    """``(filenames, logits)``: the mean teacher logits of every clip of the split, in file
-    order; rows of clips that could not be read (``on_error="skip"``) are NaN."""
+def _compute_logits(teachers, split, cache_dir, on_error, batch_size, verbose):
+    """The mean teacher logits of every clip of the split, in file order; rows of clips that
+    could not be read (``on_error="skip"``) are NaN."""
     from keras_asc.data.pipeline import make_dataset
 
-    dataset = make_dataset(
-        data_dir,
+    data = make_dataset(
         split,
         batch_size=batch_size,
         training=False,
@@ -188,9 +180,9 @@ def _compute_logits(teachers, data_dir, split, cache_dir, on_error, batch_size, 
     predictors = [load_predictor(teacher["path"]) for teacher in teachers]
     if verbose:
         names = ", ".join(teacher["model"] or teacher["path"] for teacher in teachers)
-        print(f"keras-asc train: teacher logits of {len(dataset.clips)} clips from {names} ...")
+        print(f"keras-asc train: teacher logits of {len(data.clips)} clips from {names} ...")
     batches = []
-    for waveforms, _ in dataset.as_numpy_iterator():
+    for waveforms, _ in data.dataset.as_numpy_iterator():
         logits = [np.asarray(predictor.predict(waveforms), np.float64) for predictor in predictors]
         shapes = {value.shape for value in logits}
         if len(shapes) != 1:
@@ -199,14 +191,13 @@ def _compute_logits(teachers, data_dir, split, cache_dir, on_error, batch_size, 
             )
         batches.append(np.mean(logits, axis=0).astype(np.float32))
     computed = np.concatenate(batches) if batches else np.zeros((0, 0), np.float32)
-    all_clips = tau22.load_split(data_dir, split, check_files=False)
-    skipped = set(dataset.skipped_clips.errors)
-    listed = {clip.filename for clip in dataset.clips}
+    all_clips = split.clips
+    skipped = set(data.skipped.errors)
+    listed = {clip.filename for clip in data.clips}
     read = [
         index
         for index, clip in enumerate(all_clips)
-        if clip.filename in listed
-        and os.path.join(os.fspath(data_dir), clip.filename) not in skipped
+        if clip.filename in listed and split.path_of(clip) not in skipped
     ]
     if len(read) != len(computed):
         raise RuntimeError(
@@ -214,13 +205,13 @@ def _compute_logits(teachers, data_dir, split, cache_dir, on_error, batch_size, 
         )
     logits = np.full((len(all_clips), computed.shape[1]), np.nan, np.float32)
     logits[read] = computed
-    return [clip.filename for clip in all_clips], logits
+    return logits
 
 
 def teacher_logits(
     teachers,
-    data_dir,
-    split,
+    data,
+    split=None,
     *,
     cache_dir=None,
     on_error="raise",
@@ -236,8 +227,9 @@ def teacher_logits(
 
     Args:
         teachers: the teacher folders (see :func:`check_teachers`, which checks their split).
-        data_dir: the dataset root.
-        split: the training split.
+        data: the training split, a :class:`~keras_asc.data.tau22.Split` (the one the
+            student trains on), or the dataset root (then ``split`` names the split).
+        split: with a dataset root as ``data``: the split's name (5, 10, 25, 50 or 100).
         cache_dir: the decoded-audio cache folder; the logits are stored beside the caches.
         on_error: ``"raise"`` or ``"skip"``, as for ``make_dataset``.
         batch_size: clips per teacher forward pass.
@@ -249,12 +241,14 @@ def teacher_logits(
         they reach the loss, but without a cache it lists them and drops them only as it reads
         them, so every clip it lists needs a row.
     """
-    described = check_teachers(teachers, split)
+    split = data if isinstance(data, tau22.Split) else tau22.Split.load(data, split)
+    described = check_teachers(teachers, split.name)
     path = None
     logits = None
     if cache_dir is not None:
+        cache_dir = tau22.expand_path(cache_dir)
         os.makedirs(cache_dir, exist_ok=True)
-        path = teacher_logits_path(cache_dir, data_dir, split, described)
+        path = teacher_logits_path(cache_dir, split, described)
         if os.path.isfile(path):
             try:
                 logits = np.load(path)
@@ -265,11 +259,9 @@ def teacher_logits(
                 ) from None
             if verbose:
                 print(f"keras-asc train: teacher logits reused from {path}")
-    filenames = [clip.filename for clip in tau22.load_split(data_dir, split, check_files=False)]
+    filenames = [clip.filename for clip in split.clips]
     if logits is None or logits.ndim != 2 or len(logits) != len(filenames):
-        filenames, logits = _compute_logits(
-            described, data_dir, split, cache_dir, on_error, batch_size, verbose
-        )
+        logits = _compute_logits(described, split, cache_dir, on_error, batch_size, verbose)
         if path is not None:
             with atomic_path(path, suffix=".npy") as temporary:
                 np.save(temporary, logits)

@@ -17,28 +17,21 @@ Reference:
 
 from __future__ import annotations
 
-import json
 import os
 
 import keras
 
 from keras_asc import complexity, registry
-from keras_asc.files import (
-    FINAL_MODEL,
-    RUN_CONFIG,
-    FolderLock,
-    RunDirError,
-    save_model_atomic,
-    write_text_atomic,
-)
+from keras_asc.data.tau22 import expand_path, split_title
+from keras_asc.files import FINAL_MODEL, RUN_CONFIG, RunDirError, save_model_atomic
 from keras_asc.models.ensemble import Ensemble
 from keras_asc.training.evaluation import (
     evaluate,
     format_comparison,
     report_result,
     resolve_model_path,
-    run_model_name,
 )
+from keras_asc.training.rundir import RunDir
 from keras_asc.training.saving import load_model
 from keras_asc.version import __version__
 
@@ -73,6 +66,7 @@ class _Member:
     def __init__(self, member):
         self.model = None
         self.source = None
+        self.split = self.fingerprint = None
         if isinstance(member, keras.Model):
             self.model, self.name = member, member.name
             return
@@ -87,9 +81,18 @@ class _Member:
                 f"Ensemble member {os.fspath(member)!r}: only Keras models (.keras) can be "
                 "combined; ensemble the float models, then quantise the ensemble."
             )
-        self.source = os.path.abspath(os.fspath(member))
-        # The run's recorded model name is known without loading the model.
-        self.name = run_model_name(run_dir) if run_dir is not None else None
+        self.source = os.path.abspath(expand_path(member))
+        # The run's recorded model name and split are known without loading the model.
+        config = RunDir(run_dir).read_config() if run_dir is not None else None
+        self.name = None if config is None else config.model
+        if config is not None:
+            self.split, self.fingerprint = config.split, config.split_fingerprint
+
+    def describe_split(self):
+        if self.split is None:
+            return "split unknown"
+        shown = split_title(self.split)
+        return shown if self.fingerprint is None else f"{shown}, clips {self.fingerprint[:12]}"
 
     def load(self):
         if self.model is None:
@@ -105,6 +108,28 @@ def _renamed(model, name):
     copy = type(model).from_config(config)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _common_split(loaded):
+    """``(split, fingerprint)`` the members were trained on (``(None, None)`` when no member
+    records one); members trained on different splits (or different clip lists under one
+    split name) are refused, since the ensemble would use clips outside one split."""
+    known = [member for member in loaded if member.split is not None]
+    if not known:
+        return None, None
+    first = known[0]
+    for other in known[1:]:
+        same_fingerprint = None in (first.fingerprint, other.fingerprint) or (
+            first.fingerprint == other.fingerprint
+        )
+        if other.split != first.split or not same_fingerprint:
+            raise ValueError(
+                f"Ensemble members were trained on different splits: {first.source} "
+                f"({first.describe_split()}) and {other.source} ({other.describe_split()}); "
+                "combine runs trained on the same split."
+            )
+    fingerprints = {member.fingerprint for member in known} - {None}
+    return first.split, (fingerprints.pop() if len(fingerprints) == 1 else None)
 
 
 def _match_preset(preset, member_names):
@@ -158,6 +183,7 @@ def build_ensemble(
             f"ensemble). Received: weights={weights!r}, preset={preset!r}"
         )
     loaded = [_Member(member) for member in members]
+    split = _common_split(loaded)
     if any(member.name is None for member in loaded):
         for member in loaded:
             member.load()  # a bare .keras file: its name is the model's name
@@ -184,7 +210,7 @@ def build_ensemble(
         complexity.assert_within_budget(ensemble)
 
     if out_dir is not None:
-        _write_ensemble(ensemble, os.fspath(out_dir), preset, loaded, models, weights, report)
+        _write_ensemble(ensemble, RunDir(out_dir), preset, loaded, models, weights, report, split)
     return ensemble
 
 
@@ -192,20 +218,19 @@ def _ensemble_folder_error(out_dir, error):
     return RunDirError(f"Cannot write the ensemble to {out_dir!r}: {error.strerror or error}.")
 
 
-def _write_ensemble(ensemble, out_dir, preset, loaded, models, weights, report):
-    """Write ``model.keras`` and ``run_config.json`` into ``out_dir``, locked (as a training run
-    locks its folder), and never over a training run's files."""
+def _write_ensemble(ensemble, run, preset, loaded, models, weights, report, split):
+    """Write ``model.keras`` and ``run_config.json`` into the folder ``run``, locked (as a
+    training run locks its folder), and never over a training run's files."""
+    out_dir = run.path
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as error:
         raise _ensemble_folder_error(out_dir, error) from None
-    with FolderLock(out_dir, owner="keras-asc process"):
-        config_path = os.path.join(out_dir, RUN_CONFIG)
-        if os.path.exists(config_path):
+    with run.lock("keras-asc process"):
+        if os.path.exists(run.config_path):
             try:
-                with open(config_path, encoding="utf-8") as handle:
-                    kind = json.load(handle).get("kind")
-            except (OSError, ValueError, AttributeError):
+                kind = run.config.kind
+            except RunDirError:
                 kind = None
             if kind != "ensemble":
                 raise FileExistsError(
@@ -216,11 +241,15 @@ def _write_ensemble(ensemble, out_dir, preset, loaded, models, weights, report):
             "kind": "ensemble",
             "model": ensemble.name,
             "preset": preset,
+            "split": split[0],
+            "split_fingerprint": split[1],
             "members": [
                 {
                     "model": member.name,
                     "keras_name": model.name,
                     "source": member.source,
+                    "split": member.split,
+                    "split_fingerprint": member.fingerprint,
                     "weight": w,
                 }
                 for member, model, w in zip(loaded, models, weights, strict=True)
@@ -236,8 +265,8 @@ def _write_ensemble(ensemble, out_dir, preset, loaded, models, weights, report):
             "keras_asc_version": __version__,
         }
         try:
-            save_model_atomic(ensemble, os.path.join(out_dir, FINAL_MODEL))
-            write_text_atomic(config_path, json.dumps(run_config, indent=2) + "\n")
+            save_model_atomic(ensemble, run.model_path)
+            run.write_config(run_config)
         except OSError as error:
             raise _ensemble_folder_error(out_dir, error) from None
 
@@ -273,6 +302,7 @@ def ensemble_and_report(
         :class:`~keras_asc.training.evaluation.EvaluationResult` (empty without ``data_dir``;
         the members too with ``compare``).
     """
+    out_dir = expand_path(out_dir)
     ensemble = build_ensemble(members, weights, preset=preset, name=name, out_dir=out_dir)
     described = ", ".join(
         f"{m.name} {w:g}" for m, w in zip(ensemble.members, ensemble.member_weights, strict=True)
@@ -282,9 +312,7 @@ def ensemble_and_report(
     print(f"wrote {os.path.join(out_dir, FINAL_MODEL)}")
     if not data_dir:
         return ensemble, {}
-    result = evaluate(
-        ensemble, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir
-    )
+    result = evaluate(ensemble, data_dir, split=split, batch_size=batch_size, cache_dir=cache_dir)
     results = {}
     if compare:
         for source, member in zip(members, ensemble.members, strict=True):

@@ -31,10 +31,11 @@ import keras
 import numpy as np
 
 from keras_asc import registry
-from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS
-from keras_asc.files import FINAL_MODEL, METRICS_JSON, RUN_CONFIG, write_text_atomic
+from keras_asc.data.tau22 import DEVICE_GROUPS, DEVICES, SCENE_LABELS, Split, expand_path
+from keras_asc.files import FINAL_MODEL, METRICS_JSON, write_text_atomic
 from keras_asc.text import format_table
 from keras_asc.training import plots as plots_module
+from keras_asc.training.rundir import RunDir
 from keras_asc.training.saving import load_model
 
 METRICS_TEXT = "metrics.txt"
@@ -162,6 +163,7 @@ class EvaluationResult:
             The list of written paths. When ``plots`` is true but matplotlib is missing, the
             PNGs are skipped (check ``keras_asc.training.plots.matplotlib_available()``).
         """
+        out_dir = expand_path(out_dir)
         out_dir = os.fspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
         json_path = os.path.join(out_dir, METRICS_JSON)
@@ -489,27 +491,16 @@ class _KerasPredictor:
 
 
 def read_run_config(run_dir):
-    """The ``run_config.json`` of a run directory as a dict, or ``None`` when it has none."""
-    path = os.path.join(os.fspath(run_dir), RUN_CONFIG)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object, received {type(config).__name__}.")
-    return config
+    """The ``run_config.json`` of a run directory as a dict, or ``None`` when it has none
+    (``RunDir(run_dir).read_config()``; a corrupt file raises a ``ValueError`` naming it)."""
+    config = RunDir(run_dir).read_config()
+    return None if config is None else config.data
 
 
 def run_model_name(run_dir):
     """The model (preset) name a run directory records in ``run_config.json``, else ``None``."""
-    config = read_run_config(run_dir) or {}
-    for key in ("model", "model_name", "preset"):
-        if isinstance(config.get(key), str):
-            return config[key]
-    return None
+    config = RunDir(run_dir).read_config()
+    return None if config is None else config.model
 
 
 def resolve_model_path(path):
@@ -518,7 +509,7 @@ def resolve_model_path(path):
     Returns:
         ``(model_path, run_dir)``; ``run_dir`` is ``None`` unless ``path`` is a folder.
     """
-    path = os.fspath(path)
+    path = expand_path(path)
     if os.path.isdir(path):
         model_path = os.path.join(path, FINAL_MODEL)
         if not os.path.isfile(model_path):
@@ -589,7 +580,7 @@ def load_or_build_model(name_or_path):
         FileNotFoundError: a folder without ``model.keras``.
         ValueError: a path that is not a ``.keras`` model, or an unknown name.
     """
-    if os.path.exists(name_or_path):
+    if os.path.exists(expand_path(name_or_path)):
         model_path, _ = resolve_model_path(name_or_path)
         if not model_path.endswith(".keras"):
             raise ValueError(f"summary reads Keras models; {model_path!r} is not a .keras file.")
@@ -634,7 +625,8 @@ def evaluate(
     Args:
         model_or_path: anything :func:`load_predictor` accepts: a Keras model, a run
             directory, a ``.keras``/``.tflite`` file, or an object with ``predict``.
-        data_dir: TAU22-layout dataset root (``audio/`` and the split files).
+        data_dir: TAU22-layout dataset root (``audio/`` and the split files), or a
+            :class:`~keras_asc.data.tau22.Split` (then ``split`` is not used).
         split: ``"test"`` (default) or a training split (5, 10, 25, 50, 100).
         batch_size: clips per prediction batch.
         cache_dir: optional folder for the pipeline's decoded-audio cache.
@@ -659,9 +651,9 @@ def evaluate(
     # tf.data: TensorFlow loads with the first pipeline, not with keras_asc.training.
     from keras_asc.data.pipeline import decode_failure, make_dataset
 
-    dataset = make_dataset(
+    data = make_dataset(
         data_dir,
-        split,
+        None if isinstance(data_dir, Split) else split,
         batch_size=int(batch_size),
         training=False,
         shuffle=False,
@@ -669,7 +661,8 @@ def evaluate(
         include_device=True,
         on_error=on_error,
     )
-    total = dataset.cardinality().numpy() if hasattr(dataset, "cardinality") else -1
+    dataset = data.dataset
+    total = int(dataset.cardinality())
     logits, labels, devices = [], [], []
     batches = dataset.as_numpy_iterator()
     step = -1
@@ -695,9 +688,9 @@ def evaluate(
         if verbose and total > 0 and ((step + 1) * 10 // total > step * 10 // total):
             print(f"evaluate: {step + 1}/{total} batches", flush=True)
     if not logits:
-        raise ValueError(f"Split {split!r} of {os.fspath(data_dir)!r} yielded no clips.")
-    skipped = getattr(dataset, "skipped_clips", None)
-    if skipped is not None and len(skipped):
+        raise ValueError(f"{data.split.title} of {data.split.root!r} yielded no clips.")
+    skipped = data.skipped
+    if len(skipped):
         print(f"keras-asc evaluate: {skipped.summary()}", flush=True)
     return evaluate_predictions(
         np.concatenate(logits),
@@ -705,12 +698,13 @@ def evaluate(
         devices,
         class_names,
         model_name=getattr(predictor, "name", None),
-        split=split,
+        split=data.split.name,
     )
 
 
 def default_out_dir(model, split):
     """``<run dir>/eval-<split>``, or ``<folder of the model file>/eval-<split>``."""
+    model = expand_path(model)
     folder = model if os.path.isdir(model) else os.path.dirname(os.path.abspath(model))
     return os.path.join(folder, f"eval-{split}")
 

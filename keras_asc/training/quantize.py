@@ -5,6 +5,10 @@ function: load the run's float model, fine-tune it with quantisation-aware train
 ``ptq=True``, calibrate it), export the int8 TFLite file of the model and, for an ensemble, of
 every member, and optionally evaluate the float models and the int8 files side by side.
 
+The fine-tuning or calibration data is the run's own split (recorded in its
+``run_config.json``); another split is refused, since a system trained on a DCASE 2024 subset
+may use only that subset's clips. Every ``NAME.json`` records the split and its fingerprint.
+
 Example:
     >>> from keras_asc.training import quantize_run
     >>> result = quantize_run("runs/moflenet57", "/data/tau22", evaluate_split="test")
@@ -22,14 +26,16 @@ import keras
 
 from keras_asc import registry
 from keras_asc.data.pipeline import make_dataset
-from keras_asc.data.tau22 import normalize_split
-from keras_asc.files import FINAL_MODEL, INT8_DIR, RUN_CONFIG
+from keras_asc.data.tau22 import Split, expand_path, normalize_split, split_title
+from keras_asc.files import FINAL_MODEL, INT8_DIR, write_text_atomic
 from keras_asc.quantization.export import export_int8
 from keras_asc.quantization.interpreter import TFLiteClassifier, prediction_agreement
 from keras_asc.quantization.qat import member_models, quantize_aware_train
 from keras_asc.quantization.twin import to_tf_keras
+from keras_asc.training.callbacks import progress_verbosity
 from keras_asc.training.evaluation import evaluate, format_comparison
 from keras_asc.training.recipes import QAT_RECIPE, RECIPES
+from keras_asc.training.rundir import RunDir
 from keras_asc.training.saving import load_model
 
 
@@ -40,7 +46,7 @@ def resolve_run(path):
         >>> resolve_run("runs/moflenet57")
         ('runs/moflenet57/model.keras', 'runs/moflenet57/int8')
     """
-    path = os.fspath(path)
+    path = expand_path(path)
     if os.path.isdir(path):
         model_path = os.path.join(path, FINAL_MODEL)
         if not os.path.isfile(model_path):
@@ -141,24 +147,28 @@ def recipe_spectrogram_augmentations(run, model, seed=0):
         >>> [type(layer).__name__ for layer in layers]
         ['FreqMixStyle']
     """
-    path = os.fspath(run)
-    config_path = os.path.join(path, RUN_CONFIG) if os.path.isdir(path) else None
-    if config_path is not None and os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as handle:
-            described = json.load(handle).get("augmentations")
-        if described is not None:
-            return _spectrogram_layers(described, seed)
+    path = expand_path(run)
+    config = RunDir(path).read_config() if os.path.isdir(path) else None
+    if config is not None and config.augmentations is not None:
+        return _spectrogram_layers(config.augmentations, seed)
     members = getattr(model, "members", None)
     if members is None:
         return _spectrogram_layers(_recipe_augmentations(model.name), seed)
-    return {member.name: _spectrogram_layers(_recipe_augmentations(member.name), seed) for member in members}
+    return {
+        member.name: _spectrogram_layers(_recipe_augmentations(member.name), seed)
+        for member in members
+    }
 
 
 def _recipe_augmentations(name):
     if name not in RECIPES:
         return []
     return [
-        {"name": augmentation, "stage": registry.get_augmentation(augmentation).stage, "config": dict(config)}
+        {
+            "name": augmentation,
+            "stage": registry.get_augmentation(augmentation).stage,
+            "config": dict(config),
+        }
         for augmentation, config in RECIPES[name].augmentations
     ]
 
@@ -181,11 +191,73 @@ def _check_positive(name, value):
         raise ValueError(f"{name} must be a positive integer. Received: {name}={value}")
 
 
+def _run_config(run):
+    """The :class:`RunConfig` of the run a path belongs to (a run folder, or a ``.keras`` file
+    inside one), else ``None``."""
+    path = expand_path(run)
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    return RunDir(folder).read_config()
+
+
+def quantization_split(run, data_dir, split=None):
+    """The :class:`~keras_asc.data.tau22.Split` a run is fine-tuned or calibrated on: its own.
+
+    Args:
+        run: a run directory, an ensemble folder or a ``.keras`` file (inside one or not).
+        data_dir: the dataset folder.
+        split: ``None`` (the run's split), or a split, which must be the run's own; required
+            for a ``.keras`` file outside a run folder, which records no split.
+
+    Raises:
+        ValueError: one line naming both splits when ``split`` is not the run's, or when the
+            split's clips differ from those the run recorded; a bare ``.keras`` file without
+            ``split``.
+    """
+    config = _run_config(run)
+    trained = None if config is None else config.split
+    if trained is None:
+        if split is None:
+            raise ValueError(
+                f"{os.fspath(run)!r} records no training split (no run_config.json with one): "
+                "give the split it was trained on (--split)."
+            )
+        return Split.load(data_dir, split)
+    if split is not None and normalize_split(split) != trained:
+        raise ValueError(
+            f"{os.fspath(run)!r} was trained on {split_title(trained)}, but --split asks for "
+            f"{split_title(normalize_split(split))}: DCASE 2024 Task 1 allows a system only the "
+            f"clips of its training split; leave --split out to use {split_title(trained)}."
+        )
+    resolved = Split.load(data_dir, trained)
+    recorded = config.split_fingerprint
+    if recorded is not None and recorded != resolved.fingerprint:
+        raise ValueError(
+            f"{os.fspath(run)!r} was trained on {split_title(trained)} with clip fingerprint "
+            f"{recorded[:12]}, but {resolved.source} now gives {resolved.fingerprint[:12]}: "
+            "the split file changed; use the split files the run was trained with."
+        )
+    return resolved
+
+
+def _record_split(export, split, ptq):
+    """Add the split the file was fine-tuned or calibrated on to its ``NAME.json``."""
+    with open(export.json_path, encoding="utf-8") as handle:
+        description = json.load(handle)
+    description["split"] = split.name
+    description["split_fingerprint"] = split.fingerprint
+    description["split_use"] = "post-training calibration" if ptq else "QAT fine-tuning"
+    write_text_atomic(export.json_path, json.dumps(description, indent=2) + "\n")
+
+
+def _say(message):
+    print(f"keras-asc quantize: {message}", flush=True)
+
+
 def quantize_run(
     run,
     data_dir,
     *,
-    split=25,
+    split=None,
     epochs=QAT_RECIPE.epochs,
     learning_rate=QAT_RECIPE.peak_learning_rate,
     batch_size=QAT_RECIPE.batch_size,
@@ -213,8 +285,9 @@ def quantize_run(
     Args:
         run: a run directory (with ``model.keras``) or a ``.keras`` file.
         data_dir: TAU22-layout dataset folder.
-        split: training split for QAT or calibration (5, 10, 25, 50, 100 or a spelling
-            ``normalize_split`` accepts).
+        split: ``None`` (default): the split the run was trained on, from its
+            ``run_config.json``; another split is refused (see :func:`quantization_split`).
+            Required for a ``.keras`` file outside a run folder.
         epochs: QAT epochs.
         learning_rate: peak QAT learning rate.
         batch_size: clips per batch.
@@ -231,7 +304,8 @@ def quantize_run(
         cache_dir: cache decoded audio here (reused by later runs).
         evaluate_split: afterwards, evaluate the float model and every int8 file on this
             split (e.g. ``"test"``); see ``evaluate_exports``.
-        verbose: Keras progress output of the QAT fine-tuning (0, 1 or 2).
+        verbose: Keras progress output of the QAT fine-tuning (0, 1 or 2; ``None``: a bar
+            on a terminal, one line per epoch otherwise); with 0 no progress lines either.
         frontend_in_file: put the float32 log-mel front-end into every ``.tflite`` file,
             which then takes waveforms (``export_int8(frontend_in_file=True)``).
 
@@ -240,8 +314,9 @@ def quantize_run(
 
     Raises:
         FileNotFoundError: no run directory or ``.keras`` file at ``run``.
-        ValueError: ``int8_io`` with ``frontend_in_file``, or ``frontend_in_file`` for a
-            model that takes spectrograms (checked before any training).
+        ValueError: ``int8_io`` with ``frontend_in_file``, ``frontend_in_file`` for a
+            model that takes spectrograms, or a split that is not the run's (checked before
+            any training).
         BudgetExceededError: an int8 file would exceed 128,000 parameter bytes.
 
     Example:
@@ -266,18 +341,23 @@ def quantize_run(
             f"{keras.backend.backend()!r}); ptq=True works on any backend."
         )
     model_path, default_out = resolve_run(run)
-    out_dir = out_dir or default_out
+    out_dir = expand_path(out_dir) or default_out
+    verbose = progress_verbosity(verbose)
+    cache_dir = expand_path(cache_dir)
+    say = _say if verbose else lambda message: None
+    say(f"loading {model_path}")
     model = load_float_model(model_path)
     if frontend_in_file and len(model.inputs[0].shape) != 2:
         raise ValueError(
             f"{model_path}: frontend_in_file needs a model that takes waveforms (batch, "
             f"samples); {model.name!r} takes spectrograms {tuple(model.inputs[0].shape)}."
         )
-    split = normalize_split(split)
+    split = quantization_split(run, data_dir, split)
+    say(f"{'calibration' if ptq else 'QAT fine-tuning'} on {split.title} of {split.root}")
 
     if ptq:
+        say(f"calibration data: {calibration_clips} clips of {split.title}")
         calibration = make_dataset(
-            data_dir,
             split,
             batch_size=batch_size,
             training=False,
@@ -288,21 +368,24 @@ def quantize_run(
         batches = -(-calibration_clips // batch_size)
         calibration = [
             waveforms
-            for waveforms, *_ in itertools.islice(calibration.as_numpy_iterator(), batches)
+            for waveforms, *_ in itertools.islice(calibration.dataset.as_numpy_iterator(), batches)
         ]
         quantized = to_tf_keras(model)
     else:
         train_dataset = make_dataset(
-            data_dir,
             split,
             batch_size=batch_size,
             training=True,
             seed=seed,
             cache_dir=cache_dir,
         )
+        say(
+            f"QAT preparation of {model.name} (quantisation-aware copy, activation ranges "
+            f"calibrated on {split.title}), then {epochs} epoch(s) of fine-tuning"
+        )
         quantized = quantize_aware_train(
             model,
-            train_dataset,
+            train_dataset.dataset,
             epochs=epochs,
             peak_learning_rate=learning_rate,
             decay_epochs=QAT_RECIPE.decay_epochs,
@@ -317,6 +400,15 @@ def quantize_run(
     exports = []
     for target in targets:
         path = os.path.join(out_dir, f"{target.name}.tflite")
+        say(
+            f"converting {target.name} to int8 TFLite"
+            + (" (with calibration)" if ptq else "")
+            + (
+                ", then the TFLite Micro check"
+                if micro or (micro is None and not frontend_in_file)
+                else ""
+            )
+        )
         result = export_int8(
             target,
             calibration,
@@ -328,6 +420,7 @@ def quantize_run(
             low_arena=low_arena,
             micro=micro,
         )
+        _record_split(result, split, ptq)
         exports.append((target, result))
     result = QuantizeRunResult(model, tuple(exports), "ptq" if ptq else "qat")
     if evaluate_split is not None:
@@ -353,14 +446,15 @@ def evaluate_exports(result, data_dir, split="test", *, cache_dir=None):
     Example:
         >>> print(evaluate_exports(result, "/data/tau22", "test").evaluation_report())
     """
-    split = normalize_split(split)
+    split = Split.load(data_dir, split)
+    cache_dir = expand_path(cache_dir)
     floats = [result.model, *getattr(result.model, "members", [])]
     classifiers = [TFLiteClassifier(export.path) for _, export in result.exports]
     evaluations = [
-        evaluate(predictor, data_dir, split, cache_dir=cache_dir, verbose=False)
+        evaluate(predictor, split, cache_dir=cache_dir, verbose=False)
         for predictor in floats + classifiers
     ]
-    dataset = make_dataset(data_dir, split, batch_size=64, training=False, cache_dir=cache_dir)
+    dataset = make_dataset(split, batch_size=64, training=False, cache_dir=cache_dir).dataset
     agreements = []
     for (target, _), classifier in zip(result.exports, classifiers, strict=True):
         agreement, clips = prediction_agreement(classifier, target, dataset.as_numpy_iterator())
