@@ -132,8 +132,8 @@ def _torch_mixstyle(x, p, alpha, generator, eps=1e-6):
     std = (x.var(dim=(1, 3), keepdim=True) + eps).sqrt()
     mean, std = mean.detach(), std.detach()
     draws = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (), generator=generator)))
-    lam = torch.from_numpy(draws.beta(alpha, alpha, (batch, 1, 1, 1)).astype("float32"))
-    perm = torch.randperm(batch, generator=generator)
+    lam = torch.from_numpy(draws.beta(alpha, alpha, (batch, 1, 1, 1)).astype("float32")).to(x.device)
+    perm = torch.randperm(batch, generator=generator).to(x.device)
     mixed_mean = lam * mean + (1 - lam) * mean[perm]
     mixed_std = lam * std + (1 - lam) * std[perm]
     return (x - mean) / std * mixed_std + mixed_mean
@@ -159,7 +159,8 @@ def _warmup_cosine(step, warmup_steps, total_steps):
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings, step_lr=False):
+def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings, step_lr=False,
+                device="cpu"):
     import scipy.signal
     import torch
 
@@ -170,6 +171,7 @@ def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings, 
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     model, _ = torch_reference.build_reference(model_name, waveform=True)
+    model.to(device)
     frontend, network = model.frontend, model.network
     waves, labels, devices = train_data
     batch_size = recipe.batch_size
@@ -218,10 +220,10 @@ def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings, 
                 if roll:
                     batch[row] = np.roll(batch[row], int(rng.integers(-roll, roll + 1)))
             with torch.no_grad():
-                x = frontend(torch.from_numpy(batch))
+                x = frontend(torch.from_numpy(batch).to(device))
             if mixstyle:
                 x = _torch_mixstyle(x, mixstyle["p"], mixstyle["alpha"], generator)
-            loss = loss_fn(network(x), torch.from_numpy(labels[index]))
+            loss = loss_fn(network(x), torch.from_numpy(labels[index]).to(device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -229,19 +231,23 @@ def train_torch(model_name, recipe, train_data, test_data, dirs, seed, timings, 
                 scheduler.step()
         if not per_step:
             scheduler.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
         if epoch > 0:  # the first epoch carries one-off start-up costs
             timings.append((time.perf_counter() - started) / steps)
-    return _torch_macro_accuracy(model, test_data)
+    return _torch_macro_accuracy(model, test_data, device)
 
 
-def _torch_macro_accuracy(model, test_data):
+def _torch_macro_accuracy(model, test_data, device="cpu"):
     import torch
 
     waves, labels, _ = test_data
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(torch.from_numpy(waves[i : i + 64])) for i in range(0, len(waves), 64)])
-    predictions = logits.argmax(dim=1).numpy()
+        logits = torch.cat(
+            [model(torch.from_numpy(waves[i : i + 64]).to(device)) for i in range(0, len(waves), 64)]
+        )
+    predictions = logits.argmax(dim=1).cpu().numpy()
     return float(np.mean([np.mean(predictions[labels == c] == c) for c in np.unique(labels)]))
 
 

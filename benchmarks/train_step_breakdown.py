@@ -51,15 +51,17 @@ def main(argv=None):
             model.compile(
                 optimizer=recipe.make_optimizer(steps_per_epoch=10),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                jit_compile=False,
+                # TensorFlow as before (no XLA); on JAX jit, without which it runs op by op.
+                jit_compile=keras.backend.backend() == "jax",
             )
             return model
 
         _, spectrogram_layers, _ = _resolve_augmentations(recipe, [], None, seed=0)
-        full = compiled(_build_model(name, recipe, spectrogram_layers, seed=0))
-        no_augmentation = compiled(_build_model(name, recipe, [], seed=0))
+        classifier, full = _build_model(name, recipe, spectrogram_layers, seed=0)
+        full = compiled(full)
+        no_augmentation = compiled(_build_model(name, recipe, [], seed=0)[1])
         network = compiled(keras_asc.build(name).backbone)
-        spectrograms = keras.ops.convert_to_numpy(full.frontend(waveforms, training=False))
+        spectrograms = keras.ops.convert_to_numpy(classifier.frontend(waveforms, training=False))
         parts = {
             "network training step": (network, spectrograms),
             "front-end + network step": (no_augmentation, waveforms),

@@ -280,3 +280,68 @@ def test_grouped_conv2d_equals_keras_grouped_convolution(kernel_size, use_bias):
     np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x_zero_second_half))[..., :3], first, atol=1e-5)
     clone = keras_asc.layers.Conv2D.from_config(ours.get_config())
     assert clone.get_config() == ours.get_config()
+
+
+@pytest.mark.parametrize(
+    "strides, dilation, multiplier, use_bias",
+    [((1, 1), 1, 1, False), ((2, 1), 1, 1, False), ((2, 2), 1, 2, True), ((1, 1), 2, 1, True)],
+)
+def test_depthwise_conv2d_equals_keras_depthwise_convolution(strides, dilation, multiplier, use_bias):
+    """keras_asc.layers.DepthwiseConv2D (strided slices on TensorFlow, a sum of shifted slices
+    on JAX) computes Keras' depthwise convolution, unequal strides included."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 11, 8, 5)).astype("float32")
+    kwargs = dict(strides=strides, dilation_rate=dilation, depth_multiplier=multiplier,
+                  use_bias=use_bias, padding="valid")
+    ours = keras_asc.layers.DepthwiseConv2D(3, **kwargs)
+    ours.build(x.shape)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in ours.weights]
+    ours.set_weights(weights)
+    # Reference: the definition, out[n, i, j, c * M + m] = sum_{a, b} x[n, s_i * i + d * a,
+    # s_j * j + d * b, c] * k[a, b, c, m] (+ bias).
+    kernel = weights[0]
+    out_h = (x.shape[1] - dilation * 2 - 1) // strides[0] + 1
+    out_w = (x.shape[2] - dilation * 2 - 1) // strides[1] + 1
+    expected = np.zeros((2, out_h, out_w, 5 * multiplier), "float64")
+    for a in range(3):
+        for b in range(3):
+            window = x[:, dilation * a :: strides[0], dilation * b :: strides[1], :][:, :out_h, :out_w]
+            expected += np.repeat(window, multiplier, axis=-1) * kernel[a, b].reshape(-1)
+    if use_bias:
+        expected += weights[1]
+    got = keras.ops.convert_to_numpy(ours(x))
+    assert got.shape == expected.shape == tuple(ours.compute_output_shape(x.shape))
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_batch_normalization_training_step_equals_keras():
+    """keras_asc.layers.BatchNormalization (a fused kernel on PyTorch) gives Keras' outputs,
+    moving statistics and, on PyTorch, gradients, in training and in inference."""
+    rng = np.random.default_rng(2)
+    x = (3.0 + 2.0 * rng.normal(size=(4, 5, 6, 3))).astype("float32")
+    ours = keras_asc.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    reference = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+    for layer in (ours, reference):
+        layer.build(x.shape)
+        layer.set_weights([np.array([0.5, 2.0, -1.0], "float32"), np.array([0.1, 0.0, 0.3], "float32"),
+                           np.array([1.0, -1.0, 0.0], "float32"), np.array([2.0, 0.5, 1.0], "float32")])
+    for _ in range(2):
+        got = keras.ops.convert_to_numpy(ours(x, training=True))
+        expected = keras.ops.convert_to_numpy(reference(x, training=True))
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(ours.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(mine), keras.ops.convert_to_numpy(theirs),
+                                   rtol=1e-5, atol=1e-6, err_msg=mine.path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ours(x)), keras.ops.convert_to_numpy(reference(x)),
+                               rtol=1e-5, atol=1e-5)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        grads = []
+        weight = torch.from_numpy(rng.normal(size=x.shape).astype("float32"))
+        for layer in (ours, reference):
+            inputs = torch.tensor(x, requires_grad=True)
+            (layer(inputs, training=True) * weight).sum().backward()
+            grads.append([inputs.grad.numpy(), layer.gamma.value.grad.numpy(), layer.beta.value.grad.numpy()])
+        for mine, theirs in zip(*grads, strict=True):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-5)

@@ -39,6 +39,7 @@ class FreqMixStyle(keras.layers.Layer):
     """
 
     def __init__(self, alpha=0.3, p=0.4, eps=1e-6, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # statistics of the float32 front-end output
         super().__init__(**kwargs)
         if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
             raise ValueError(f"alpha must be a number > 0. Received: alpha={alpha!r}")
@@ -114,9 +115,12 @@ def mix_frequency_statistics(inputs, weight, partner, eps=1e-6):
         eps: added to the variance before the square root.
 
     Returns:
-        The mixed tensor, same shape and dtype as ``inputs``.
+        The mixed tensor, same shape and dtype as ``inputs``; the statistics and the mix are
+        computed in float32 (also for 16-bit inputs under mixed precision).
     """
     inputs = ops.convert_to_tensor(inputs)
+    dtype = inputs.dtype
+    inputs = ops.cast(inputs, "float32")
     weight = ops.cast(weight, inputs.dtype)
     partner = ops.convert_to_tensor(partner, dtype="int32")
     shape = ops.shape(inputs)
@@ -131,4 +135,4 @@ def mix_frequency_statistics(inputs, weight, partner, eps=1e-6):
     partner_std = ops.take(std, partner, axis=0)
     mixed_mean = weight * mean + (1 - weight) * partner_mean
     mixed_std = weight * std + (1 - weight) * partner_std
-    return (inputs - mean) / std * mixed_std + mixed_mean
+    return ops.cast((inputs - mean) / std * mixed_std + mixed_mean, dtype)

@@ -97,6 +97,13 @@ def add_parser(subparsers):
         "TensorFlow; slower steps on JAX)",
     )
     parser.add_argument(
+        "--precision",
+        choices=("float32", "mixed"),
+        default="float32",
+        help="mixed: Keras' mixed-precision policy (float16 on a GPU, bfloat16 on a CPU; "
+        "front-end and normalisation statistics stay float32); default float32",
+    )
+    parser.add_argument(
         "--no-resume",
         action="store_true",
         help="refuse to continue a run already in the run directory",
@@ -182,6 +189,7 @@ def run(args):
         on_error=args.on_error,
         teachers=args.teachers,
         overrides=overrides,
+        precision=args.precision,
     )
     history = result.history
     if history.get("epoch"):

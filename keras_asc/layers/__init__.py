@@ -10,4 +10,8 @@ from keras_asc.layers.blocks import (
 )
 from keras_asc.layers.convolution import Conv2D, DepthwiseConv2D
 from keras_asc.layers.frontend import LogMelSpectrogram
-from keras_asc.layers.normalization import ChannelShuffle, GlobalResponseNormalization
+from keras_asc.layers.normalization import (
+    BatchNormalization,
+    ChannelShuffle,
+    GlobalResponseNormalization,
+)

@@ -19,7 +19,11 @@ weight is (C, 1, kh, kw)); Keras' fan-*in* of that kernel is kh * kw * C, so
 import keras
 
 from keras_asc.layers.convolution import Conv2D, DepthwiseConv2D
-from keras_asc.layers.normalization import ChannelShuffle, GlobalResponseNormalization
+from keras_asc.layers.normalization import (
+    BatchNormalization,
+    ChannelShuffle,
+    GlobalResponseNormalization,
+)
 
 # PyTorch BatchNorm2d defaults (eps 1e-5, momentum 0.1 == Keras momentum 0.9).
 BN_EPSILON = 1e-5
@@ -76,7 +80,7 @@ def _positive_int(name, value):
 
 def batch_norm(x, name):
     """PyTorch-default batch normalisation (eps 1e-5, momentum 0.1) on a functional tensor."""
-    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    return BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def conv_bn_layers(filters, kernel_size, *, strides=1, padding=0, groups=1, activation=True,
@@ -103,7 +107,7 @@ def conv_bn_layers(filters, kernel_size, *, strides=1, padding=0, groups=1, acti
             name=f"{name}_conv",
         )
     )
-    layers.append(keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn"))
+    layers.append(BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn"))
     if activation:
         layers.append(keras.layers.ReLU(name=f"{name}_relu"))
     return layers
@@ -217,7 +221,7 @@ class _InvertedResidualBlock(Block):
                 depthwise_initializer=depthwise_kernel_initializer(),
                 name=f"{name}_depthwise_conv",
             ),
-            keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_depthwise_bn"),
+            BatchNormalization(epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_depthwise_bn"),
             keras.layers.ReLU(name=f"{name}_depthwise_relu"),
         ]
         self.project = conv_bn_layers(self.out_channels, 1, activation=False, name=f"{name}_project")

@@ -196,6 +196,10 @@ class LogMelSpectrogram(keras.layers.Layer):
         resampler="soxr_hq",
         **kwargs,
     ):
+        # Float32 under any global policy (mixed precision): the waveform is not rounded to
+        # 16 bits on the way in, and the STFT, filter bank and log run in float32; the
+        # network's first layer casts the output to its own compute dtype.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         for arg, value in (
             ("sampling_rate", sampling_rate),

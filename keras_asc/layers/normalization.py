@@ -50,8 +50,10 @@ class GlobalResponseNormalization(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=(), initializer="zeros")
 
     def call(self, inputs):
-        norms = safe_l2_norm(inputs, axis=(1, 2))
+        # The norms sum over the whole feature map: float32 also under a 16-bit policy.
+        norms = safe_l2_norm(ops.cast(inputs, "float32"), axis=(1, 2))
         normalized = norms / (ops.mean(norms, axis=-1, keepdims=True) + self.epsilon)
+        normalized = ops.cast(normalized, inputs.dtype)
         return self.gamma * (inputs * normalized) + self.beta + inputs
 
     def compute_output_shape(self, input_shape):
@@ -114,3 +116,55 @@ class ChannelShuffle(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "groups": self.groups}
+
+
+@keras.saving.register_keras_serializable(package="keras_asc")
+class BatchNormalization(keras.layers.BatchNormalization):
+    """``keras.layers.BatchNormalization`` whose training step runs one fused kernel on PyTorch.
+
+    Keras computes batch normalisation from separate ops (moments, subtract, scale, shift) on
+    every backend. TensorFlow and XLA fuse them; eager PyTorch runs each op as its own pass
+    over the tensor, and autograd runs as many again backwards, which made elementwise ops
+    about half of a PyTorch-backend training step of the DCASE baseline (``torch.profiler``
+    in ``benchmarks/train_speed.py --profile-steps``). On that backend a float32 training call
+    therefore uses ATen's ``native_batch_norm`` (one pass forwards, one fused backward kernel)
+    and updates the moving statistics as Keras does (with the biased batch variance). Every
+    other case, inference included, is the parent layer unchanged; weights and config are the
+    parent's.
+
+    Example:
+        >>> y = BatchNormalization()(keras.ops.ones((2, 8, 8, 4)), training=True)
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (
+            not training
+            or not self.trainable
+            or mask is not None
+            or keras.backend.backend() != "torch"
+            or keras.backend.standardize_dtype(inputs.dtype) != "float32"
+            or getattr(self, "synchronized", False)
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        import torch
+
+        axis = self.axis if self.axis >= 0 else len(inputs.shape) + self.axis
+        x = torch.movedim(inputs, axis, 1)  # a view: channels-last memory, NCHW shape
+        outputs, mean, inverse_std = torch.ops.aten.native_batch_norm(
+            x,
+            self.gamma.value if self.scale else None,
+            self.beta.value if self.center else None,
+            None,
+            None,
+            True,
+            0.0,
+            self.epsilon,
+        )
+        with torch.no_grad():
+            variance = torch.clamp(inverse_std.pow(-2) - self.epsilon, min=0.0)
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean.value * momentum + mean * (1 - momentum))
+            self.moving_variance.assign(
+                self.moving_variance.value * momentum + variance * (1 - momentum)
+            )
+        return torch.movedim(outputs, 1, axis)

@@ -96,6 +96,41 @@ class AdamL2(keras.optimizers.Adam):
         finally:
             self.epsilon = torch_epsilon
 
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        if keras.backend.backend() == "torch":
+            self._torch_update_step(grads, trainable_variables, learning_rate)
+        else:
+            super()._backend_update_step(grads, trainable_variables, learning_rate)
+
+    def _torch_update_step(self, grads, trainable_variables, learning_rate):
+        """``update_step`` for all variables at once with PyTorch's multi-tensor kernels."""
+        import torch
+
+        with torch.no_grad():
+            variables = [variable.value for variable in trainable_variables]
+            dtype = variables[0].dtype
+            grads = [g if g.dtype == p.dtype else g.to(p.dtype) for g, p in zip(grads, variables, strict=True)]
+            if self.l2_weight_decay:
+                grads = torch._foreach_add(grads, variables, alpha=self.l2_weight_decay)
+            step = ops.cast(self.iterations + 1, dtype)
+            bias_2 = ops.sqrt(1 - ops.power(ops.cast(self.beta_2, dtype), step))
+            alpha = ops.cast(learning_rate, dtype) * bias_2 / (
+                1 - ops.power(ops.cast(self.beta_1, dtype), step)
+            )
+            index = self._get_variable_index
+            m_list = [self._momentums[index(v)].value for v in trainable_variables]
+            v_list = [self._velocities[index(v)].value for v in trainable_variables]
+            torch._foreach_mul_(m_list, self.beta_1)
+            torch._foreach_add_(m_list, grads, alpha=1 - self.beta_1)
+            torch._foreach_mul_(v_list, self.beta_2)
+            torch._foreach_addcmul_(v_list, grads, grads, value=1 - self.beta_2)
+            # Keras' form, as update_step: epsilon * sqrt(1 - beta_2^t) added to sqrt(v).
+            denominators = torch._foreach_sqrt(v_list)
+            torch._foreach_add_(denominators, self.epsilon * bias_2)
+            steps = torch._foreach_div(m_list, denominators)
+            torch._foreach_mul_(steps, alpha)
+            torch._foreach_sub_(variables, steps)
+
     def get_config(self):
         config = super().get_config()
         config.pop("amsgrad", None)

@@ -64,6 +64,7 @@ from keras_asc.files import FINAL_MODEL, LOCK_FILE, RUN_CONFIG, RunDirError, sav
 from keras_asc.models.classifier import AudioClassifier
 from keras_asc.training import callbacks as callbacks_module
 from keras_asc.training.callbacks import NonFiniteTrainingError
+from keras_asc.training.precision import check_precision, precision_scope
 from keras_asc.training.recipes import DEVICE_IMPULSE_RESPONSE, get_recipe
 from keras_asc.training.rundir import (
     DISK_REASONS,
@@ -89,6 +90,7 @@ _RESUME_KEYS = (
     "validation_split",
     "teachers",
     "overrides",
+    "precision",
 )
 # Offsets that give every random component its own seed derived from the run seed.
 _FRONTEND_SEED_OFFSET = 1
@@ -332,6 +334,7 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
         raise ValueError("split='test' is the evaluation split; train on 5, 10, 25, 50 or 100.")
     seed = _check_int("seed", seed, 0)
     _check_distribution(options["distribution"])
+    check_precision(options["precision"])
     steps_per_epoch = options["steps_per_epoch"]
     if steps_per_epoch is not None:
         steps_per_epoch = _check_int("steps_per_epoch", steps_per_epoch, 1)
@@ -406,6 +409,8 @@ def _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, opti
     }
     if overrides:
         config["overrides"] = overrides
+    if options["precision"] != "float32":
+        config["precision"] = options["precision"]
     if teachers is not None:
         config["teachers"] = teachers
         cache_dir = options["cache_dir"]
@@ -497,9 +502,10 @@ def _build_data(plan):
 
 def _compile_model(plan):
     """``(classifier, training_model)``, compiled with the recipe's optimiser and the loss."""
-    network, training_network = _build_model(
-        plan.model, plan.recipe, plan.spectrogram_factories, plan.seed
-    )
+    with precision_scope(plan.options["precision"]):
+        network, training_network = _build_model(
+            plan.model, plan.recipe, plan.spectrogram_factories, plan.seed
+        )
     if plan.teachers is not None:
         from keras_asc.training import distill
 
@@ -727,6 +733,7 @@ def train(
     on_error="raise",
     teachers=None,
     overrides=None,
+    precision="float32",
 ):
     """Train a registered model on a TAU22 training split with its recipe.
 
@@ -781,6 +788,10 @@ def train(
             those of ``Recipe.settings()``, applied after ``epochs``/``batch_size``/
             ``weight_decay``. They are recorded in run_config.json; continuing a run without
             ``overrides`` applies the recorded ones.
+        precision: ``"float32"`` or ``"mixed"`` (Keras' mixed-precision policy:
+            ``mixed_float16`` with loss scaling on a GPU, ``mixed_bfloat16`` on a CPU; the
+            front-end and the normalisation statistics stay float32). Recorded in
+            run_config.json when mixed.
 
     Returns:
         A :class:`TrainResult` (model, run directory, per-epoch history, effective recipe).
@@ -810,6 +821,7 @@ def train(
         "callbacks": callbacks,
         "tensorboard": tensorboard,
         "jit_compile": jit_compile,
+        "precision": precision,
     }
     plan = _resolve_plan(model, data_dir, split, out_dir, seed, resume, overwrite, options)
     resuming, complete = _check_run_dir(plan.run, plan.config, resume, overwrite)
