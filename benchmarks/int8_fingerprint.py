@@ -9,6 +9,9 @@ loads them), and compare the two JSON files. The script uses only APIs both chec
 Usage:
     MODE=dump PYTHONPATH=OLD:OLD/tests KERAS_BACKEND=tensorflow python benchmarks/int8_fingerprint.py before.json
     PYTHONPATH=NEW:NEW/tests KERAS_BACKEND=tensorflow python benchmarks/int8_fingerprint.py after.json
+
+``LOW_ARENA=0`` or ``LOW_ARENA=1`` passes ``low_arena`` to ``export_int8`` explicitly, so two
+checkouts whose default layout differs are compared on the same layout.
 """
 
 import hashlib
@@ -89,7 +92,8 @@ for preset in ["moflenet57", "cp_resnet59", "moflenet57_cp_resnet59_v2"]:
         batches = [keras.ops.convert_to_numpy(keras_member.frontend(calibration[i:i + 8])) for i in (0, 8)]
         calibrate_activation_ranges(qat_member, twin_member, iter(batches))
     with tempfile.TemporaryDirectory() as tmp:
-        result = export_int8(qat, None, f"{tmp}/{preset}.tflite", qat=True)
+        layout = {} if "LOW_ARENA" not in os.environ else {"low_arena": os.environ["LOW_ARENA"] == "1"}
+        result = export_int8(qat, None, f"{tmp}/{preset}.tflite", qat=True, **layout)
         content = open(result.path, "rb").read()
         classifier = TFLiteClassifier(result.path)
         int8 = classifier.predict(evaluation)
