@@ -219,16 +219,16 @@ def test_train_skips_a_bad_clip_and_says_which(capsys, data, tiny_model, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_nan_loss_stops_training_without_saving(capsys, data, tiny_model, tmp_path):
-    # Finite samples of 3e38 are valid audio, but their power overflows float32 to Inf, and
-    # the normalised log-mel and the loss become NaN at the first step.
+def test_audio_far_beyond_full_scale_is_refused_before_training(capsys, data, tiny_model, tmp_path):
+    # Finite samples of 3e38 overflow the front-end's float32 power to Inf (a NaN loss at the
+    # first step, before decoding checked the peak): now the file is refused at decoding.
     buffer = io.BytesIO()
     soundfile.write(buffer, np.full(32000, 3e38, np.float32), 32000, format="WAV", subtype="FLOAT")
     _corrupt(data, "split5", 10, content=buffer.getvalue())
     code, out, err = _train(capsys, data, tiny_model, tmp_path / "run")
     assert code == 2, out + err
     (line,) = error_lines(err)
-    assert "training loss became nan at epoch 1, step 1" in line or "holds NaN or Inf" in line
+    assert "its peak sample magnitude is 3e+38" in line and "expected samples within +-16" in line
     assert "model saved" not in out
     assert not (tmp_path / "run" / "model.keras").exists()
 

@@ -73,7 +73,11 @@ def test_recipes_hold_the_report_numbers():
             "freq_mixstyle",
         )
         assert recipe.augmentation_config("time_roll") == {"max_shift_seconds": 0.125}
-        assert recipe.frontend == {"freq_mask_bins": 48, "max_frequency_jitter": (15001.0, 16000.0)}
+        assert recipe.frontend == {
+            "freq_mask_bins": 48,
+            "max_frequency_jitter": (15001.0, 16000.0),
+            "resampler": "soxr_hq",  # as librosa.load(sr=32000), the CP-JKU code's loader
+        }
         assert recipe.schedule.last_factor == 0.005
     assert mofle.augmentation_config("device_impulse_response") == {"p": 0.6}
     assert mofle.augmentation_config("freq_mixstyle") == {"alpha": 0.3, "p": 0.4}
