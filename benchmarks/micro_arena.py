@@ -37,6 +37,7 @@ import sys
 import tempfile
 
 import numpy as np
+from int8_latency import trained_like_grn  # benchmarks/ is on the path of its scripts
 
 
 def parse_args(argv=None):
@@ -52,19 +53,6 @@ def parse_args(argv=None):
     parser.add_argument("--clips", type=int, default=8, help="noise clips for the agreement")
     parser.add_argument("--out", help="folder for the int8 files (default: a temporary folder)")
     return parser.parse_args(argv)
-
-
-def trained_like_grn(model, seed=0):
-    """GRN gamma and beta non-zero, as after training (the converter folds zeros away)."""
-    from keras_asc.layers import GlobalResponseNormalization, leaf_layers
-
-    rng = np.random.default_rng(seed)
-    for member in getattr(model, "members", [model]):
-        for layer in leaf_layers(member):
-            if isinstance(layer, GlobalResponseNormalization):
-                layer.gamma.assign(np.float32(rng.uniform(0.2, 0.5)))
-                layer.beta.assign(np.float32(rng.uniform(-0.1, 0.1)))
-    return model
 
 
 def measure(model, label, out, clips):
@@ -128,7 +116,9 @@ def main(argv=None):
     rows = []
     for name in names:
         rows += measure(keras_asc.build(name), "fresh", out, clips)
-        rows += measure(trained_like_grn(keras_asc.build(name)), "trained", out, clips)
+        trained = keras_asc.build(name)
+        trained_like_grn(trained)
+        rows += measure(trained, "trained", out, clips)
     recorded = {}
     for run in args.run:
         model_path, _ = resolve_run(run)

@@ -497,16 +497,13 @@ def _cached_clips(
     # The cache replaces the WAV files, so they are not checked here; building it checks them.
     clips = list(split.clips)
     filenames = [clip.filename for clip in clips]
-    found = _find_cache(
-        cache_dir,
-        data_dir,
-        split.name,
-        filenames,
-        sampling_rate,
-        clip_seconds,
-        num_samples,
-        resampler,
-    )
+    def find():
+        return _find_cache(
+            cache_dir, data_dir, split.name, filenames, sampling_rate, clip_seconds,
+            num_samples, resampler,
+        )
+
+    found = find()
     if found is None:
         print(f"Building the decoded-audio cache of {split.title} in {cache_dir} ...")
         prepare_cache(
@@ -518,16 +515,7 @@ def _cached_clips(
             on_error=on_error,
             resampler=resampler,
         )
-        found = _find_cache(
-            cache_dir,
-            data_dir,
-            split.name,
-            filenames,
-            sampling_rate,
-            clip_seconds,
-            num_samples,
-            resampler,
-        )
+        found = find()
     manifest, rows = found
     skipped = SkippedClips(len(clips))
     failed = manifest.get("failed", {})
